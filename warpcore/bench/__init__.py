@@ -1,0 +1,1 @@
+"""Benchmarks behind ``warpdiff bench``: each module has ``run_benchmark(quick) -> dict``."""

@@ -1,0 +1,69 @@
+"""``warpdiff``: the one console command. Subcommands are imported lazily, so that
+``warpdiff --help`` and the light subcommands stay fast and need no torch.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from warpcore.errors import Cancelled, InvalidInput, ModelNotFound
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inpaint": (
+        "warpcore.commands.inpaint",
+        "remove an object from a video (mask = what to remove)",
+    ),
+    "upscale": ("warpcore.commands.upscale", "super-resolve a video"),
+    "demo": ("warpcore.commands.demo", "run the main job on the bundled clip and write a report"),
+    "metrics": ("warpcore.commands.metrics", "score any video: warping errors, E_warp, PSNR/SSIM"),
+    "eval": ("warpcore.commands.eval", "run an evaluation suite over every noise scheme"),
+    "train": ("warpcore.commands.train", "train or fine-tune a conditional UNet with GP noise"),
+    "noise-demo": ("warpcore.commands.noise_demo", "video of every noise scheme on a camera move"),
+    "serve": ("server.commands", "run the local GPU server"),
+    "bench": ("warpcore.commands.bench", "benchmarks: noise, sampler, server"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warpdiff", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; accepted: {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"warpdiff {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    args.command = name
+    try:
+        return int(module.run(args) or 0)
+    except (InvalidInput, ModelNotFound) as exc:
+        print(f"warpdiff {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print(f"warpdiff {name}: cancelled; finished frames were kept", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"warpdiff {name}: interrupted; finished frames were kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

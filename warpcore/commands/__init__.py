@@ -1,0 +1,1 @@
+"""Subcommands of ``warpdiff``: thin argument parsing over the engine's functions."""

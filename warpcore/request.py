@@ -1,0 +1,130 @@
+"""The restoration request: a frozen dataclass validated before any compute."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from warpcore.errors import InvalidInput
+
+TASKS = ("inpaint", "upscale")
+NOISE_SCHEMES = (
+    "gp",
+    "integral",
+    "fixed",
+    "resample",
+    "nearest",
+    "bilinear",
+    "gp-fixed",
+    "gp-resample",
+    "gp-nearest",
+)
+FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
+SAMPLERS = ("euler", "heun")
+SCALES = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """Everything that decides a clip's output, except the frames themselves.
+
+    ``guidance`` is the self-guidance strength lambda (0 = off; the paper uses 1).
+    ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
+    applies. ``strength`` < 1 starts from the noised condition (zero-shot SR) instead of noise.
+    """
+
+    task: str
+    scale: int = 4
+    model: str = "builtin"
+    noise: str = "gp"
+    guidance: float = 1.0
+    guidance_range: tuple[float, float] = (0.0, 1.0)
+    steps: int = 25
+    sampler: str = "euler"
+    seed: int = 0
+    prompt: str = ""
+    negative_prompt: str = ""
+    cfg_scale: float = 1.0
+    strength: float = 1.0
+    flow: str = "dis"
+    occlusion_mask: bool = True
+    composite: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASKS)
+        _choice("noise", self.noise, NOISE_SCHEMES)
+        _choice("flow", self.flow, FLOW_METHODS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if self.task == "upscale":
+            _choice("scale", self.scale, SCALES)
+        _int_range("steps", self.steps, 1, 1000)
+        _int_range("seed", self.seed, 0, 2**63 - 1)
+        _float_range("guidance", self.guidance, 0.0, 100.0)
+        _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
+        _float_range("strength", self.strength, 0.01, 1.0)
+        start, stop = _pair("guidance_range", self.guidance_range)
+        if not 0.0 <= start < stop <= 1.0:
+            raise InvalidInput(
+                f"guidance_range: expected 0 <= start < stop <= 1 (fractions of the steps), "
+                f"got {self.guidance_range!r}"
+            )
+        if not isinstance(self.model, str) or not self.model:
+            raise InvalidInput("model: expected 'builtin', 'gaussian', a folder or a hub id")
+        if not isinstance(self.device, str) or not self.device:
+            raise InvalidInput("device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["guidance_range"] = list(self.guidance_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestoreRequest:
+        """Build from plain data (JSON, msgpack); unknown keys are an error that lists the known."""
+        if not isinstance(data, dict):
+            raise InvalidInput(f"request: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"request: unknown fields {unknown}; accepted: {sorted(known)}")
+        if "task" not in data:
+            raise InvalidInput(f"request: 'task' is required, one of {TASKS}")
+        values = dict(data)
+        if "guidance_range" in values:
+            values["guidance_range"] = tuple(_pair("guidance_range", values["guidance_range"]))
+        return cls(**values)
+
+    def key(self) -> str:
+        """A stable content hash of every field that changes the output (not the device)."""
+        d = self.to_dict()
+        d.pop("device")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _choice(name: str, value: object, accepted: tuple) -> None:
+    if value not in accepted:
+        raise InvalidInput(f"{name}: got {value!r}; accepted: {', '.join(map(str, accepted))}")
+
+
+def _int_range(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInput(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _float_range(name: str, value: object, lo: float, hi: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not lo <= float(value) <= hi:  # NaN fails the comparison too
+        raise InvalidInput(f"{name}: expected a number in [{lo}, {hi}], got {value!r}")
+
+
+def _pair(name: str, value: object) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise InvalidInput(f"{name}: expected two numbers [start, stop], got {value!r}")
+    for v in value:
+        _float_range(name, v, 0.0, 1.0)
+    return float(value[0]), float(value[1])
