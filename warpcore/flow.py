@@ -1,17 +1,42 @@
 """Optical flow between frames, flow composition, occlusion masks and bilinear warping.
 
 Conventions (ARCHITECTURE.md): a flow is (2, H, W), channel 0 = dx, 1 = dy, in pixels;
-``flow_ab`` lives on frame a's grid and sends pixel x of a to ``x + flow_ab(x)`` in b.
+``flow_ab`` lives on frame a's grid and sends pixel x of a to ``x + flow_ab(x)`` in b, so that
+``a(x) ~ b(x + flow_ab(x))`` and ``warp(b, flow_ab)`` resamples b onto a's grid.
+
+Estimation uses OpenCV (DIS presets, Farneback) on 8-bit grayscale, or RAFT when torchvision
+and RAFT weights (safetensors) are on this machine. Everything else here is pure torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
 from typing import Literal
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from warpcore.errors import InvalidInput, ModelNotFound
+
 Padding = Literal["zeros", "border"]
+
+FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
+_DIS_PRESETS = {
+    "dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+}
+# Where RAFT weights are looked for (a safetensors state dict of torchvision's raft_large).
+RAFT_WEIGHTS_ENV = "WARPDIFF_RAFT_WEIGHTS"
+RAFT_DEFAULT_WEIGHTS = Path.home() / ".cache" / "warpdiff" / "raft_large.safetensors"
+
+# Forward-backward consistency constants of Lai et al. 2018 (METHOD.md section 6).
+_FB_ALPHA, _FB_BETA = 0.01, 0.5
+_MB_ALPHA, _MB_BETA = 0.01, 0.002
 
 
 def sample_points(flow: torch.Tensor) -> torch.Tensor:
@@ -61,3 +86,318 @@ def warp(
     )
     valid = inside.unsqueeze(1).to(img.dtype)
     return (out, valid) if batched else (out[0], valid[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_flow(
+    flow: object, name: str = "flow", shape: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Check that ``flow`` is a floating, finite torch tensor (2, H, W); return it.
+
+    ``shape``: the (H, W) it must have, if given.
+    """
+    if not isinstance(flow, torch.Tensor):
+        raise InvalidInput(f"{name}: expected a torch tensor (2, H, W), got {type(flow).__name__}")
+    if flow.dim() != 3 or flow.shape[0] != 2 or flow.shape[1] < 1 or flow.shape[2] < 1:
+        raise InvalidInput(
+            f"{name}: expected shape (2, H, W) with H, W > 0 (dx, dy), got {tuple(flow.shape)}"
+        )
+    if not flow.is_floating_point():
+        raise InvalidInput(f"{name}: expected a floating dtype, got {flow.dtype}")
+    if shape is not None and tuple(flow.shape[1:]) != tuple(shape):
+        raise InvalidInput(
+            f"{name}: expected size (H, W) = {tuple(shape)}, got {tuple(flow.shape[1:])}"
+        )
+    if not bool(torch.isfinite(flow).all()):
+        raise InvalidInput(f"{name}: contains NaN or infinite values; expected finite pixels")
+    return flow
+
+
+def _as_mask(mask: object, name: str, shape: tuple[int, int]) -> torch.Tensor:
+    """A (H, W) bool tensor from a (H, W) / (1, H, W) torch or numpy mask (> 0.5 is set)."""
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(mask)
+    if not isinstance(mask, torch.Tensor):
+        raise InvalidInput(f"{name}: expected a (H, W) or (1, H, W) array, got {type(mask)}")
+    m = mask[0] if mask.dim() == 3 and mask.shape[0] == 1 else mask
+    if m.dim() != 2 or tuple(m.shape) != tuple(shape):
+        raise InvalidInput(
+            f"{name}: expected shape {tuple(shape)} or (1, *{tuple(shape)}), got {tuple(mask.shape)}"
+        )
+    m = m.float()
+    if not bool(torch.isfinite(m).all()):
+        raise InvalidInput(f"{name}: contains NaN or infinite values; expected values in [0, 1]")
+    return m > 0.5
+
+
+def _gray_u8(frame: object, name: str) -> np.ndarray:
+    """8-bit grayscale (H, W) from a torch (C, H, W) or numpy (H, W[, C]) float frame in [0,1].
+
+    Values outside [0, 1] (linear EXR highlights) are clipped; the quantisation rounds.
+    """
+    if isinstance(frame, torch.Tensor):
+        if frame.dim() != 3 or frame.shape[0] not in (1, 3, 4):
+            raise InvalidInput(f"{name}: expected a torch (3, H, W) frame, got {tuple(frame.shape)}")
+        arr = frame.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()
+    elif isinstance(frame, np.ndarray):
+        arr = frame if frame.ndim == 3 else frame[..., None] if frame.ndim == 2 else None
+        if arr is None or arr.shape[2] not in (1, 3, 4):
+            raise InvalidInput(f"{name}: expected a numpy (H, W, 3) frame, got {frame.shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InvalidInput(f"{name}: expected floats in [0, 1], got dtype {arr.dtype}")
+    else:
+        raise InvalidInput(f"{name}: expected a torch (3, H, W) or numpy (H, W, 3) frame")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise InvalidInput(f"{name}: empty frame of size {arr.shape[:2]}; expected H, W > 0")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise InvalidInput(f"{name}: contains NaN or infinite values; expected floats in [0, 1]")
+    gray = arr[..., 0] if arr.shape[2] == 1 else cv2.cvtColor(arr[..., :3], cv2.COLOR_RGB2GRAY)
+    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimation
+
+
+def estimate_flow(a: object, b: object, method: str = "dis") -> torch.Tensor:
+    """Flow from frame ``a`` to frame ``b`` on a's grid: ``a(x) ~ b(x + flow(x))``.
+
+    ``a``, ``b``: torch (3, H, W) or numpy (H, W, 3) floats in [0, 1], the same size.
+    ``method``: one of :data:`FLOW_METHODS`. Returns a float32 CPU tensor (2, H, W).
+    """
+    if method not in FLOW_METHODS:
+        raise InvalidInput(f"method: got {method!r}; accepted: {', '.join(FLOW_METHODS)}")
+    ga, gb = _gray_u8(a, "a"), _gray_u8(b, "b")
+    if ga.shape != gb.shape:
+        raise InvalidInput(f"a, b: frames differ in size, {ga.shape} vs {gb.shape}; expected equal")
+    if method == "raft":
+        return _raft_flow(a, b)
+    if method == "farneback":
+        flow = cv2.calcOpticalFlowFarneback(
+            ga, gb, None, pyr_scale=0.5, levels=4, winsize=21, iterations=5, poly_n=5,
+            poly_sigma=1.1, flags=0,
+        )  # fmt: skip
+    else:
+        dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[method])
+        flow = dis.calc(ga, gb, None)
+    return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32))
+
+
+def flow_pair(a: object, b: object, method: str = "dis") -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward a->b on a's grid, backward b->a on b's grid)."""
+    return estimate_flow(a, b, method), estimate_flow(b, a, method)
+
+
+def raft_available() -> str | None:
+    """None when RAFT can run here, else a sentence saying what is missing."""
+    if importlib.util.find_spec("torchvision") is None:
+        return (
+            "flow method 'raft' needs torchvision (install it matching your torch, e.g. "
+            "'pip install --no-deps torchvision') and RAFT-large weights; "
+            "use 'dis' (the default) otherwise"
+        )
+    path = Path(os.environ.get(RAFT_WEIGHTS_ENV, RAFT_DEFAULT_WEIGHTS))
+    if not path.is_file():
+        return (
+            f"flow method 'raft' needs RAFT-large weights as a safetensors state dict of "
+            f"torchvision's raft_large at {path} (or set {RAFT_WEIGHTS_ENV}); "
+            "use 'dis' (the default) otherwise"
+        )
+    return None
+
+
+def _raft_flow(a: object, b: object) -> torch.Tensor:
+    missing = raft_available()
+    if missing:
+        raise ModelNotFound(missing)
+    from safetensors.torch import load_file
+    from torchvision.models.optical_flow import raft_large
+
+    model = raft_large(weights=None, progress=False)
+    model.load_state_dict(load_file(os.environ.get(RAFT_WEIGHTS_ENV, str(RAFT_DEFAULT_WEIGHTS))))
+    model.eval()
+    ta, tb = (_rgb_tensor(x) for x in (a, b))
+    h, w = ta.shape[-2:]
+    ph, pw = (-h) % 8, (-w) % 8
+    batch = [F.pad(t[None] * 2 - 1, (0, pw, 0, ph), mode="replicate") for t in (ta, tb)]
+    with torch.no_grad():
+        flow = model(batch[0], batch[1])[-1][0]
+    return flow[:, :h, :w].float().contiguous()
+
+
+def _rgb_tensor(frame: object) -> torch.Tensor:
+    if isinstance(frame, np.ndarray):
+        frame = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).permute(2, 0, 1)
+    return frame[:3].float().clamp(0, 1)  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition, validity and occlusion
+
+
+def compose(flow_ab: torch.Tensor, flow_bc: torch.Tensor) -> torch.Tensor:
+    """``flow_ac(x) = flow_ab(x) + flow_bc(x + flow_ab(x))`` on a's grid.
+
+    ``flow_bc`` is sampled bilinearly with border extension (points that leave b take the
+    nearest edge flow). Both flows (2, H, W) of the same size.
+    """
+    validate_flow(flow_ab, "flow_ab")
+    validate_flow(flow_bc, "flow_bc", tuple(flow_ab.shape[1:]))
+    sampled, _ = warp(flow_bc.to(flow_ab.dtype), flow_ab, padding="border")
+    return flow_ab + sampled
+
+
+def valid_mask(flow: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) float: 1 where ``x + flow(x)`` lands inside the target frame (same size)."""
+    validate_flow(flow)
+    pts = sample_points(flow)
+    h, w = flow.shape[1:]
+    tol = 1e-4
+    inside = (pts[0] >= -tol) & (pts[0] <= w - 1 + tol) & (pts[1] >= -tol) & (pts[1] <= h - 1 + tol)
+    return inside[None].to(flow.dtype)
+
+
+def motion_boundary(flow: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) bool: ``|grad flow|^2 > 0.01 |flow|^2 + 0.002`` (forward differences)."""
+    validate_flow(flow)
+    du = F.pad(flow[:, :, 1:] - flow[:, :, :-1], (0, 1, 0, 0))
+    dv = F.pad(flow[:, 1:, :] - flow[:, :-1, :], (0, 0, 0, 1))
+    grad2 = (du**2 + dv**2).sum(0)
+    return (grad2 > _MB_ALPHA * (flow**2).sum(0) + _MB_BETA)[None]
+
+
+def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) float on the FORWARD flow's grid: 1 = valid, 0 = occluded / boundary / leaves.
+
+    ``forward`` = flow a->b on a's grid, ``backward`` = flow b->a on b's grid. Lai et al. 2018
+    (METHOD.md section 6) written on a's grid (their code calls ``detect_occlusion(bw, fw)``
+    to get the mask of the frame that is warped onto, which is this): pixel x of a is occluded
+    when ``|w_f(x) + w_b(x + w_f(x))|^2 > 0.01 (|w_f(x)|^2 + |w_b(x + w_f(x))|^2) + 0.5``,
+    on a motion boundary when ``|grad w_f(x)|^2 > 0.01 |w_f(x)|^2 + 0.002``, and invalid when
+    ``x + w_f(x)`` leaves b. This is the ``M`` of E_warp for ``V_a - warp(V_b, forward)``.
+    """
+    validate_flow(forward, "forward")
+    validate_flow(backward, "backward", tuple(forward.shape[1:]))
+    bw_at, inside = warp(backward.to(forward.dtype), forward, padding="border")
+    round_trip = ((forward + bw_at) ** 2).sum(0)
+    bound = _FB_ALPHA * ((forward**2).sum(0) + (bw_at**2).sum(0)) + _FB_BETA
+    occluded = round_trip > bound
+    keep = ~occluded & ~motion_boundary(forward)[0] & (inside[0] > 0.5)
+    return keep[None].to(forward.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+
+
+def to_model_grid(flow: torch.Tensor, factor: int) -> torch.Tensor:
+    """The flow on a grid ``factor`` times smaller: area-average each block, divide by factor.
+
+    METHOD.md section 4 (SDXL latents: factor 8). H and W must be divisible by ``factor``.
+    """
+    validate_flow(flow)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise InvalidInput(f"factor: expected a positive integer (8 for SDXL), got {factor!r}")
+    h, w = flow.shape[1:]
+    if h % factor or w % factor:
+        raise InvalidInput(
+            f"flow: size {h}x{w} is not divisible by factor {factor}; "
+            f"crop or pad the frames to a multiple of {factor}"
+        )
+    return F.avg_pool2d(flow[None], factor)[0] / factor
+
+
+def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The flow resampled (bilinear) to ``size`` = (H, W), displacements rescaled to its pixels."""
+    validate_flow(flow)
+    if len(size) != 2 or min(int(s) for s in size) < 1:
+        raise InvalidInput(f"size: expected (H, W) with H, W > 0, got {size!r}")
+    h, w = flow.shape[1:]
+    if (h, w) == tuple(size):
+        return flow
+    out = F.interpolate(flow[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    scale = torch.tensor([size[1] / w, size[0] / h], dtype=flow.dtype).view(2, 1, 1)
+    return out * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Filling the flow inside an inpainting mask
+
+
+def fill_masked(
+    flow: torch.Tensor,
+    mask: object,
+    method: Literal["harmonic", "telea"] = "harmonic",
+    dilate: int = 0,
+) -> torch.Tensor:
+    """Replace the flow inside ``mask`` (1 = removed object) by a fill from its surroundings.
+
+    The clean plate behind a removed object moves like the background around it, not like the
+    object. ``harmonic`` (default) solves Laplace's equation inside the mask with the flow
+    outside as Dirichlet values and no-flux frame borders (a sparse direct solve, exact and
+    smooth; about 1 s per 10^5 masked pixels on one core). ``telea`` uses ``cv2.inpaint``
+    per channel (fast, less smooth). ``dilate`` grows the mask by that many pixels first:
+    estimated flow bleeds the object's motion a few pixels past its outline (DIS: ~4-8).
+    A frame masked entirely has no surroundings to follow: its fill is zero flow (static).
+    """
+    validate_flow(flow)
+    known_shape = tuple(flow.shape[1:])
+    m = _as_mask(mask, "mask", known_shape)
+    if method not in ("harmonic", "telea"):
+        raise InvalidInput(f"method: got {method!r}; accepted: harmonic, telea")
+    if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
+        raise InvalidInput(f"dilate: expected an integer >= 0 (pixels), got {dilate!r}")
+    m_np = m.cpu().numpy().astype(np.uint8)
+    if dilate:
+        m_np = cv2.dilate(m_np, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8))
+    if not m_np.any():
+        return flow.clone()
+    if m_np.all():
+        return torch.zeros_like(flow)
+    f_np = flow.detach().cpu().numpy().astype(np.float64)
+    if method == "telea":
+        filled = np.stack(
+            [cv2.inpaint(c.astype(np.float32), m_np, 3, cv2.INPAINT_TELEA) for c in f_np]
+        )
+    else:
+        filled = _harmonic_fill(f_np, m_np.astype(bool))
+    return torch.from_numpy(filled.astype(np.float32)).to(flow.device, flow.dtype)
+
+
+def _harmonic_fill(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Solve the 5-point Laplace equation for every channel of ``values`` (C, H, W) in mask."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    h, w = mask.shape
+    idx = -np.ones((h, w), dtype=np.int64)
+    ys, xs = np.nonzero(mask)
+    n = len(ys)
+    idx[ys, xs] = np.arange(n)
+    rows, cols, data = [np.arange(n)], [np.arange(n)], [np.zeros(n)]
+    rhs = np.zeros((n, values.shape[0]))
+    diag = np.zeros(n)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        diag += inside  # no-flux borders: a missing neighbour drops out of the stencil
+        ny, nx, rid = ny[inside], nx[inside], np.nonzero(inside)[0]
+        nb = idx[ny, nx]
+        unknown = nb >= 0
+        rows.append(rid[unknown])
+        cols.append(nb[unknown])
+        data.append(-np.ones(int(unknown.sum())))
+        known = ~unknown
+        rhs[rid[known]] += values[:, ny[known], nx[known]].T
+    data[0] = diag
+    a = sp.csc_matrix(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    solution = splu(a).solve(rhs)
+    out = values.copy()
+    out[:, ys, xs] = solution.T
+    return out

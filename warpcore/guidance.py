@@ -1,0 +1,73 @@
+"""Equivariance self-guidance (paper eq. 8 and Algorithm 1, step 2).
+
+The warping error of the current denoised estimate against the previous frame's estimate at
+the same step, ``e_k = || M * (h_k o T_j - h_k^(j-1)) ||^2``, and the normalised gradient step
+``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (a DPS-style step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from warpcore.flow import warp
+
+# "network": the gradient goes through the denoiser, as in the paper (one extra backward pass).
+# "output": the denoiser's Jacobian is taken as the identity, so the gradient only goes through
+# the warp; it costs no backward pass through the network (a cheaper approximation).
+GradMode = Literal["network", "output"]
+
+
+@dataclass(frozen=True)
+class EquivarianceGuidance:
+    """Guidance for frame j given frame j-1's denoised outputs at every step.
+
+    ``forward``: flow from frame j-1 to frame j on the model grid, (2, h, w).
+    ``mask``: (1, h, w), 1 on pixels of frame j-1 that stay in frame and are not occluded.
+    ``previous``: (K, C, h, w), frame j-1's denoised estimate ``h_k^(j-1)`` for each step k.
+    ``active``: the steps k where guidance applies.
+    """
+
+    strength: float
+    forward: torch.Tensor
+    mask: torch.Tensor
+    previous: torch.Tensor
+    active: frozenset[int]
+    grad_mode: GradMode = "network"
+
+    def applies(self, k: int) -> bool:
+        return self.strength > 0 and k in self.active
+
+    def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
+        """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""
+        warped, inside = warp(denoised, self.forward)  # h_k o T_j, on frame j-1's grid
+        m = self.mask * inside
+        return ((m * (warped - self.previous[k])) ** 2).sum()
+
+    def step(self, x: torch.Tensor, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+        """The correction ``-lambda / sqrt(e_k) * grad e_k`` and e_k itself.
+
+        ``x`` must require grad and ``denoised`` must depend on it when grad_mode == "network".
+        """
+        if self.grad_mode == "output":
+            denoised = denoised.detach().requires_grad_(True)
+            wrt = denoised
+        else:
+            wrt = x
+        e = self.error(denoised, k)
+        (grad,) = torch.autograd.grad(e, wrt)
+        value = float(e.detach())
+        if value <= 0.0:
+            return torch.zeros_like(x), 0.0
+        return -self.strength / value**0.5 * grad, value
+
+
+def active_steps(n_steps: int, start: float, stop: float) -> frozenset[int]:
+    """Steps k in [0, n_steps) with k / n_steps in [start, stop)."""
+    return frozenset(k for k in range(n_steps) if start <= k / n_steps < stop)
+
+
+GuidanceFactory = Callable[[int], EquivarianceGuidance | None]

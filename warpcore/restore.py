@@ -1,0 +1,312 @@
+"""Whole-clip restoration: Algorithm 1 of the paper, one frame at a time.
+
+``ClipRestorer`` holds the only state that crosses frames (the noise warper's state, the previous
+input frame and mask, and the previous frame's denoised estimate at every step), so memory is
+constant in clip length and a killed job resumes from ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from warpcore import flow as flowlib
+from warpcore.errors import InvalidInput
+from warpcore.guidance import EquivarianceGuidance, GradMode, active_steps
+from warpcore.models.base import Condition, Denoiser
+from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_events
+from warpcore.request import RestoreRequest
+from warpcore.sampler import StepInfo, sample, start_noise
+from warpcore.schedule import karras_sigmas, truncate
+from warpcore.warps import make_warper
+
+
+class ClipRestorer:
+    """Restores the frames of one clip in order: ``process(0, ...)``, ``process(1, ...)``, ..."""
+
+    def __init__(
+        self,
+        request: RestoreRequest,
+        denoiser: Denoiser,
+        frame_size: tuple[int, int],
+        n_frames: int | None = None,
+        grad_mode: GradMode = "network",
+    ) -> None:
+        if request.task not in denoiser.tasks:
+            raise InvalidInput(
+                f"task: model {denoiser.name!r} does {', '.join(denoiser.tasks)}, "
+                f"not {request.task!r}"
+            )
+        self.request, self.denoiser, self.grad_mode = request, denoiser, grad_mode
+        self.n_frames = n_frames
+        self.in_size = _check_size(frame_size)
+        scale = request.scale if request.task == "upscale" else 1
+        self.scale = scale
+        self.out_size = (self.in_size[0] * scale, self.in_size[1] * scale)
+        multiple = denoiser.downscale if denoiser.downscale == 1 else denoiser.downscale * 8
+        self.pad_in = tuple(-(-s // multiple) * multiple for s in self.in_size)
+        self.pad_out = (self.pad_in[0] * scale, self.pad_in[1] * scale)
+        self.grid = (self.pad_out[0] // denoiser.downscale, self.pad_out[1] // denoiser.downscale)
+        sigmas = karras_sigmas(request.steps, denoiser.sigma_min, denoiser.sigma_max)
+        self.sigmas = truncate(sigmas, request.strength)
+        n_steps = len(self.sigmas) - 1
+        self.active = active_steps(n_steps, *request.guidance_range)
+        self.warper = make_warper(
+            request.noise, denoiser.channels, *self.grid, seed=request.seed, device=denoiser.device
+        )
+        self.next_index = 0
+        self._prev: dict[str, torch.Tensor] | None = None
+        self._step_times: list[float] = []
+        self.last_warp_errors: tuple[float | None, ...] = ()
+
+    # -- public -------------------------------------------------------------------------------
+    def process(
+        self,
+        index: int,
+        frame: np.ndarray,
+        mask: np.ndarray | None = None,
+        on_event: EventSink = no_events,
+        should_stop: ShouldStop = never_stop,
+    ) -> np.ndarray:
+        """Restore frame ``index`` (H, W, 3) float32 in [0, 1]; returns (H', W', 3) float32."""
+        if index != self.next_index:
+            raise InvalidInput(
+                f"index: frames must come in order; expected frame {self.next_index}, got {index}"
+            )
+        image, hole = self._inputs(frame, mask)
+        noise, guidance = self._noise_and_guidance(image, hole)
+        cond = Condition(
+            task=self.request.task,
+            image=image
+            if self.scale == 1
+            else _pad(_to_tensor(frame), self.pad_in).to(image.device),
+            mask=hole,
+            scale=self.scale,
+            prompt=self.request.prompt,
+            negative_prompt=self.request.negative_prompt,
+            cfg_scale=self.request.cfg_scale,
+        )
+        prepared = self.denoiser.prepare(cond)
+        x = start_noise(noise, self.sigmas, self.denoiser.start(prepared))
+        result = sample(
+            lambda u, s: self.denoiser(u, s, prepared),
+            x,
+            self.sigmas,
+            method=self.request.sampler,
+            guidance=guidance,
+            callback=self._progress(index, on_event),
+            should_stop=should_stop,
+        )
+        with torch.no_grad():
+            out = self.denoiser.decode(result.x)[0].float().clamp(0, 1)
+        # Everything below only runs once the frame is done: a cancelled frame changes no state.
+        self._prev = {"image": image, "mask": hole, "denoised": result.denoised}
+        self.next_index += 1
+        self.last_warp_errors = result.warp_errors
+        return self._finish(out, frame, hole)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything the next frame needs (safetensors-ready)."""
+        state = {"next_index": torch.tensor(self.next_index)}
+        for k, v in (self._prev or {}).items():
+            if v is not None:
+                state[f"prev.{k}"] = v.detach().cpu().contiguous()
+        for k, v in self.warper.state_dict().items():
+            state[f"warper.{k}"] = v.detach().cpu().contiguous()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        dev = self.denoiser.device
+        self.next_index = int(state["next_index"])
+        prev = {k[5:]: v.to(dev) for k, v in state.items() if k.startswith("prev.")}
+        self._prev = None
+        if prev:
+            self._prev = {
+                "image": prev["image"],
+                "mask": prev.get("mask"),
+                "denoised": prev["denoised"],
+            }
+        self.warper.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("warper.")})
+
+    # -- steps of a frame ----------------------------------------------------------------------
+    def _inputs(
+        self, frame: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frame at output resolution (padded) for flow and conditioning, and the mask."""
+        _check_frame(frame, self.in_size)
+        hole = None
+        if self.request.task == "inpaint":
+            _check_mask(mask, self.in_size)
+            hole = _pad(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None], self.pad_in)
+            hole = hole.to(self.denoiser.device)
+        elif mask is not None:
+            raise InvalidInput("mask: only the inpaint task takes a mask; upscale takes none")
+        image = _pad(_to_tensor(frame), self.pad_in)
+        if self.scale > 1:
+            image = _upsample(image, self.scale)
+        return image.to(self.denoiser.device), hole
+
+    def _noise_and_guidance(
+        self, image: torch.Tensor, hole: torch.Tensor | None
+    ) -> tuple[torch.Tensor, EquivarianceGuidance | None]:
+        """Algorithm 1 step 1 (warped noise) and the guidance for this frame."""
+        if self._prev is None:
+            return self.warper.first()[None], None
+        # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
+        prev_img = self._prev["image"].cpu()
+        fwd, bwd = flowlib.flow_pair(prev_img, image.cpu(), self.request.flow)
+        if hole is not None:  # the clean plate follows the background, not the removed object
+            fwd = flowlib.fill_masked(fwd, self._prev["mask"].cpu())
+            bwd = flowlib.fill_masked(bwd, hole.cpu())
+        ds = self.denoiser.downscale
+        fwd_m = flowlib.to_model_grid(fwd, ds).to(image.device)
+        bwd_m = flowlib.to_model_grid(bwd, ds).to(image.device)
+        noise = self.warper.next(fwd_m, bwd_m)[None]
+        if self.request.guidance <= 0:
+            return noise, None
+        valid = torch.ones_like(fwd[:1])
+        if self.request.occlusion_mask:
+            valid = flowlib.occlusion_mask(fwd, bwd).to(valid)
+        # A latent cell is valid only if every pixel of its block is.
+        valid = (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
+        guidance = EquivarianceGuidance(
+            strength=self.request.guidance,
+            forward=fwd_m,
+            mask=valid.to(image.device),
+            previous=self._prev["denoised"],
+            active=self.active,
+            grad_mode=self.grad_mode,
+        )
+        return noise, guidance
+
+    def _finish(
+        self, out: torch.Tensor, frame: np.ndarray, hole: torch.Tensor | None
+    ) -> np.ndarray:
+        h, w = self.out_size
+        img = out[:, :h, :w].permute(1, 2, 0).cpu().numpy()
+        if hole is not None and self.request.composite:
+            m = hole[0, :h, :w].cpu().numpy()[..., None]
+            img = frame[..., :3] * (1.0 - m) + img * m
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    def _progress(self, index: int, on_event: EventSink):
+        start = time.perf_counter()
+
+        def callback(info: StepInfo) -> None:
+            now = time.perf_counter()
+            self._step_times.append(now - callback.last)
+            callback.last = now
+            recent = self._step_times[-50:]
+            per_step = sum(recent) / len(recent)
+            left = info.n_steps - info.k - 1
+            if self.n_frames is not None:
+                left += (self.n_frames - index - 1) * info.n_steps
+            on_event(
+                Event(
+                    "progress",
+                    frame=index,
+                    n_frames=self.n_frames or 0,
+                    step=info.k,
+                    n_steps=info.n_steps,
+                    eta_s=left * per_step,
+                    data={"sigma": info.sigma, "warp_error": info.warp_error},
+                )
+            )
+
+        callback.last = start
+        return callback
+
+
+def restore_clip(
+    request: RestoreRequest,
+    denoiser: Denoiser,
+    frames: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray] | None = None,
+    *,
+    n_frames: int | None = None,
+    on_event: EventSink = no_events,
+    should_stop: ShouldStop = never_stop,
+    grad_mode: GradMode = "network",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Restore a clip in order, yielding ``(index, frame)`` as soon as each frame is done."""
+    if request.task == "inpaint" and masks is None:
+        raise InvalidInput("masks: the inpaint task needs a mask for every frame")
+    mask_iter = iter(masks) if masks is not None else None
+    restorer: ClipRestorer | None = None
+    for index, frame in enumerate(frames):
+        mask = _next_mask(mask_iter, index)
+        if restorer is None:
+            restorer = ClipRestorer(request, denoiser, frame.shape[:2], n_frames, grad_mode)
+        out = restorer.process(index, frame, mask, on_event, should_stop)
+        on_event(Event("frame", frame=index, n_frames=n_frames or 0))
+        yield index, out
+    if restorer is None:
+        raise InvalidInput("frames: the clip has no frames")
+    if mask_iter is not None and next(mask_iter, None) is not None:
+        raise InvalidInput(f"masks: more masks than the clip's {restorer.next_index} frames")
+    on_event(Event("finished", n_frames=restorer.next_index))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _next_mask(mask_iter: Iterator[np.ndarray] | None, index: int) -> np.ndarray | None:
+    if mask_iter is None:
+        return None
+    mask = next(mask_iter, None)
+    if mask is None:
+        raise InvalidInput(f"masks: the mask ran out at frame {index}; one mask per frame needed")
+    return mask
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if len(size) != 2 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in size):
+        raise InvalidInput(f"frame_size: expected (height, width) >= 1, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_frame(frame: np.ndarray, size: tuple[int, int]) -> None:
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        shape = getattr(frame, "shape", type(frame).__name__)
+        raise InvalidInput(f"frame: expected an (H, W, 3) or (H, W, 4) array, got {shape}")
+    if frame.shape[:2] != size:
+        raise InvalidInput(
+            f"frame: all frames of a clip must have one size; expected {size[0]}x{size[1]} "
+            f"(HxW), got {frame.shape[0]}x{frame.shape[1]}"
+        )
+    if not np.issubdtype(frame.dtype, np.floating) or not np.isfinite(frame).all():
+        raise InvalidInput("frame: expected finite float values in [0, 1] (no NaN or inf)")
+
+
+def _check_mask(mask: np.ndarray | None, size: tuple[int, int]) -> None:
+    if mask is None:
+        raise InvalidInput("mask: the inpaint task needs an (H, W) mask for every frame")
+    if not isinstance(mask, np.ndarray) or mask.shape != size:
+        shape = getattr(mask, "shape", type(mask).__name__)
+        raise InvalidInput(f"mask: expected shape {size} like the frame, got {shape}")
+    if not np.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise InvalidInput("mask: expected finite values in [0, 1] (1 = region to fill)")
+    if mask.min() >= 0.5:
+        raise InvalidInput("mask: covers the whole frame; nothing is left to condition on")
+
+
+def _to_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame[..., :3], np.float32)).permute(2, 0, 1)
+
+
+def _pad(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    dh, dw = size[0] - image.shape[-2], size[1] - image.shape[-1]
+    if dh == 0 and dw == 0:
+        return image
+    mode = "reflect" if dh < image.shape[-2] and dw < image.shape[-1] else "replicate"
+    return F.pad(image[None], (0, dw, 0, dh), mode=mode)[0]
+
+
+def _upsample(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic upsampling (OpenCV's, as a user's bicubic baseline) of a (3, h, w) tensor."""
+    arr = image.permute(1, 2, 0).numpy()
+    up = cv2.resize(arr, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return torch.from_numpy(np.clip(up, 0, 1)).permute(2, 0, 1).contiguous()

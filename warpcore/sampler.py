@@ -1,0 +1,112 @@
+"""The probability-flow ODE sampler with equivariance self-guidance (paper Algorithm 1).
+
+Stateless, k-diffusion style: ``denoise(x, sigma) -> x0`` is the model with its condition bound;
+``sigmas`` is a decreasing schedule with a trailing zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from warpcore.errors import Cancelled
+from warpcore.guidance import EquivarianceGuidance
+from warpcore.progress import ShouldStop, never_stop
+
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Method = Literal["euler", "heun"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the per-step callback receives."""
+
+    k: int
+    n_steps: int
+    sigma: float
+    denoised: torch.Tensor
+    warp_error: float | None
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    x: torch.Tensor  # the final sample (at sigma = 0)
+    denoised: torch.Tensor  # (K, ...) the estimate h_k of every step: kept for the next frame
+    warp_errors: tuple[float | None, ...]  # e_k where guidance applied
+
+
+def sample(
+    denoise: DenoiseFn,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    method: Method = "euler",
+    guidance: EquivarianceGuidance | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+    should_stop: ShouldStop = never_stop,
+) -> SampleResult:
+    """Integrate the PF-ODE from ``x`` at ``sigmas[0]`` down to ``sigmas[-1] == 0``.
+
+    Per step k (Algorithm 1, step 2): h_k = D(u_k, sigma_k); Euler step
+    u_{k+1} = u_k + (sigma_{k+1} - sigma_k) (u_k - h_k) / sigma_k (METHOD.md section 3), or
+    Heun's correction; then, where guidance applies, u_{k+1} -= lambda / sqrt(e_k) grad e_k.
+    """
+    n = len(sigmas) - 1
+    history, errors = [], []
+    for k in range(n):
+        if should_stop():
+            raise Cancelled(f"stopped before step {k + 1} of {n}")
+        s, s_next = sigmas[k], sigmas[k + 1]
+        guided = guidance is not None and guidance.applies(k)
+        through_net = guided and guidance.grad_mode == "network"
+        x_k = x.detach().requires_grad_(through_net)
+        with torch.enable_grad() if through_net else torch.no_grad():
+            h = denoise(x_k, _batch_sigma(s, x_k))
+        with torch.no_grad():
+            x_next = _ode_step(denoise, x_k.detach(), h.detach(), s, s_next, method)
+        e = None
+        if guided:
+            correction, e = guidance.step(x_k, h, k)
+            x_next = x_next + correction
+        x = x_next.detach()
+        history.append(h.detach())
+        errors.append(e)
+        if callback is not None:
+            callback(StepInfo(k, n, float(s), history[-1], e))
+    return SampleResult(x, torch.stack(history), tuple(errors))
+
+
+def _ode_step(
+    denoise: DenoiseFn,
+    x: torch.Tensor,
+    h: torch.Tensor,
+    s: torch.Tensor,
+    s_next: torch.Tensor,
+    method: Method,
+) -> torch.Tensor:
+    d = (x - h) / s  # dx/dsigma of the PF-ODE
+    x_next = x + (s_next - s) * d
+    if method == "heun" and s_next > 0:
+        h2 = denoise(x_next, _batch_sigma(s_next, x))
+        d2 = (x_next - h2) / s_next
+        x_next = x + (s_next - s) * 0.5 * (d + d2)
+    return x_next
+
+
+def _batch_sigma(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return s.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
+
+
+def start_noise(
+    noise: torch.Tensor, sigmas: torch.Tensor, start: torch.Tensor | None = None
+) -> torch.Tensor:
+    """u at the first sigma: ``sigma_0 * noise`` (Algorithm 1 step 1), or ``start + sigma_0 *
+    noise`` for a partial-strength run from a clean start point."""
+    x = sigmas[0].to(noise) * noise
+    return x if start is None else start.to(noise) + x
+
+
+__all__ = ["SampleResult", "StepInfo", "sample", "start_noise"]
