@@ -8,7 +8,7 @@ constant in clip length and a killed job resumes from ``state_dict()``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -25,6 +25,9 @@ from warpcore.sampler import StepInfo, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 from warpcore.warps import make_warper
 
+# (previous frame, current frame) at output resolution -> (forward, backward) flows on that grid.
+FlowFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
 
 class ClipRestorer:
     """Restores the frames of one clip in order: ``process(0, ...)``, ``process(1, ...)``, ..."""
@@ -36,6 +39,7 @@ class ClipRestorer:
         frame_size: tuple[int, int],
         n_frames: int | None = None,
         grad_mode: GradMode = "network",
+        flow_fn: FlowFn | None = None,
     ) -> None:
         if request.task not in denoiser.tasks:
             raise InvalidInput(
@@ -43,6 +47,7 @@ class ClipRestorer:
                 f"not {request.task!r}"
             )
         self.request, self.denoiser, self.grad_mode = request, denoiser, grad_mode
+        self.flow_fn = flow_fn or (lambda a, b: flowlib.flow_pair(a, b, request.flow))
         self.n_frames = n_frames
         self.in_size = _check_size(frame_size)
         scale = request.scale if request.task == "upscale" else 1
@@ -159,7 +164,7 @@ class ClipRestorer:
             return self.warper.first()[None], None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
         prev_img = self._prev["image"].cpu()
-        fwd, bwd = flowlib.flow_pair(prev_img, image.cpu(), self.request.flow)
+        fwd, bwd = self.flow_fn(prev_img, image.cpu())
         if hole is not None:  # the clean plate follows the background, not the removed object
             fwd = flowlib.fill_masked(fwd, self._prev["mask"].cpu())
             bwd = flowlib.fill_masked(bwd, hole.cpu())
@@ -232,6 +237,7 @@ def restore_clip(
     on_event: EventSink = no_events,
     should_stop: ShouldStop = never_stop,
     grad_mode: GradMode = "network",
+    flow_fn: FlowFn | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Restore a clip in order, yielding ``(index, frame)`` as soon as each frame is done."""
     if request.task == "inpaint" and masks is None:
@@ -241,7 +247,9 @@ def restore_clip(
     for index, frame in enumerate(frames):
         mask = _next_mask(mask_iter, index)
         if restorer is None:
-            restorer = ClipRestorer(request, denoiser, frame.shape[:2], n_frames, grad_mode)
+            restorer = ClipRestorer(
+                request, denoiser, frame.shape[:2], n_frames, grad_mode, flow_fn
+            )
         out = restorer.process(index, frame, mask, on_event, should_stop)
         on_event(Event("frame", frame=index, n_frames=n_frames or 0))
         yield index, out

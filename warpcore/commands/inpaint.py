@@ -1,0 +1,21 @@
+"""``warpdiff inpaint INPUT --mask MASK -o OUTPUT``: remove an object from a video."""
+
+from __future__ import annotations
+
+import argparse
+
+from warpcore.commands.job import add_common_arguments, run_job
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--mask",
+        required=True,
+        help="matte of what to remove (white = remove): a video, a folder of "
+        "frames, one image for every frame, or 'alpha' (the input's alpha)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_job(args, "inpaint")

@@ -1,0 +1,196 @@
+"""The main job shared by ``warpdiff inpaint`` and ``warpdiff upscale``: read, restore, write.
+
+Frames stream in and out (constant memory); each finished frame is written at once, so Ctrl-C
+or a crash keeps every finished frame on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from warpcore.errors import InvalidInput
+from warpcore.progress import Event
+from warpcore.request import FLOW_METHODS, NOISE_SCHEMES, SAMPLERS, RestoreRequest
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a video (mp4/mov/...) or a folder of PNG/TIFF/EXR frames")
+    parser.add_argument("-o", "--output", required=True, help="output video file or folder")
+    parser.add_argument(
+        "--model",
+        default="builtin",
+        help="'builtin' (default), 'gaussian', an SDXL diffusers folder or hub id",
+    )
+    parser.add_argument("--noise", default="gp", choices=NOISE_SCHEMES, help="noise scheme")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="equivariance self-guidance strength lambda (0 = off)",
+    )
+    parser.add_argument(
+        "--guidance-range",
+        type=float,
+        nargs=2,
+        default=(0.0, 1.0),
+        metavar=("START", "STOP"),
+        help="fractions of the steps to guide",
+    )
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--sampler", default="euler", choices=SAMPLERS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="< 1 starts from the noised condition (zero-shot SDXL upscaling)",
+    )
+    parser.add_argument("--flow", default="dis", choices=FLOW_METHODS)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--format",
+        default=None,
+        help="output format when it should not follow the input's (mp4, mov, mkv, png, tiff, exr)",
+    )
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="run on a warpdiff server at this address instead of in-process",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
+    return RestoreRequest(
+        task=task,
+        scale=getattr(args, "scale", 4),
+        model=args.model,
+        noise=args.noise,
+        guidance=args.guidance,
+        guidance_range=tuple(args.guidance_range),
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        cfg_scale=args.cfg,
+        strength=args.strength,
+        flow=args.flow,
+        device=args.device,
+    )
+
+
+def run_job(args: argparse.Namespace, task: str) -> int:
+    """Validate everything, then restore the clip frame by frame into the output."""
+    from warpcore import video
+
+    request = request_from_args(args, task)  # bad parameters fail here, before any IO
+    source = video.open_frames(args.input)
+    if len(source) < 1:
+        raise InvalidInput(f"input: {args.input} has no frames")
+    masks = video.open_masks(args.mask, source) if task == "inpaint" else None
+    if args.server:
+        return _run_on_server(args, request, source, masks)
+    from warpcore.models import load_denoiser
+    from warpcore.restore import restore_clip
+
+    denoiser = load_denoiser(request.model, task, device=request.device)
+    stop = threading.Event()
+    bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
+    written = 0
+    with (
+        _ctrl_c_sets(stop),
+        video.FrameWriter(args.output, fps=source.fps, like=source, fmt=args.format) as writer,
+    ):
+        try:
+            frames = restore_clip(
+                request,
+                denoiser,
+                iter(source),
+                masks,
+                n_frames=len(source),
+                on_event=bar.update,
+                should_stop=stop.is_set,
+            )
+            for _index, frame in frames:
+                writer.write(frame)
+                written += 1
+        finally:
+            bar.close()
+            print(f"wrote {written} of {len(source)} frames to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run_on_server(args: argparse.Namespace, request: RestoreRequest, source, masks) -> int:
+    from server.client import run_shot  # a client that needs no torch
+
+    from warpcore import video
+
+    bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
+    with video.FrameWriter(args.output, fps=source.fps, like=source, fmt=args.format) as writer:
+        try:
+            for frame in run_shot(
+                args.server, request.to_dict(), iter(source), masks, on_event=bar.update
+            ):
+                writer.write(frame)
+        finally:
+            bar.close()
+    return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(flag: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets a flag the engine polls between steps; a second Ctrl-C aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after the current step (Ctrl-C again to abort)", file=sys.stderr)
+        flag.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _ProgressBar:
+    """A tqdm bar over all steps of all frames, showing frame, step and ETA."""
+
+    def __init__(self, n_frames: int, n_steps: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=n_frames * n_steps,
+            unit="step",
+            disable=quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        self._n_frames = n_frames
+
+    def update(self, event: Event) -> None:
+        if event.kind != "progress":
+            return
+        done = event.frame * event.n_steps + event.step + 1
+        self._bar.total = self._n_frames * event.n_steps
+        self._bar.update(done - self._bar.n)
+        self._bar.set_description(
+            f"frame {event.frame + 1}/{self._n_frames} step {event.step + 1}/{event.n_steps}"
+        )
+
+    def close(self) -> None:
+        self._bar.close()
