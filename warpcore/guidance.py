@@ -21,6 +21,17 @@ from warpcore.flow import warp
 GradMode = Literal["network", "output"]
 
 
+# "dps": the paper's normalised step, lambda / sqrt(e_k) * grad e_k: a fixed length 2 lambda
+#   |J^T r^| whatever the error, so its effect per pixel shrinks with the grid size and it
+#   oscillates at a floor ~ (2 lambda)^2 / N once the error is small.
+# "newton": a Gauss-Newton (Polyak) step, 2 lambda e_k / |grad e_k|^2 * grad e_k: with an
+#   identity Jacobian lambda = 1 removes the whole residual, lambda = 0.5 half of it; it shrinks
+#   with the error and does not depend on the grid size. Its RMS per element is capped at
+#   max(sigma_k, 1) (a trust region: never move u by more than the noise it still carries or
+#   the data's unit scale), which matters at high noise where the denoiser barely depends on u.
+StepRule = Literal["dps", "newton"]
+
+
 @dataclass(frozen=True)
 class EquivarianceGuidance:
     """Guidance for frame j given frame j-1's denoised outputs at every step.
@@ -37,6 +48,7 @@ class EquivarianceGuidance:
     previous: torch.Tensor
     active: frozenset[int]
     grad_mode: GradMode = "network"
+    rule: StepRule = "dps"
 
     def applies(self, k: int) -> bool:
         return self.strength > 0 and k in self.active
@@ -47,8 +59,10 @@ class EquivarianceGuidance:
         m = self.mask * inside
         return ((m * (warped - self.previous[k])) ** 2).sum()
 
-    def step(self, x: torch.Tensor, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
-        """The correction ``-lambda / sqrt(e_k) * grad e_k`` and e_k itself.
+    def step(
+        self, x: torch.Tensor, denoised: torch.Tensor, k: int, sigma: float
+    ) -> tuple[torch.Tensor, float]:
+        """The correction (``-lambda / sqrt(e_k) * grad e_k`` for "dps") and e_k itself.
 
         ``x`` must require grad and ``denoised`` must depend on it when grad_mode == "network".
         """
@@ -62,6 +76,11 @@ class EquivarianceGuidance:
         value = float(e.detach())
         if value <= 0.0:
             return torch.zeros_like(x), 0.0
+        if self.rule == "newton":
+            norm2 = float((grad.double() ** 2).sum())
+            step = 2.0 * self.strength * value / max(norm2, 1e-30) * grad
+            rms = float(step.double().pow(2).mean().sqrt())
+            return -step * min(1.0, max(sigma, 1.0) / max(rms, 1e-30)), value
         return -self.strength / value**0.5 * grad, value
 
 

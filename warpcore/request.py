@@ -25,13 +25,16 @@ NOISE_SCHEMES = (
 FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
+GUIDANCE_RULES = ("dps", "newton")
 
 
 @dataclass(frozen=True)
 class RestoreRequest:
     """Everything that decides a clip's output, except the frames themselves.
 
-    ``guidance`` is the self-guidance strength lambda (0 = off; the paper uses 1).
+    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "newton"
+    (default) takes Gauss-Newton steps (lambda = 1 removes the whole residual); "dps" is the
+    paper's normalised step, with which the paper used lambda = 1 on SDXL latents.
     ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
     applies. ``strength`` < 1 starts from the noised condition (zero-shot SR) instead of noise.
     """
@@ -40,8 +43,9 @@ class RestoreRequest:
     scale: int = 4
     model: str = "builtin"
     noise: str = "gp"
-    guidance: float = 1.0
+    guidance: float = 0.5
     guidance_range: tuple[float, float] = (0.0, 1.0)
+    guidance_rule: str = "newton"
     steps: int = 25
     sampler: str = "euler"
     seed: int = 0
@@ -59,6 +63,7 @@ class RestoreRequest:
         _choice("noise", self.noise, NOISE_SCHEMES)
         _choice("flow", self.flow, FLOW_METHODS)
         _choice("sampler", self.sampler, SAMPLERS)
+        _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
         if self.task == "upscale":
             _choice("scale", self.scale, SCALES)
         _int_range("steps", self.steps, 1, 1000)

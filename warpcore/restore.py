@@ -186,6 +186,7 @@ class ClipRestorer:
             previous=self._prev["denoised"],
             active=self.active,
             grad_mode=self.grad_mode,
+            rule=self.request.guidance_rule,
         )
         return noise, guidance
 

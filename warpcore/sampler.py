@@ -69,7 +69,7 @@ def sample(
             x_next = _ode_step(denoise, x_k.detach(), h.detach(), s, s_next, method)
         e = None
         if guided:
-            correction, e = guidance.step(x_k, h, k)
+            correction, e = guidance.step(x_k, h, k, float(s))
             x_next = x_next + correction
         x = x_next.detach()
         history.append(h.detach())

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 
 from warpcore.errors import InvalidInput
 from warpcore.progress import Event
-from warpcore.request import FLOW_METHODS, NOISE_SCHEMES, SAMPLERS, RestoreRequest
+from warpcore.request import (
+    FLOW_METHODS,
+    GUIDANCE_RULES,
+    NOISE_SCHEMES,
+    SAMPLERS,
+    RestoreRequest,
+)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +36,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
+        default=0.5,
         help="equivariance self-guidance strength lambda (0 = off)",
+    )
+    parser.add_argument(
+        "--guidance-rule",
+        default="newton",
+        choices=GUIDANCE_RULES,
+        help="newton: Gauss-Newton steps (default); dps: the paper's normalised step (lambda 1)",
     )
     parser.add_argument(
         "--guidance-range",
@@ -76,6 +88,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         noise=args.noise,
         guidance=args.guidance,
         guidance_range=tuple(args.guidance_range),
+        guidance_rule=args.guidance_rule,
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
@@ -102,7 +115,7 @@ def run_job(args: argparse.Namespace, task: str) -> int:
     from warpcore.models import load_denoiser
     from warpcore.restore import restore_clip
 
-    denoiser = load_denoiser(request.model, task, device=request.device)
+    denoiser = load_denoiser(request.model, task, device=request.device, strength=request.strength)
     stop = threading.Event()
     bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
     written = 0
@@ -131,7 +144,6 @@ def run_job(args: argparse.Namespace, task: str) -> int:
 
 def _run_on_server(args: argparse.Namespace, request: RestoreRequest, source, masks) -> int:
     from server.client import run_shot  # a client that needs no torch
-
     from warpcore import video
 
     bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)

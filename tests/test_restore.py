@@ -1,0 +1,239 @@
+"""Whole-clip restoration (Algorithm 1) on exact models: equivariance, guidance, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from warpcore.errors import Cancelled, InvalidInput
+from warpcore.flow import warp
+from warpcore.models.gaussian import GaussianDenoiser
+from warpcore.request import RestoreRequest
+from warpcore.restore import ClipRestorer, restore_clip
+
+GP_PIXELS = 2.0 / math.pi  # the GP noise length scale 2 / (pi * res), in pixels of the grid
+
+
+def shifting_clip(n: int, size: int, dx: int, dy: int = 0) -> list[np.ndarray]:
+    """Frames of a real photograph moving by (dx, dy) whole pixels per frame (exact)."""
+    photo = transform.resize(data.astronaut(), (128, 128), anti_aliasing=True).astype(np.float32)
+    y0, x0 = 40, 40
+    return [
+        photo[y0 - j * dy : y0 - j * dy + size, x0 - j * dx : x0 - j * dx + size] for j in range(n)
+    ]
+
+
+def exact_flows(dx: float, dy: float = 0.0):
+    def flow_fn(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = prev.shape[-2:]
+        fwd = torch.empty(2, h, w)
+        fwd[0], fwd[1] = dx, dy
+        return fwd, -fwd
+
+    return flow_fn
+
+
+def warping_errors(frames: list[np.ndarray], dx: float, dy: float = 0.0) -> list[float]:
+    """Mean squared difference of each output and the previous one, over pixels in frame."""
+    flow_fn = exact_flows(dx, dy)
+    errs = []
+    for prev, cur in zip(frames, frames[1:], strict=False):
+        p = torch.from_numpy(prev).permute(2, 0, 1)
+        c = torch.from_numpy(cur).permute(2, 0, 1)
+        warped, valid = warp(c, flow_fn(p, c)[0])
+        errs.append(float(((warped - p) ** 2 * valid).sum() / (valid.sum() * 3)))
+    return errs
+
+
+def moving_masks(n: int, size: int, dx: int) -> list[np.ndarray]:
+    masks = []
+    for j in range(n):
+        m = np.zeros((size, size), np.float32)
+        m[10:22, 8 + j * dx : 20 + j * dx] = 1.0
+        masks.append(m)
+    return masks
+
+
+def run(request: RestoreRequest, model, frames, masks=None, flow_fn=None) -> list[np.ndarray]:
+    return [f for _, f in restore_clip(request, model, frames, masks, flow_fn=flow_fn)]
+
+
+@pytest.mark.parametrize("noise,equivariant", [("gp", True), ("fixed", False), ("resample", False)])
+def test_gp_noise_carries_equivariance_through_the_sampler(noise: str, equivariant: bool) -> None:
+    # Paper A.3: with an equivariant denoiser (the Gaussian posterior mean for GP data under GP
+    # noise of the same kernel is pointwise, hence exactly equivariant) and GP-warped noise,
+    # the whole sampling chain is equivariant: the warping error vanishes without guidance.
+    model = GaussianDenoiser(data_lengthscale=GP_PIXELS, noise_lengthscale=GP_PIXELS)
+    frames, masks = shifting_clip(4, 32, dx=2), moving_masks(4, 32, dx=2)
+    request = RestoreRequest(task="inpaint", model="gaussian", noise=noise, guidance=0.0, steps=8)
+    errs = warping_errors(run(request, model, frames, masks, exact_flows(2)), dx=2)
+    if equivariant:
+        assert max(errs) < 1e-6, errs
+    else:
+        assert min(errs) > 1e-3, errs
+
+
+class PositionalBias:
+    """A deliberately non-equivariant denoiser: the Gaussian posterior plus a pattern fixed to
+    the screen. Within each scale x scale block the pattern sums to zero (invisible to low-res
+    consistency, like the texture sticking of a real model); its sign is random per block."""
+
+    def __init__(self, base: GaussianDenoiser, amplitude: float, scale: int) -> None:
+        self.base, self.amplitude, self.scale = base, amplitude, scale
+        for name in (
+            "name",
+            "channels",
+            "downscale",
+            "sigma_min",
+            "sigma_max",
+            "device",
+            "dtype",
+            "tasks",
+            "prepare",
+            "start",
+            "encode",
+            "decode",
+        ):
+            setattr(self, name, getattr(base, name))
+
+    def pattern(self, h: int, w: int) -> torch.Tensor:
+        xs = torch.arange(w)
+        within = torch.where(xs % self.scale < self.scale // 2, 1.0, -1.0)
+        signs = (
+            torch.randint(
+                0, 2, (h // self.scale, w // self.scale), generator=torch.Generator().manual_seed(0)
+            )
+            * 2.0
+            - 1.0
+        )
+        blocks = signs.repeat_interleave(self.scale, 0).repeat_interleave(self.scale, 1)
+        return within * blocks
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, prepared) -> torch.Tensor:
+        bias = self.amplitude * self.pattern(*x.shape[-2:]).to(x)
+        return self.base(x, sigma, prepared) + bias
+
+
+def downsample(frame: np.ndarray, scale: int) -> np.ndarray:
+    h, w = frame.shape[0] // scale, frame.shape[1] // scale
+    return frame.reshape(h, scale, w, scale, 3).mean(axis=(1, 3))
+
+
+def test_guidance_removes_the_flicker_of_a_non_equivariant_model() -> None:
+    scale, dx = 4, 1  # the low-res video pans one low-res pixel (4 output pixels) a frame
+    hi = shifting_clip(5, 64, dx=dx * scale)
+    low = [downsample(f, scale) for f in hi]
+    model = PositionalBias(GaussianDenoiser(), amplitude=0.1, scale=scale)
+    results = {}
+    for guidance in (0.0, 0.5):  # 0.5 = the default Gauss-Newton strength
+        request = RestoreRequest(
+            task="upscale", scale=scale, model="gaussian", noise="gp", guidance=guidance, steps=12
+        )
+        out = run(request, model, low, flow_fn=exact_flows(dx * scale))
+        fidelity = max(
+            float(np.abs(downsample(o, scale) - lo).mean()) for o, lo in zip(out, low, strict=True)
+        )
+        results[guidance] = (np.mean(warping_errors(out, dx * scale)), fidelity)
+    (unguided, fid0), (guided, fid1) = results[0.0], results[0.5]
+    # Measured 0.0030 vs 0.072 (24x) at 12 steps; the bound asks for the issue's 10x.
+    assert guided < unguided / 10, results
+    assert fid1 <= fid0 + 0.01, results  # the low-res frames are matched as well as before
+
+
+def test_same_request_same_frames_and_resume_is_bit_identical() -> None:
+    model = GaussianDenoiser()
+    frames, masks = shifting_clip(4, 32, dx=1), moving_masks(4, 32, dx=1)
+    request = RestoreRequest(
+        task="inpaint", model="gaussian", noise="gp", guidance=1.0, steps=4, seed=7
+    )
+    a = run(request, model, frames, masks, exact_flows(1))
+    b = run(request, model, frames, masks, exact_flows(1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    first = ClipRestorer(request, model, (32, 32), flow_fn=exact_flows(1))
+    for i in range(2):
+        first.process(i, frames[i], masks[i])
+    resumed = ClipRestorer(request, model, (32, 32), flow_fn=exact_flows(1))
+    resumed.load_state_dict({k: v.clone() for k, v in first.state_dict().items()})
+    for i in range(2, 4):
+        assert np.array_equal(resumed.process(i, frames[i], masks[i]), a[i])
+
+
+def test_cancel_keeps_state_and_frames_in_order() -> None:
+    model = GaussianDenoiser()
+    frames, masks = shifting_clip(2, 32, dx=1), moving_masks(2, 32, dx=1)
+    request = RestoreRequest(task="inpaint", model="gaussian", steps=4)
+    r = ClipRestorer(request, model, (32, 32), flow_fn=exact_flows(1))
+    with pytest.raises(Cancelled):
+        r.process(0, frames[0], masks[0], should_stop=lambda: True)
+    assert r.next_index == 0
+    r.process(0, frames[0], masks[0])
+    with pytest.raises(InvalidInput, match="in order"):
+        r.process(0, frames[0], masks[0])
+
+
+def test_progress_events_cover_every_step() -> None:
+    model = GaussianDenoiser()
+    frames = shifting_clip(2, 16, dx=1)
+    events = []
+    request = RestoreRequest(task="upscale", scale=2, model="gaussian", steps=3)
+    low = [downsample(f, 2) for f in frames]
+    list(
+        restore_clip(
+            request, model, low, n_frames=2, on_event=events.append, flow_fn=exact_flows(1)
+        )
+    )
+    progress = [(e.frame, e.step) for e in events if e.kind == "progress"]
+    assert progress == [(f, s) for f in range(2) for s in range(3)]
+    assert [e.kind for e in events if e.kind != "progress"] == ["frame", "frame", "finished"]
+    assert events[0].eta_s is not None and events[-2].kind == "frame"
+
+
+@pytest.mark.parametrize(
+    "frames,masks,match",
+    [
+        ([np.zeros((32, 32, 3), np.float32), np.zeros((16, 32, 3), np.float32)], None, "one size"),
+        ([np.full((32, 32, 3), np.nan, np.float32)], None, "NaN"),
+        ([np.zeros((32, 32, 3), np.float32)], [np.zeros((16, 16), np.float32)], "shape"),
+        ([np.zeros((32, 32, 3), np.float32)], [np.ones((32, 32), np.float32)], "whole frame"),
+        ([], [], "no frames"),
+    ],
+)
+def test_bad_clips_raise_clear_errors(frames, masks, match) -> None:
+    request = RestoreRequest(task="inpaint", model="gaussian", steps=2)
+    masks = masks if masks is not None else [np.zeros((32, 32), np.float32)] * len(frames)
+    if len(frames) == 2:
+        masks[0] = masks[0].copy()
+        masks[0][0, 0] = 1
+    with pytest.raises(InvalidInput, match=match):
+        run(request, GaussianDenoiser(), frames, masks, exact_flows(0))
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"scale": 3, "task": "upscale"}, "scale"),
+        ({"noise": "pink"}, "noise"),
+        ({"guidance": float("nan")}, "guidance"),
+        ({"guidance_range": (0.5, 0.2)}, "guidance_range"),
+    ],
+)
+def test_bad_requests_fail_before_any_compute(fields: dict, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        RestoreRequest(**{"task": "inpaint", **fields})
+
+
+def test_request_round_trips_and_keys_ignore_the_device() -> None:
+    r = RestoreRequest(task="upscale", scale=8, guidance_range=(0.0, 0.5))
+    assert RestoreRequest.from_dict(r.to_dict()) == r
+    assert (
+        RestoreRequest(task="upscale", scale=8, guidance_range=(0.0, 0.5), device="cuda").key()
+        == r.key()
+    )
+    assert RestoreRequest(task="upscale", scale=8, seed=1).key() != r.key()
+    with pytest.raises(InvalidInput, match="unknown fields"):
+        RestoreRequest.from_dict({"task": "inpaint", "colour": "red"})

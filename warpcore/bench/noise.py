@@ -1,0 +1,68 @@
+"""``warpdiff bench noise``: median ms per frame of ``warper.next()`` for every noise scheme.
+
+Grids 128x128x4 (SDXL latents at 1024^2) and 1024x1024x4, GP at J = 3000, under a smooth
+rotation + zoom about the centre (1 degree and 1 % per frame) whose flows are exact.
+Also times ``GPNoise.grid`` and ``GPNoise.at`` alone on 128x128x4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from warpcore.bench.common import machine, median_ms
+from warpcore.noise import GPNoise, grid_coords
+from warpcore.warps import SCHEMES, make_warper
+
+SIZES = (128, 1024)
+
+
+def rotation_zoom(size: int, degrees: float = 1.0, zoom: float = 1.01) -> tuple:
+    """Exact (forward, backward) flows (2, size, size) of a rotation + zoom about the centre."""
+    r = torch.arange(size, dtype=torch.float64)
+    ys, xs = torch.meshgrid(r, r, indexing="ij")
+    c = (size - 1) / 2.0
+
+    def move(a: float, s: float) -> torch.Tensor:
+        dx, dy = xs - c, ys - c
+        x = c + s * (math.cos(a) * dx - math.sin(a) * dy)
+        y = c + s * (math.sin(a) * dx + math.cos(a) * dy)
+        return torch.stack((x - xs, y - ys)).float()
+
+    a = math.radians(degrees)
+    return move(a, zoom), move(-a, 1.0 / zoom)
+
+
+def run_benchmark(quick: bool = False) -> dict:
+    """{"schemes": {name: {"ms_128", "ms_1024"}}, "gp_noise": {...}, "machine": {...}}."""
+    schemes: dict[str, dict[str, float]] = {name: {} for name in SCHEMES}
+    for size in SIZES:
+        flows = rotation_zoom(size)
+        slow = size >= 1024
+        for name in SCHEMES:
+            gp_heavy = name in ("gp", "gp-resample", "gp-nearest")
+            repeats = 1 if quick or (slow and gp_heavy) else (3 if slow or gp_heavy else 15)
+            warper = make_warper(name, 4, size, size, seed=0)
+            warper.first()
+            ms = median_ms(lambda w=warper, f=flows: w.next(*f), repeats, warmup=1)
+            schemes[name][f"ms_{size}"] = round(ms, 2)
+    field = GPNoise(channels=4, n_features=3000, res=128)
+    coords = grid_coords(128, 128)
+    reps = 3 if quick else 15
+    gp = {
+        "grid_ms_128": round(median_ms(lambda: field.grid(128, 128), reps), 2),
+        "at_ms_128": round(median_ms(lambda: field.at(coords), max(reps // 3, 1)), 2),
+    }
+    return {"schemes": schemes, "gp_noise": gp, "machine": machine()}
+
+
+def format_result(result: dict) -> str:
+    """A small table for people."""
+    lines = [f"{'scheme':<12} {'128^2 ms':>10} {'1024^2 ms':>11}"]
+    for name, row in result["schemes"].items():
+        lines.append(f"{name:<12} {row['ms_128']:>10.2f} {row['ms_1024']:>11.2f}")
+    gp = result["gp_noise"]
+    lines.append(f"GPNoise.grid 128^2: {gp['grid_ms_128']:.2f} ms, .at: {gp['at_ms_128']:.2f} ms")
+    lines.append(f"machine: {result['machine']}")
+    return "\n".join(lines)
