@@ -1,0 +1,436 @@
+"""The client library hosts use: pyzmq, msgpack and numpy only (never torch, never warpcore).
+
+Thread-safe by design: one background I/O thread owns the DEALER socket. Any thread (a render
+thread of a timeline effect, a UI thread) sends through a lock-guarded inproc PUSH socket to
+that I/O thread, which forwards to the server without copying the frame buffers, and routes
+what comes back by message id: replies to the waiting caller, events to the shot's stream.
+
+    with Client("tcp://127.0.0.1:5557") as c:
+        key = c.submit(Shot(frames, masks=mattes, request={"task": "inpaint", "steps": 20}))
+        for ev in c.events(key):            # queued / started / progress / frame / finished
+            if ev.kind == "frame":
+                write(ev.frame, ev.image)
+        frame_7 = c.get_frame(key, 7)       # from the server's cache, any thread, any order
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from server.keys import CurveKeys
+from server.protocol import Limits, Message, ProtocolError, array_part, decode, encode, new_id
+from server.protocol import unpack_array as _unpack
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+TERMINAL = ("finished", "cancelled", "error")
+MAX_OUTGOING = 10_000
+_CLIENT_LIMITS = Limits(max_parts=1 << 20, max_part_bytes=1 << 40, max_total_bytes=1 << 42)
+
+
+class ServerError(Exception):
+    """An ``error`` reply: ``code`` (see PROTOCOL.md) and the server's message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass
+class Shot:
+    """What to restore: frames (H, W, 3|4) or file paths, mattes or 'alpha', parameters."""
+
+    request: dict[str, Any]
+    frames: Sequence[np.ndarray] = ()
+    masks: Sequence[np.ndarray] | str | None = None  # one (H, W[, 1]) matte per frame, 'alpha'
+    paths: dict[str, str | None] | None = None  # {"frames": path, "masks": path} on the server
+
+
+@dataclass
+class ShotEvent:
+    """An event of a shot. ``image``: the finished frame (frame events of a streamed shot)."""
+
+    kind: str
+    key: str
+    frame: int = -1
+    n_frames: int = 0
+    step: int = -1
+    n_steps: int = 0
+    eta_s: float | None = None
+    message: str = ""
+    image: np.ndarray | None = None
+    preview: np.ndarray | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """A reply: its type, body and binary parts; ``id`` is the id of the request."""
+
+    type: str
+    body: dict[str, Any]
+    parts: list[memoryview]
+    id: str = ""
+
+    def array(self, desc: Any, what: str = "image") -> np.ndarray:
+        return _unpack(desc, self.parts, what)
+
+
+class Client:
+    """A connection to a warpdiff server, usable from any number of threads."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        curve_keys: CurveKeys | str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.address, self.timeout = address, timeout
+        self._context = zmq.Context()
+        self._inbox = f"inproc://warpdiff-client-{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        self._pending: dict[Any, queue.SimpleQueue] = {}
+        self._streams: dict[Any, queue.SimpleQueue] = {}
+        self._key_stream: dict[str, queue.SimpleQueue] = {}
+        self._closed = False
+        keys = (
+            CurveKeys.from_dir(curve_keys)
+            if isinstance(curve_keys, (str, os.PathLike))
+            else curve_keys
+        )
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._io, args=(keys, ready), name="warpdiff-client-io", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        self._push = self._context.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.connect(self._inbox)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the I/O thread and close the sockets (pending calls raise ``ConnectionError``)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._push.send_multipart([b""])  # an empty message tells the I/O thread to stop
+        self._thread.join(5.0)
+        self._push.close(0)
+        self._context.term()
+        for q in [*self._pending.values(), *self._key_stream.values()]:
+            q.put(None)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the I/O thread -----------------------------------------------------------------------
+    def _io(self, keys: CurveKeys | None, ready: threading.Event) -> None:
+        inbox = self._context.socket(zmq.PULL)
+        inbox.bind(self._inbox)
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            dealer.curve_publickey, dealer.curve_secretkey = keys.public, keys.secret
+            dealer.curve_serverkey = keys.server_public
+        dealer.connect(self.address)
+        ready.set()
+        poller = zmq.Poller()
+        poller.register(inbox, zmq.POLLIN)
+        poller.register(dealer, zmq.POLLIN)
+        outgoing: deque[list[Any]] = deque()  # what the DEALER could not take yet
+        try:
+            while True:
+                events = dict(poller.poll())
+                if inbox in events and not self._forward(inbox, outgoing):
+                    return
+                if dealer in events and events[dealer] & zmq.POLLIN:
+                    self._receive(dealer)
+                self._flush(dealer, outgoing)
+                poller.modify(dealer, zmq.POLLIN | (zmq.POLLOUT if outgoing else 0))
+        finally:
+            inbox.close(0)
+            dealer.close(0)
+
+    def _forward(self, inbox: zmq.Socket, outgoing: deque[list[Any]]) -> bool:
+        """Move user threads' messages to ``outgoing``; False when asked to stop."""
+        while True:
+            try:
+                frames = inbox.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return True
+            if len(frames) == 1 and len(frames[0]) == 0:
+                return False
+            if len(outgoing) >= MAX_OUTGOING:  # the server is gone for good: fail at once
+                self._fail_locally(
+                    frames[0],
+                    "unreachable",
+                    f"cannot send to {self.address}: {MAX_OUTGOING} messages already wait for "
+                    "the server (is it running?)",
+                )
+                continue
+            outgoing.append(frames)
+
+    def _flush(self, dealer: zmq.Socket, outgoing: deque[list[Any]]) -> None:
+        """Send what the DEALER takes now, without ever blocking the I/O thread."""
+        while outgoing:
+            try:
+                dealer.send_multipart(outgoing[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:  # no connection yet, or its pipe is full: POLLOUT says when
+                return
+            outgoing.popleft()
+
+    def _fail_locally(self, envelope: Any, code: str, message: str) -> None:
+        try:
+            msg_id = decode([envelope], _CLIENT_LIMITS).id
+        except ProtocolError:
+            return
+        self._dispatch(Message("error", new_id(), msg_id, {"code": code, "message": message}))
+
+    def _receive(self, dealer: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frames, _CLIENT_LIMITS)
+            except ProtocolError:
+                continue  # not ours to answer; a server never sends these
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        with self._lock:
+            if msg.type == "event":
+                target = self._streams.get(msg.parent)
+                if msg.body.get("kind") in TERMINAL:  # the last event of this stream
+                    self._streams.pop(msg.parent, None)
+            else:
+                target = self._pending.pop(msg.parent, None)
+        if target is not None:
+            target.put(msg)
+
+    # -- requests -----------------------------------------------------------------------------
+    def _send(self, type: str, body: dict[str, Any], parts: Sequence[Any], msg_id: str) -> None:
+        frames = encode(type, body, id=msg_id, parts=parts)
+        with self._lock:
+            if self._closed:
+                raise ConnectionError("the client is closed")
+            self._push.send_multipart(frames, copy=False)
+
+    def request(
+        self,
+        type: str,
+        body: dict[str, Any] | None = None,
+        parts: Sequence[Any] = (),
+        timeout: float | None = None,
+        stream: bool = False,
+    ) -> Reply:
+        """Send a request and wait for its reply; an ``error`` reply raises :class:`ServerError`."""
+        msg_id = new_id()
+        answer: queue.SimpleQueue = queue.SimpleQueue()
+        with self._lock:
+            self._pending[msg_id] = answer
+            if stream:
+                self._streams[msg_id] = queue.SimpleQueue()
+        try:
+            self._send(type, body or {}, parts, msg_id)
+            msg = self._wait(answer, timeout, type)
+        except BaseException:
+            with self._lock:
+                self._pending.pop(msg_id, None)
+                self._streams.pop(msg_id, None)
+            raise
+        return Reply(msg.type, msg.body, msg.parts, msg_id)
+
+    def _wait(self, answer: queue.SimpleQueue, timeout: float | None, what: str) -> Message:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            msg = answer.get(timeout=limit)
+        except queue.Empty:
+            raise TimeoutError(
+                f"no reply to {what} from {self.address} within {limit:g} s: is the server "
+                "running (`warpdiff serve`)? With CURVE keys, are this host's keys allowed?"
+            ) from None
+        if msg is None:
+            raise ConnectionError("the client was closed while waiting")
+        if msg.type == "error":
+            raise ServerError(str(msg.body.get("code")), str(msg.body.get("message")))
+        return msg
+
+    # -- the API ------------------------------------------------------------------------------
+    def hello(self, timeout: float | None = None) -> dict[str, Any]:
+        """Server and protocol versions, models, device and free memory, queue."""
+        return self.request("hello", {"client": "warpdiff-client"}, timeout=timeout).body
+
+    def heartbeat(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.request("heartbeat", timeout=timeout).body
+
+    def status(self, key: str | None = None) -> dict[str, Any]:
+        return self.request("status", {"key": key}).body
+
+    def list_shots(self) -> list[dict[str, Any]]:
+        return self.request("list_shots").body["shots"]
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.request("shutdown").body
+
+    def cancel(self, key: str) -> dict[str, Any]:
+        return self.request("cancel", {"key": key}).body
+
+    def submit(
+        self,
+        shot: Shot,
+        *,
+        subscribe: bool = True,
+        stream: bool = True,
+        previews: bool = False,
+        dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> str:
+        """Send a shot; returns its key. With ``subscribe``, read its events with :meth:`events`.
+
+        A timeline effect that only asks for single frames passes ``subscribe=False`` and calls
+        :meth:`get_frame`.
+        """
+        body: dict[str, Any] = {
+            "request": dict(shot.request),
+            "subscribe": subscribe,
+            "stream": stream,
+            "previews": previews,
+            "dtype": dtype,
+        }
+        parts: list[Any] = []
+        if shot.paths is not None:
+            body["paths"] = dict(shot.paths)
+        else:
+            body["frames"] = [_add(parts, f) for f in shot.frames]
+        if isinstance(shot.masks, str):
+            body["masks"] = shot.masks
+        elif shot.masks is not None:
+            body["masks"] = [_add(parts, m) for m in shot.masks]
+        reply = self.request("submit", body, parts, timeout, stream=subscribe)
+        self._bind_stream(reply, subscribe)
+        return reply.body["key"]
+
+    def subscribe(
+        self,
+        key: str,
+        *,
+        resume: bool = True,
+        start: int = 0,
+        stream: bool = True,
+        previews: bool = False,
+        dtype: str = "float32",
+    ) -> dict[str, Any]:
+        """Listen to a shot submitted elsewhere (or before a restart); ``resume`` restarts it."""
+        body = {
+            "key": key,
+            "resume": resume,
+            "from": start,
+            "stream": stream,
+            "previews": previews,
+            "dtype": dtype,
+        }
+        reply = self.request("subscribe", body, stream=True)
+        self._bind_stream(reply, True)
+        return reply.body
+
+    def _bind_stream(self, reply: Reply, subscribed: bool) -> None:
+        if subscribed:
+            with self._lock:
+                stream = self._streams.get(reply.id)
+                if stream is not None:
+                    self._key_stream[reply.body["key"]] = stream
+
+    def events(self, key: str, timeout: float | None = None) -> Iterator[ShotEvent]:
+        """The shot's events in order until finished, cancelled or error (then it stops).
+
+        ``timeout``: the most seconds to wait for the next event (TimeoutError after). Leaving
+        the loop early is fine: a later ``events(key)`` goes on where this one stopped.
+        """
+        with self._lock:
+            events = self._key_stream.get(key)
+        if events is None:
+            raise KeyError(f"not subscribed to shot {key}: submit it or call subscribe(key)")
+        limit = self.timeout if timeout is None else timeout
+        while True:
+            try:
+                msg = events.get(timeout=limit)
+            except queue.Empty:
+                raise TimeoutError(f"no event of shot {key} within {limit:g} s") from None
+            if msg is None:
+                raise ConnectionError("the client was closed")
+            event = _event(msg)
+            if event.kind in TERMINAL:
+                with self._lock:
+                    if self._key_stream.get(key) is events:
+                        del self._key_stream[key]
+            yield event
+            if event.kind in TERMINAL:
+                return
+
+    def get_frame(
+        self,
+        key: str,
+        t: int,
+        timeout: float | None = None,
+        dtype: str = "float32",
+        wait: bool = True,
+    ) -> np.ndarray:
+        """Frame ``t`` of a shot (made in order up to ``t`` once, then served from the cache)."""
+        body = {"key": key, "frame": t, "dtype": dtype, "wait": wait}
+        reply = self.request("get_frame", body, timeout=timeout)
+        return reply.array(reply.body["image"])
+
+    def fetch(self, key: str, start: int = 0, stop: int | None = None) -> dict[int, np.ndarray]:
+        """The finished frames in [start, stop) that exist now (no compute)."""
+        reply = self.request("fetch", {"key": key, "start": start, "stop": stop})
+        return {f["frame"]: reply.array(f["image"]) for f in reply.body["frames"]}
+
+    def echo(self, arrays: Sequence[np.ndarray], timeout: float | None = None) -> list[np.ndarray]:
+        """Send arrays and get them back (diagnostics and the transport benchmark)."""
+        parts: list[Any] = []
+        descs = [_add(parts, a) for a in arrays]
+        reply = self.request("echo", {"arrays": descs}, parts, timeout)
+        return [reply.array(d, f"arrays[{i}]") for i, d in enumerate(reply.body["arrays"])]
+
+
+def _add(parts: list[Any], array: np.ndarray) -> dict[str, Any]:
+    desc, buf = array_part(array, len(parts))
+    parts.append(buf)
+    return desc
+
+
+def _event(msg: Message) -> ShotEvent:
+    b = msg.body
+    image = _unpack(b["image"], msg.parts, "image") if isinstance(b.get("image"), dict) else None
+    preview = (
+        _unpack(b["preview"], msg.parts, "preview") if isinstance(b.get("preview"), dict) else None
+    )
+    return ShotEvent(
+        kind=str(b.get("kind")),
+        key=str(b.get("key")),
+        frame=int(b.get("frame", -1) if b.get("frame") is not None else -1),
+        n_frames=int(b.get("n_frames") or 0),
+        step=int(b.get("step") if b.get("step") is not None else -1),
+        n_steps=int(b.get("n_steps") or 0),
+        eta_s=b.get("eta_s"),
+        message=str(b.get("message") or ""),
+        image=image,
+        preview=preview,
+        body=b,
+    )

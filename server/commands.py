@@ -1,0 +1,95 @@
+"""``warpdiff serve``: run the local server (one process, the model stays in memory).
+
+    warpdiff serve --bind tcp://127.0.0.1:5557 --model builtin --device cpu \\
+        --cache ~/.cache/warpdiff/shots --queue-limit 16 [--curve-keys DIR [--make-keys]]
+
+The first line on stdout is ``warpdiff server listening on ADDRESS`` (the real port when
+``--bind`` ends in ``:0``); SIGTERM and Ctrl-C stop it cleanly (finished frames are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from warpcore.errors import InvalidInput
+
+
+def default_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "warpdiff" / "shots")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:5557",
+        help="ZeroMQ endpoint (default loopback only; ':0' picks a free port)",
+    )
+    parser.add_argument("--model", default="builtin", help="default model: builtin, gaussian, ...")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--cache", default=default_cache(), help="shot cache folder")
+    parser.add_argument("--queue-limit", type=int, default=16, help="most shots waiting")
+    parser.add_argument("--curve-keys", default=None, help="CURVE key folder: refuse other clients")
+    parser.add_argument(
+        "--make-keys", action="store_true", help="create the key folder (server + one client)"
+    )
+    parser.add_argument(
+        "--max-part-mb", type=int, default=512, help="largest binary part accepted (MiB)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from server.app import Server, ServerConfig
+    from server.protocol import Limits
+
+    if args.queue_limit < 1:
+        raise InvalidInput(f"--queue-limit: expected an integer >= 1, got {args.queue_limit}")
+    if args.max_part_mb < 1:
+        raise InvalidInput(f"--max-part-mb: expected an integer >= 1, got {args.max_part_mb}")
+    if not args.bind.startswith(("tcp://", "ipc://", "inproc://")):
+        raise InvalidInput(f"--bind: expected tcp://HOST:PORT or ipc://PATH, got {args.bind!r}")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if args.make_keys:
+        if not args.curve_keys:
+            raise InvalidInput("--make-keys: give the folder with --curve-keys DIR")
+        from server.keys import make_keys
+
+        folder = make_keys(args.curve_keys)
+        print(f"keys written to {folder}: give hosts client.key_secret and server.key")
+    limits = Limits(max_part_bytes=args.max_part_mb * 2**20)
+    config = ServerConfig(
+        cache_dir=args.cache,
+        bind=args.bind,
+        model=args.model,
+        device=args.device,
+        queue_limit=args.queue_limit,
+        curve_keys=args.curve_keys,
+        limits=limits,
+    )
+    try:
+        server = Server(config)
+    except FileNotFoundError as exc:
+        raise InvalidInput(str(exc)) from None
+    except zmq.ZMQError as exc:  # address in use, bad interface
+        raise InvalidInput(f"--bind {args.bind}: {exc}") from None
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"warpdiff server listening on {server.address}", flush=True)
+    server.serve_forever()
+    print("warpdiff server stopped", file=sys.stderr, flush=True)
+    return 0
