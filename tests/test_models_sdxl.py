@@ -104,7 +104,8 @@ def test_large_frames_go_through_the_tiled_vae(models):
 
 def test_sigma_to_t_matches_the_scheduler_table():
     from diffusers import EulerDiscreteScheduler
-    from tiny_sdxl import SCHEDULER_CONFIG
+
+    from warpcore.models.sdxl_tiny import SCHEDULER_CONFIG
 
     table = sigmas_from_config(SCHEDULER_CONFIG)
     sched = EulerDiscreteScheduler(**SCHEDULER_CONFIG)
@@ -187,7 +188,8 @@ def test_tiny_sigma_is_near_identity_and_gradients_reach_x(models):
 
 def test_v_prediction_conversion(models, monkeypatch):
     from diffusers import EulerDiscreteScheduler
-    from tiny_sdxl import SCHEDULER_CONFIG
+
+    from warpcore.models.sdxl_tiny import SCHEDULER_CONFIG
 
     m = models["upscale"]
     v_table = sigmas_from_config({**SCHEDULER_CONFIG, "prediction_type": "v_prediction"})

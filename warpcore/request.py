@@ -26,6 +26,7 @@ FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
 GUIDANCE_RULES = ("dps", "newton")
+GUIDANCE_GRADS = ("network", "output")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RestoreRequest:
     ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "newton"
     (default) takes Gauss-Newton steps (lambda = 1 removes the whole residual); "dps" is the
     paper's normalised step, with which the paper used lambda = 1 on SDXL latents.
+    ``guidance_grad`` "network" backpropagates through the denoiser (the paper); "output" takes
+    the denoiser's Jacobian as the identity and costs no backward pass.
     ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
     applies. ``strength`` < 1 starts from the noised condition (zero-shot SR) instead of noise.
     """
@@ -46,6 +49,7 @@ class RestoreRequest:
     guidance: float = 0.5
     guidance_range: tuple[float, float] = (0.0, 1.0)
     guidance_rule: str = "newton"
+    guidance_grad: str = "network"
     steps: int = 25
     sampler: str = "euler"
     seed: int = 0
@@ -64,6 +68,7 @@ class RestoreRequest:
         _choice("flow", self.flow, FLOW_METHODS)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
+        _choice("guidance_grad", self.guidance_grad, GUIDANCE_GRADS)
         if self.task == "upscale":
             _choice("scale", self.scale, SCALES)
         _int_range("steps", self.steps, 1, 1000)

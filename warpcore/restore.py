@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from warpcore import flow as flowlib
 from warpcore.errors import InvalidInput
-from warpcore.guidance import EquivarianceGuidance, GradMode, active_steps
+from warpcore.guidance import EquivarianceGuidance, active_steps
 from warpcore.models.base import Condition, Denoiser
 from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_events
 from warpcore.request import RestoreRequest
@@ -38,7 +38,6 @@ class ClipRestorer:
         denoiser: Denoiser,
         frame_size: tuple[int, int],
         n_frames: int | None = None,
-        grad_mode: GradMode = "network",
         flow_fn: FlowFn | None = None,
     ) -> None:
         if request.task not in denoiser.tasks:
@@ -46,7 +45,7 @@ class ClipRestorer:
                 f"task: model {denoiser.name!r} does {', '.join(denoiser.tasks)}, "
                 f"not {request.task!r}"
             )
-        self.request, self.denoiser, self.grad_mode = request, denoiser, grad_mode
+        self.request, self.denoiser = request, denoiser
         self.flow_fn = flow_fn or (lambda a, b: flowlib.flow_pair(a, b, request.flow))
         self.n_frames = n_frames
         self.in_size = _check_size(frame_size)
@@ -185,7 +184,7 @@ class ClipRestorer:
             mask=valid.to(image.device),
             previous=self._prev["denoised"],
             active=self.active,
-            grad_mode=self.grad_mode,
+            grad_mode=self.request.guidance_grad,
             rule=self.request.guidance_rule,
         )
         return noise, guidance
@@ -237,7 +236,6 @@ def restore_clip(
     n_frames: int | None = None,
     on_event: EventSink = no_events,
     should_stop: ShouldStop = never_stop,
-    grad_mode: GradMode = "network",
     flow_fn: FlowFn | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Restore a clip in order, yielding ``(index, frame)`` as soon as each frame is done."""
@@ -248,9 +246,7 @@ def restore_clip(
     for index, frame in enumerate(frames):
         mask = _next_mask(mask_iter, index)
         if restorer is None:
-            restorer = ClipRestorer(
-                request, denoiser, frame.shape[:2], n_frames, grad_mode, flow_fn
-            )
+            restorer = ClipRestorer(request, denoiser, frame.shape[:2], n_frames, flow_fn)
         out = restorer.process(index, frame, mask, on_event, should_stop)
         on_event(Event("frame", frame=index, n_frames=n_frames or 0))
         yield index, out

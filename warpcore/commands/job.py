@@ -17,6 +17,7 @@ from warpcore.errors import InvalidInput
 from warpcore.progress import Event
 from warpcore.request import (
     FLOW_METHODS,
+    GUIDANCE_GRADS,
     GUIDANCE_RULES,
     NOISE_SCHEMES,
     SAMPLERS,
@@ -44,6 +45,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default="newton",
         choices=GUIDANCE_RULES,
         help="newton: Gauss-Newton steps (default); dps: the paper's normalised step (lambda 1)",
+    )
+    parser.add_argument(
+        "--guidance-grad",
+        default="network",
+        choices=GUIDANCE_GRADS,
+        help="network: gradient through the model (the paper); output: identity Jacobian, cheap",
     )
     parser.add_argument(
         "--guidance-range",
@@ -89,6 +96,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         guidance=args.guidance,
         guidance_range=tuple(args.guidance_range),
         guidance_rule=args.guidance_rule,
+        guidance_grad=args.guidance_grad,
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
@@ -110,8 +118,10 @@ def run_job(args: argparse.Namespace, task: str) -> int:
     if len(source) < 1:
         raise InvalidInput(f"input: {args.input} has no frames")
     masks = video.open_masks(args.mask, source) if task == "inpaint" else None
+    if masks is not None:
+        _check_masks(masks)
     if args.server:
-        return _run_on_server(args, request, source, masks)
+        return _run_on_server(args, request, source)
     from warpcore.models import load_denoiser
     from warpcore.restore import restore_clip
 
@@ -142,19 +152,67 @@ def run_job(args: argparse.Namespace, task: str) -> int:
     return 0
 
 
-def _run_on_server(args: argparse.Namespace, request: RestoreRequest, source, masks) -> int:
-    from server.client import run_shot  # a client that needs no torch
+def _check_masks(masks) -> None:
+    """One cheap pass over the mattes before any compute: empty or full masks are errors."""
+    any_hole = False
+    for index, mask in enumerate(masks):
+        if mask.min() >= 0.5:
+            raise InvalidInput(
+                f"mask: frame {index} is masked everywhere; nothing is left to condition on "
+                f"(white = remove, black = keep)"
+            )
+        any_hole = any_hole or bool(mask.max() >= 0.5)
+    if not any_hole:
+        raise InvalidInput("mask: empty in every frame, nothing to remove (white = remove)")
+
+
+def _run_on_server(args: argparse.Namespace, request: RestoreRequest, source) -> int:
+    """The same job on a warpdiff server (which reads the files itself: same machine)."""
+    from pathlib import Path
+
+    from server.client import Client, Shot  # a client that needs no torch
     from warpcore import video
 
+    masks = getattr(args, "mask", None)
+    shot = Shot(
+        request=request.to_dict(),
+        masks="alpha" if masks == "alpha" else None,
+        paths={
+            "frames": str(Path(args.input).resolve()),
+            "masks": str(Path(masks).resolve()) if masks and masks != "alpha" else None,
+        },
+    )
     bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
-    with video.FrameWriter(args.output, fps=source.fps, like=source, fmt=args.format) as writer:
+    written, key = 0, None
+    with (
+        Client(args.server) as client,
+        video.FrameWriter(args.output, fps=source.fps, like=source, fmt=args.format) as writer,
+    ):
         try:
-            for frame in run_shot(
-                args.server, request.to_dict(), iter(source), masks, on_event=bar.update
-            ):
-                writer.write(frame)
+            key = client.submit(shot)
+            for event in client.events(key):
+                if event.kind == "progress":
+                    bar.update(
+                        Event(
+                            "progress",
+                            frame=event.frame,
+                            step=event.step,
+                            n_steps=event.n_steps,
+                            eta_s=event.eta_s,
+                        )
+                    )
+                elif event.kind == "frame" and event.image is not None:
+                    writer.write(event.image)
+                    written += 1
+                elif event.kind in ("error", "cancelled"):
+                    raise InvalidInput(f"server: shot {event.kind}: {event.message}")
+        except KeyboardInterrupt:
+            if key is not None:
+                client.cancel(key)
+            raise
         finally:
             bar.close()
+            print(f"wrote {written} of {len(source)} frames to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,149 @@
+"""``warpdiff bench sampler``: seconds per sampler step with and without equivariance guidance.
+
+For the tiny SDXL inpainting model (the real diffusers classes, random weights) at a 64x64 latent
+(512x512 frames) and for the built-in model at its demo size, on a real photograph panning by
+whole latent cells (flows exact). Every guidance variant runs on the same clip and seed:
+
+- ``unguided``: GP warping alone (lambda = 0);
+- ``network``: the paper's gradient through the network, every step (Gauss-Newton rule);
+- ``network_late``: the same, on the second half of the steps only;
+- ``output``: identity-Jacobian gradient (no backward pass through the network), every step;
+- ``dps``: the paper's normalised step with lambda = 1, gradient through the network.
+
+Seconds per step are medians over the steps of frames >= 1 (frame 0 is never guided), timed
+between consecutive progress events. ``warp_err`` is the pixel self-warping error w.r.t. the
+previous frame (warpcore.metrics), averaged over the clip.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data, transform
+
+from warpcore.bench.common import machine
+from warpcore.errors import ModelNotFound
+from warpcore.metrics import ClipScorer
+from warpcore.progress import Event
+from warpcore.request import RestoreRequest
+from warpcore.restore import restore_clip
+
+VARIANTS: dict[str, dict] = {
+    "unguided": {"guidance": 0.0},
+    "network": {"guidance": 0.5, "guidance_grad": "network"},
+    "network_late": {"guidance": 0.5, "guidance_grad": "network", "guidance_range": (0.5, 1.0)},
+    "output": {"guidance": 0.5, "guidance_grad": "output"},
+    "dps": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "network"},
+}
+DEFAULT_GUIDED = "output"  # the product's recommended cheap guidance; see the JSON trade-off
+
+
+def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A photograph panning right by ``shift`` pixels a frame, and a moving box matte."""
+    photo = transform.resize(data.astronaut(), (size + n * shift, size + n * shift))
+    frames, masks = [], []
+    for j in range(n):
+        x0 = n * shift - j * shift
+        frames.append(photo[:size, x0 : x0 + size].astype(np.float32))
+        m = np.zeros((size, size), np.float32)
+        m[size // 4 : size // 2, size // 3 : size // 3 + size // 4] = 1.0
+        masks.append(np.roll(m, j * shift, axis=1))
+    return frames, masks
+
+
+def _exact_flow(shift: int):
+    def flow_fn(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fwd = torch.zeros(2, *prev.shape[-2:])
+        fwd[0] = shift
+        return fwd, -fwd
+
+    return flow_fn
+
+
+def _run_variant(model, frames, masks, steps: int, shift: int, fields: dict) -> dict:
+    request = RestoreRequest(task="inpaint", model=model.name, noise="gp", steps=steps, **fields)
+    stamps: list[tuple[int, int, float]] = []
+
+    def on_event(e: Event) -> None:
+        if e.kind == "progress":
+            stamps.append((e.frame, e.step, time.perf_counter()))
+
+    scorer = ClipScorer(flow="dis")
+    clip = restore_clip(
+        request, model, frames, masks, on_event=on_event, flow_fn=_exact_flow(shift)
+    )
+    for (_, out), inp, m in zip(clip, frames, masks, strict=False):
+        scorer.add(out, inp, mask=m)
+    pairs = zip(stamps, stamps[1:], strict=False)
+    per_step = [b[2] - a[2] for a, b in pairs if a[0] == b[0] and b[0] >= 1]
+    summary = scorer.summary()
+    return {
+        "s_per_step": round(statistics.median(per_step), 4),
+        "warp_err": summary["mean"]["warp_pixel_prev"],
+    }
+
+
+def _bench_model(model, frames, masks, steps: int, shift: int) -> dict:
+    variants = {
+        name: _run_variant(model, frames, masks, steps, shift, fields)
+        for name, fields in VARIANTS.items()
+    }
+    base = variants["unguided"]["s_per_step"]
+    for v in variants.values():
+        v["ratio"] = round(v["s_per_step"] / base, 3)
+    best = variants[DEFAULT_GUIDED]
+    return {
+        "s_per_step_unguided": base,
+        "s_per_step_guided": best["s_per_step"],
+        "ratio": best["ratio"],
+        "warp_err_unguided": variants["unguided"]["warp_err"],
+        "warp_err_guided": best["warp_err"],
+        "guided_variant": DEFAULT_GUIDED,
+        "variants": variants,
+    }
+
+
+def _tiny_sdxl(folder: Path):
+    from warpcore.models import load_denoiser
+    from warpcore.models.sdxl_tiny import make_tiny_sdxl
+
+    return load_denoiser(str(make_tiny_sdxl(folder / "tiny_sdxl_inpaint", 9)), "inpaint")
+
+
+def run_benchmark(quick: bool = False) -> dict:
+    """{"models": {name: {...}}, "machine": {...}}; quick: fewer frames and steps."""
+    n, steps = (3, 3) if quick else (4, 8)
+    models: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sdxl = _tiny_sdxl(Path(tmp))
+        frames, masks = _clip(n, 512, shift=8)  # 64x64 latent, one latent cell a frame
+        models["tiny-sdxl-64"] = _bench_model(sdxl, frames, masks, steps, 8)
+    try:
+        from warpcore.models.builtin import load_builtin
+
+        builtin = load_builtin("inpaint")
+    except (ModelNotFound, FileNotFoundError) as exc:
+        models["builtin"] = {"skipped": str(exc)}
+    else:
+        frames, masks = _clip(n, 128, shift=2)
+        models["builtin-128"] = _bench_model(builtin, frames, masks, steps, 2)
+    return {"models": models, "steps": steps, "frames": n, "machine": machine()}
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{'model':<14} {'variant':<13} {'s/step':>8} {'ratio':>6} {'warp err':>10}"]
+    for name, m in result["models"].items():
+        if "skipped" in m:
+            lines.append(f"{name:<14} skipped: {m['skipped']}")
+            continue
+        for v, row in m["variants"].items():
+            lines.append(
+                f"{name:<14} {v:<13} {row['s_per_step']:>8.4f} {row['ratio']:>6.2f} "
+                f"{row['warp_err']:>10.3g}"
+            )
+    return "\n".join(lines)
