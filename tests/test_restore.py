@@ -123,23 +123,34 @@ def downsample(frame: np.ndarray, scale: int) -> np.ndarray:
     return frame.reshape(h, scale, w, scale, 3).mean(axis=(1, 3))
 
 
-def test_guidance_removes_the_flicker_of_a_non_equivariant_model() -> None:
+@pytest.mark.parametrize("rule,strength", [("newton", 0.5), ("dps", 10.0)])
+def test_guidance_removes_the_flicker_of_a_non_equivariant_model(
+    rule: str, strength: float
+) -> None:
     scale, dx = 4, 1  # the low-res video pans one low-res pixel (4 output pixels) a frame
     hi = shifting_clip(5, 64, dx=dx * scale)
     low = [downsample(f, scale) for f in hi]
     model = PositionalBias(GaussianDenoiser(), amplitude=0.1, scale=scale)
     results = {}
-    for guidance in (0.0, 0.5):  # 0.5 = the default Gauss-Newton strength
+    # The paper's DPS step has a fixed length (2 lambda in L2 over the whole grid), so on this
+    # 64x64x3 grid it needs a larger lambda than the paper's 1 on 128x128x4 SDXL latents.
+    for guidance in (0.0, strength):
         request = RestoreRequest(
-            task="upscale", scale=scale, model="gaussian", noise="gp", guidance=guidance, steps=12
+            task="upscale",
+            scale=scale,
+            model="gaussian",
+            noise="gp",
+            guidance=guidance,
+            guidance_rule=rule,
+            steps=12,
         )
         out = run(request, model, low, flow_fn=exact_flows(dx * scale))
         fidelity = max(
             float(np.abs(downsample(o, scale) - lo).mean()) for o, lo in zip(out, low, strict=True)
         )
         results[guidance] = (np.mean(warping_errors(out, dx * scale)), fidelity)
-    (unguided, fid0), (guided, fid1) = results[0.0], results[0.5]
-    # Measured 0.0030 vs 0.072 (24x) at 12 steps; the bound asks for the issue's 10x.
+    (unguided, fid0), (guided, fid1) = results[0.0], results[strength]
+    # Measured at 12 steps: newton 0.0030, dps 0.0042 vs 0.072 unguided; the issue asks 10x.
     assert guided < unguided / 10, results
     assert fid1 <= fid0 + 0.01, results  # the low-res frames are matched as well as before
 

@@ -33,9 +33,10 @@ GUIDANCE_GRADS = ("network", "output")
 class RestoreRequest:
     """Everything that decides a clip's output, except the frames themselves.
 
-    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "newton"
-    (default) takes Gauss-Newton steps (lambda = 1 removes the whole residual); "dps" is the
-    paper's normalised step, with which the paper used lambda = 1 on SDXL latents.
+    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "dps"
+    (default) is the paper's normalised step, used with lambda = 1 as in the paper; "newton"
+    takes Gauss-Newton steps (lambda = 1 removes the whole residual when the Jacobian is the
+    identity): much stronger on small grids, but it drifts with an under-trained model.
     ``guidance_grad`` "network" backpropagates through the denoiser (the paper); "output" takes
     the denoiser's Jacobian as the identity and costs no backward pass.
     ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
@@ -46,9 +47,9 @@ class RestoreRequest:
     scale: int = 4
     model: str = "builtin"
     noise: str = "gp"
-    guidance: float = 0.5
+    guidance: float = 1.0
     guidance_range: tuple[float, float] = (0.0, 1.0)
-    guidance_rule: str = "newton"
+    guidance_rule: str = "dps"
     guidance_grad: str = "network"
     steps: int = 25
     sampler: str = "euler"

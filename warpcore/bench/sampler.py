@@ -5,10 +5,12 @@ For the tiny SDXL inpainting model (the real diffusers classes, random weights) 
 whole latent cells (flows exact). Every guidance variant runs on the same clip and seed:
 
 - ``unguided``: GP warping alone (lambda = 0);
-- ``network``: the paper's gradient through the network, every step (Gauss-Newton rule);
-- ``network_late``: the same, on the second half of the steps only;
-- ``output``: identity-Jacobian gradient (no backward pass through the network), every step;
-- ``dps``: the paper's normalised step with lambda = 1, gradient through the network.
+- ``paper``: the paper's normalised (DPS) step, lambda = 1, gradient through the network, every
+  step (the product default);
+- ``paper_late``: the same on the second half of the steps only (where it matters: guiding only
+  the first half was measured worse than no guidance);
+- ``output``: the paper's step with an identity-Jacobian gradient (no backward pass);
+- ``newton``: Gauss-Newton steps, lambda = 0.5, gradient through the network.
 
 Seconds per step are medians over the steps of frames >= 1 (frame 0 is never guided), timed
 between consecutive progress events. ``warp_err`` is the pixel self-warping error w.r.t. the
@@ -35,12 +37,12 @@ from warpcore.restore import restore_clip
 
 VARIANTS: dict[str, dict] = {
     "unguided": {"guidance": 0.0},
-    "network": {"guidance": 0.5, "guidance_grad": "network"},
-    "network_late": {"guidance": 0.5, "guidance_grad": "network", "guidance_range": (0.5, 1.0)},
-    "output": {"guidance": 0.5, "guidance_grad": "output"},
-    "dps": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "network"},
+    "paper": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "network"},
+    "paper_late": {"guidance": 1.0, "guidance_rule": "dps", "guidance_range": (0.5, 1.0)},
+    "output": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "output"},
+    "newton": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "network"},
 }
-DEFAULT_GUIDED = "output"  # the product's recommended cheap guidance; see the JSON trade-off
+CHEAP_GUIDED = "paper_late"  # the cheap variant the ratio target is measured on
 
 
 def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -96,14 +98,14 @@ def _bench_model(model, frames, masks, steps: int, shift: int) -> dict:
     base = variants["unguided"]["s_per_step"]
     for v in variants.values():
         v["ratio"] = round(v["s_per_step"] / base, 3)
-    best = variants[DEFAULT_GUIDED]
+    best = variants[CHEAP_GUIDED]
     return {
         "s_per_step_unguided": base,
         "s_per_step_guided": best["s_per_step"],
         "ratio": best["ratio"],
         "warp_err_unguided": variants["unguided"]["warp_err"],
         "warp_err_guided": best["warp_err"],
-        "guided_variant": DEFAULT_GUIDED,
+        "guided_variant": CHEAP_GUIDED,
         "variants": variants,
     }
 

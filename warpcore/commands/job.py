@@ -37,14 +37,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=0.5,
-        help="equivariance self-guidance strength lambda (0 = off)",
+        default=1.0,
+        help="equivariance self-guidance strength lambda (0 = off; the paper's 1 by default)",
     )
     parser.add_argument(
         "--guidance-rule",
-        default="newton",
+        default="dps",
         choices=GUIDANCE_RULES,
-        help="newton: Gauss-Newton steps (default); dps: the paper's normalised step (lambda 1)",
+        help="dps: the paper's normalised step (default); newton: Gauss-Newton steps",
     )
     parser.add_argument(
         "--guidance-grad",
