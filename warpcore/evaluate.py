@@ -67,7 +67,11 @@ METHODS: dict[str, Method] = {
         Method("integral+guidance", "Integral warp + guidance", "integral", 1.0),
         Method("warped", "Warped Diffusion (GP + guidance)", "gp", 1.0),
         Method(
-            "warped-dps", "Warped Diffusion, paper's DPS step (lambda 1)", "gp", 1.0, rule="dps"
+            "warped-newton",
+            "Warped Diffusion, Gauss-Newton step (lambda 0.5)",
+            "gp",
+            0.5,
+            rule="newton",
         ),
         Method("telea", "OpenCV inpainting (Telea)", task="inpaint"),
         Method("bicubic", "Bicubic upscaling", task="upscale"),
@@ -75,7 +79,7 @@ METHODS: dict[str, Method] = {
 }
 DEFAULT_METHODS = (
     "fixed", "resample", "nearest", "bilinear", "integral", "gp", "integral+guidance", "warped",
-    "warped-dps", "telea", "bicubic",
+    "warped-newton", "telea", "bicubic",
 )  # fmt: skip
 WARPED = "warped"
 

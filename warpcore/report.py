@@ -26,7 +26,7 @@ COLUMNS = (
     ("mse", "MSE ↓"),
     ("lpips", "LPIPS ↓"),
 )
-WD_VARIANTS = (WARPED, "warped-dps")  # GP noise + guidance, with the engine's / paper's rule
+WD_VARIANTS = (WARPED, "warped-newton")  # GP noise + guidance: the paper's rule, Gauss-Newton
 WIDE_MARGIN = 0.5  # "by a wide margin": at most half the next best diffusion method's error
 
 
