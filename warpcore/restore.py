@@ -19,6 +19,7 @@ from warpcore import flow as flowlib
 from warpcore.errors import InvalidInput
 from warpcore.guidance import EquivarianceGuidance, active_steps
 from warpcore.models.base import Condition, Denoiser
+from warpcore.models.zeroshot import ZeroShotSR
 from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_events
 from warpcore.request import RestoreRequest
 from warpcore.sampler import StepInfo, sample, start_noise
@@ -46,6 +47,11 @@ class ClipRestorer:
                 f"not {request.task!r}"
             )
         self.request, self.denoiser = request, denoiser
+        if isinstance(denoiser, ZeroShotSR) and request.strength >= 1.0:
+            raise InvalidInput(
+                "strength: zero-shot super-resolution starts from the noised upsampled frame and "
+                "needs strength < 1 (0.3-0.6 is typical); at 1 the frame would be forgotten"
+            )
         self.flow_fn = flow_fn or (lambda a, b: flowlib.flow_pair(a, b, request.flow))
         self.n_frames = n_frames
         self.in_size = _check_size(frame_size)

@@ -3,21 +3,29 @@
 Network ``F`` is a diffusers ``UNet2DModel`` without attention (fully convolutional, any frame
 size). Input channels, in this order (7 in all):
 
-- 0-2: ``c_in(sigma) * x``, the noisy image in [-1, 1] scaled by EDM's ``c_in``;
-- 3-5: the condition image in [-1, 1]: for ``inpaint`` the input frame with the hole set to 0
-  (mid-grey); for ``upscale`` the low-resolution frame upsampled bicubically to output size;
+- 0-2: ``c_in(sigma) * (x - b)``: the noisy image in [-1, 1] minus the base ``b`` (below);
+- 3-5: the condition image in [-1, 1]: for ``inpaint`` the input frame with the hole filled
+  smoothly from its surroundings (:func:`push_pull_fill`); for ``upscale`` the low-resolution
+  frame upsampled bicubically to output size;
 - 6: the mask (1 = region to fill; all zeros for ``upscale``).
 
 The task is a class label (0 = inpaint, 1 = upscale) added to the time embedding. The noise
 level enters as ``1000 * c_noise`` through the UNet's sinusoidal time embedding.
 
-EDM preconditioning (Karras et al. 2022, ``sigma_data`` = 0.5), ``D = c_skip x + c_out F``:
+EDM preconditioning (Karras et al. 2022) around the condition image ``b`` (see
+:class:`EDMUNet`), ``D = b + c_skip (x - b) + c_out F``, with ``sd = sigma_data`` the standard
+deviation of the residual ``x0 - b`` per task (0.25 inpaint, 0.125 upscale):
 ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
 ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = ln(s) / 4``.
 
-The model was trained with GP noise whose squared-exponential length scale is ``2 / pi``
-pixels (METHOD.md section 1's rule ``eps = 2 / (pi * res)`` on the training grid); sample it
-with noise of that length scale in pixels.
+Noise levels: ``sigma_min`` 0.002 .. ``sigma_max`` 20 (pure noise for [-1, 1] images), reached
+by the training distribution ``ln sigma ~ N(-0.8, 1.6^2)`` at 2.4 standard deviations (EDM's 80
+would lie at 3.2, where the net barely trains).
+
+Training noise: GP noise with squared-exponential length scale ``2 / pi`` pixels along both
+axes (METHOD.md section 1's rule ``eps = 2 / (pi * res)`` on the training grid); sample with
+noise of that length scale in pixels (``config.json``: ``gp_length_scale_px``). Super-resolution
+trained at x2, x4 and x8 (x4 most often).
 """
 
 from __future__ import annotations
@@ -44,10 +52,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "block_out_channels": [32, 64, 128],
     "layers_per_block": 1,
     "norm_num_groups": 8,
-    "sigma_data": 0.5,
+    "sigma_data": [0.25, 0.125],
     "sigma_min": 0.002,
-    "sigma_max": 80.0,
+    "sigma_max": 20.0,
     "gp_length_scale_px": 2.0 / math.pi,
+    "residual": True,
 }
 
 
@@ -71,7 +80,13 @@ def build_unet(config: dict[str, Any]) -> nn.Module:
 
 
 class EDMUNet(nn.Module):
-    """``D(x, sigma, cond) = c_skip x + c_out F(c_in x, c_noise, cond)`` (EDM preconditioning).
+    """``D(x, sigma, cond) = b + c_skip (x - b) + c_out F(c_in (x - b), c_noise, cond)``.
+
+    EDM preconditioning around a base ``b``: the condition image (``residual``; the upsampled
+    low-res frame, or the frame with its hole filled smoothly), else 0. As
+    ``x - b = (x0 - b) + sigma e``, the diffusion runs on the residual ``x0 - b`` (the detail
+    bicubic lacks, the hole's texture) while the interface stays ``D(x) ~ E[x0 | x]``; an
+    untrained ``F`` (output 0) already gives the classical result ``b``.
 
     ``cond``: (N, 4, H, W) condition image (3, in [-1, 1]) and mask (1); ``task``: (N,) long.
     Any H, W: inputs are reflect-padded to the UNet's downsampling multiple and cropped back.
@@ -81,22 +96,27 @@ class EDMUNet(nn.Module):
         super().__init__()
         self.config = {**DEFAULT_CONFIG, **config}
         self.unet = build_unet(self.config)
-        self.sigma_data = float(self.config["sigma_data"])
+        sd = self.config["sigma_data"]
+        sd = [float(sd)] * 2 if isinstance(sd, (int, float)) else [float(v) for v in sd]
+        self.register_buffer("sigma_data", torch.tensor(sd), persistent=False)
         self.multiple = 2 ** (len(self.config["block_out_channels"]) - 1)
+        self.residual = bool(self.config["residual"])
 
     def forward(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, task: torch.Tensor
     ) -> torch.Tensor:
-        sd = self.sigma_data
+        sd = self.sigma_data.to(x.dtype)[task].reshape(-1, 1, 1, 1)
         s = sigma.to(x.dtype).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1.0 / (s**2 + sd**2).sqrt()
         c_noise = s.flatten().log() / 4.0
+        cond = cond.to(x.dtype)
+        base = cond[:, :3] if self.residual else torch.zeros_like(x)
         h, w = x.shape[-2:]
-        inp = _pad_to(torch.cat([c_in * x, cond.to(x.dtype)], dim=1), self.multiple)
+        inp = _pad_to(torch.cat([c_in * (x - base), cond], dim=1), self.multiple)
         out = self.unet(inp, 1000.0 * c_noise, class_labels=task, return_dict=False)[0]
-        return c_skip * x + c_out * out[..., :h, :w]
+        return base + c_skip * (x - base) + c_out * out[..., :h, :w]
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -125,9 +145,30 @@ def condition_tensor(
         if mask is None:
             raise InvalidInput("mask: required for task 'inpaint' (1, H, W) with 1 = fill")
         m = (mask > 0.5).to(image.dtype)
-        return torch.cat([(2.0 * image - 1.0) * (1.0 - m), m], dim=1)
+        return torch.cat([2.0 * push_pull_fill(image, m) - 1.0, m], dim=1)
     zeros = torch.zeros_like(image[:, :1])
     return torch.cat([2.0 * image - 1.0, zeros], dim=1)
+
+
+def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the hole (``mask`` 1) smoothly from the known pixels: a push-pull pyramid.
+
+    Push: average the known pixels and their weight over 2x2 cells down to 1 pixel. Pull: from
+    the coarsest level up, each level keeps its own average where it has known pixels, blended
+    by their fraction, and takes the upsampled coarser estimate elsewhere. Known pixels are
+    returned unchanged; a frame with no known pixel becomes mid-grey.
+    """
+    known = 1.0 - mask
+    levels = [(image * known, known)]
+    while min(levels[-1][1].shape[-2:]) > 1:
+        img, w = levels[-1]
+        levels.append((F.avg_pool2d(img, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
+    img, w = levels[-1]
+    est = torch.where(w > 0, img / w.clamp_min(1e-8), torch.full_like(img, 0.5))
+    for img, w in reversed(levels[:-1]):
+        up = F.interpolate(est, size=img.shape[-2:], mode="bilinear", align_corners=False)
+        est = img / w.clamp_min(1e-8) * w + up * (1.0 - w)
+    return known * image + mask * est
 
 
 @dataclass(frozen=True)
@@ -151,7 +192,7 @@ class BuiltinDenoiser:
         self.dtype = torch.float32
         self.sigma_min = float(net.config["sigma_min"])
         self.sigma_max = float(net.config["sigma_max"])
-        self.tasks = (task,) if task in TASKS else TASKS
+        self.tasks = TASKS  # one network does both; ``task`` is the one the caller asked for
         self.task = task
 
     def prepare(self, cond: Condition) -> BuiltinPrepared:
@@ -161,7 +202,7 @@ class BuiltinDenoiser:
         image = _check_image(cond.image).to(self.device, self.dtype)[None]
         if cond.task == "upscale":
             if cond.scale not in SCALES:
-                raise InvalidInput(f"scale: got {cond.scale!r}; accepted: 2, 4, 8 (trained on 4)")
+                raise InvalidInput(f"scale: got {cond.scale!r}; accepted: 2, 4, 8")
             image = upsample_lowres(image, cond.scale)
             channels = condition_tensor("upscale", image)
         else:
@@ -234,7 +275,9 @@ def load_net(weights: str | Path | None = None) -> EDMUNet:
             f"built-in model: {path} or {config_path} is missing; reinstall the package, or "
             "train one with 'warpdiff train' and export it with 'warpdiff train --export RUN_DIR'"
         )
-    net = EDMUNet(json.loads(config_path.read_text()))
+    config = json.loads(config_path.read_text())
+    config.setdefault("residual", False)  # weights saved before the residual form existed
+    net = EDMUNet(config)
     net.unet.load_state_dict(load_file(str(path)))
     return net
 

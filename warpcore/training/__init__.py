@@ -1,0 +1,1 @@
+"""Training and fine-tuning of conditional UNets with GP noise (``warpdiff train``)."""
