@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from warpcore.models.builtin import EDMUNet, condition_tensor, load_net, save_weights
+from warpcore.sampler import sample
+from warpcore.schedule import karras_sigmas
 from warpcore.training.batches import Batch
 from warpcore.training.config import TrainConfig
 from warpcore.training.data import NoiseBank
@@ -95,29 +97,16 @@ def _fixed_noise(bank: NoiseBank, shape: torch.Size, seed: int) -> torch.Tensor:
     return bank.sample(shape[0], gen)
 
 
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """EDM's schedule: n levels from sigma_max down to sigma_min, then a trailing zero."""
-    ramp = torch.linspace(0, 1, n)
-    inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
-    return torch.cat([inv**rho, torch.zeros(1)])
-
-
 def heun_sample(
     net: EDMUNet, noise: torch.Tensor, cond: torch.Tensor, task: torch.Tensor, steps: int
 ) -> torch.Tensor:
-    """EDM Algorithm 1 (Heun, no churn) on the probability-flow ODE, started at sigma_max."""
+    """The engine's PF-ODE sampler (Heun, no churn) on the Karras schedule, from sigma_max."""
     sigmas = karras_sigmas(steps, float(net.config["sigma_min"]), float(net.config["sigma_max"]))
-    x = noise * sigmas[0]
-    n = x.shape[0]
-    for k in range(steps):
-        s, s_next = sigmas[k], sigmas[k + 1]
-        d = (x - net(x, s.expand(n), cond, task)) / s
-        x_next = x + (s_next - s) * d
-        if s_next > 0:  # second-order correction
-            d2 = (x_next - net(x_next, s_next.expand(n), cond, task)) / s_next
-            x_next = x + (s_next - s) * (d + d2) / 2
-        x = x_next
-    return x
+    n = noise.shape[0]
+    result = sample(
+        lambda x, s: net(x, s.expand(n), cond, task), noise * sigmas[0], sigmas, method="heun"
+    )
+    return result.x
 
 
 def masked_psnr(result: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor | None) -> float:
