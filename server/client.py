@@ -80,6 +80,7 @@ class Reply:
     body: dict[str, Any]
     parts: list[memoryview]
     id: str = ""
+    stream: queue.SimpleQueue | None = None  # the request's event queue (stream=True)
 
     def array(self, desc: Any, what: str = "image") -> np.ndarray:
         return _unpack(desc, self.parts, what)
@@ -242,10 +243,11 @@ class Client:
         """Send a request and wait for its reply; an ``error`` reply raises :class:`ServerError`."""
         msg_id = new_id()
         answer: queue.SimpleQueue = queue.SimpleQueue()
+        events: queue.SimpleQueue | None = queue.SimpleQueue() if stream else None
         with self._lock:
             self._pending[msg_id] = answer
-            if stream:
-                self._streams[msg_id] = queue.SimpleQueue()
+            if events is not None:
+                self._streams[msg_id] = events
         try:
             self._send(type, body or {}, parts, msg_id)
             msg = self._wait(answer, timeout, type)
@@ -254,7 +256,7 @@ class Client:
                 self._pending.pop(msg_id, None)
                 self._streams.pop(msg_id, None)
             raise
-        return Reply(msg.type, msg.body, msg.parts, msg_id)
+        return Reply(msg.type, msg.body, msg.parts, msg_id, events)
 
     def _wait(self, answer: queue.SimpleQueue, timeout: float | None, what: str) -> Message:
         limit = self.timeout if timeout is None else timeout
@@ -350,11 +352,11 @@ class Client:
         return reply.body
 
     def _bind_stream(self, reply: Reply, subscribed: bool) -> None:
-        if subscribed:
+        # The request's own queue, not a look-up: a short replay can end (and its stream be
+        # dropped from ``_streams``) before this thread sees the reply.
+        if subscribed and reply.stream is not None:
             with self._lock:
-                stream = self._streams.get(reply.id)
-                if stream is not None:
-                    self._key_stream[reply.body["key"]] = stream
+                self._key_stream[reply.body["key"]] = reply.stream
 
     def events(self, key: str, timeout: float | None = None) -> Iterator[ShotEvent]:
         """The shot's events in order until finished, cancelled or error (then it stops).

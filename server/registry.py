@@ -140,16 +140,17 @@ class Registry:
 
     def advance(self, state: ShotState, sub: Subscriber, budget: int) -> bool:
         """Send ``sub`` what it is owed, at most ``budget`` frames; True if it is finished."""
-        while sub.stream and sub.next < state.done and budget > 0:
+        while sub.next < state.done and budget > 0:
             if self.outbox.backlogged(sub.peer):
                 return False
-            desc, buf = self.frame_parts(state, sub.next, sub.dtype)
             extra = {"compute_s": state.compute_s[sub.next]} if sub.next in state.compute_s else {}
-            self.event(sub, state, "frame", (buf,), frame=sub.next, image=desc, **extra)
+            if sub.stream:
+                desc, buf = self.frame_parts(state, sub.next, sub.dtype)
+                self.event(sub, state, "frame", (buf,), frame=sub.next, image=desc, **extra)
+            else:  # a late listener without images still hears of every finished frame once
+                self.event(sub, state, "frame", frame=sub.next, **extra)
             sub.next += 1
             budget -= 1
-        if not sub.stream:
-            sub.next = state.done
         if state.status in TERMINAL and sub.next >= state.done:
             self.event(sub, state, state.status, frame=state.done - 1, message=state.message)
             return True
@@ -217,7 +218,8 @@ class Registry:
         state.latest = (index, image, parts[1] if len(parts) > 1 else None)
         state.compute_s[index] = float(body.get("compute_s", 0.0))
         for sub in state.subscribers:
-            if not sub.stream:
+            if not sub.stream and sub.next == index:  # in step: told now, with its preview
+                sub.next = index + 1
                 extra: dict[str, Any] = {}
                 send_parts: tuple = ()
                 if sub.previews and state.latest[2] is not None:
