@@ -142,6 +142,7 @@ def test_guidance_removes_the_flicker_of_a_non_equivariant_model(
             noise="gp",
             guidance=guidance,
             guidance_rule=rule,
+            guidance_grad=grad,
             steps=12,
         )
         out = run(request, model, low, flow_fn=exact_flows(dx * scale))

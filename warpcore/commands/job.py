@@ -48,9 +48,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--guidance-grad",
-        default="network",
+        default="output",
         choices=GUIDANCE_GRADS,
-        help="network: gradient through the model (the paper); output: identity Jacobian, cheap",
+        help="output: identity Jacobian, no backward pass (default); network: the paper's",
     )
     parser.add_argument(
         "--guidance-range",
