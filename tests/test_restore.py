@@ -123,9 +123,12 @@ def downsample(frame: np.ndarray, scale: int) -> np.ndarray:
     return frame.reshape(h, scale, w, scale, 3).mean(axis=(1, 3))
 
 
-@pytest.mark.parametrize("rule,strength", [("newton", 0.5), ("dps", 10.0)])
+@pytest.mark.parametrize(
+    "rule,strength,grad",
+    [("newton", 0.5, "output"), ("dps", 10.0, "output"), ("dps", 10.0, "network")],
+)
 def test_guidance_removes_the_flicker_of_a_non_equivariant_model(
-    rule: str, strength: float
+    rule: str, strength: float, grad: str
 ) -> None:
     scale, dx = 4, 1  # the low-res video pans one low-res pixel (4 output pixels) a frame
     hi = shifting_clip(5, 64, dx=dx * scale)
