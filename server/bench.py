@@ -77,7 +77,7 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
     from server.testing import ServerProcess
 
     repeats = 5 if quick else 20
-    shot = {"n": 2, "size": 32, "steps": 2} if quick else {"n": 4, "size": 64, "steps": 4}
+    shot = {"n": 2, "size": 32, "steps": 2} if quick else {"n": 8, "size": 128, "steps": 10}
     with (
         tempfile.TemporaryDirectory() as cache,
         ServerProcess(cache, "--model", "builtin", threads=None) as srv,

@@ -40,7 +40,12 @@ from warpcore.restore import restore_clip
 VARIANTS: dict[str, dict] = {
     "unguided": {"guidance": 0.0},
     "paper": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "network"},
-    "paper_late": {"guidance": 1.0, "guidance_rule": "dps", "guidance_range": (0.5, 1.0)},
+    "paper_late": {
+        "guidance": 1.0,
+        "guidance_rule": "dps",
+        "guidance_grad": "network",
+        "guidance_range": (0.5, 1.0),
+    },
     "output": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "output"},
     "newton": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "network"},
     "newton_output": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "output"},
