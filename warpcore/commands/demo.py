@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from warpcore.commands.job import add_guidance_overrides
 from warpcore.errors import InvalidInput
 
 METHODS_BY_TASK = {
@@ -45,16 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=None, help="default 12")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="self-guidance lambda (default: the engine's, see warpdiff inpaint --help)",
-    )
-    parser.add_argument(
-        "--guidance-rule", default=None, choices=("dps", "newton"),
-        help="guidance step rule (default: the engine's); dps is the paper's normalised step",
-    )  # fmt: skip
+    add_guidance_overrides(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run (48x64, 4 frames)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

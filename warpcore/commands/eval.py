@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from warpcore.commands.job import add_guidance_overrides
 from warpcore.request import FLOW_METHODS
 
 DEFAULT_SUITES = ("shift-inpaint", "motion-inpaint", "motion-sr", "demo")
@@ -49,16 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="method names, 'default' or 'all' (adds gp-fixed, gp-resample, gp-nearest)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="lambda of the guided methods (default: the engine's, see warpdiff inpaint --help)",
-    )
-    parser.add_argument(
-        "--guidance-rule", default=None, choices=("dps", "newton"),
-        help="guidance step rule (default: the engine's); dps is the paper's normalised step",
-    )  # fmt: skip
+    add_guidance_overrides(parser)
     parser.add_argument("--flow", default="dis", choices=FLOW_METHODS, help="restorer flow")
     parser.add_argument(
         "--oracle-flow", action="store_true", help="give the restorer the suites' exact flows"

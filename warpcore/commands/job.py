@@ -87,6 +87,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
+    """--guidance / --guidance-rule that default to None: "the engine's default" (demo, eval)."""
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="self-guidance lambda of the guided methods (default: the engine's)",
+    )
+    parser.add_argument(
+        "--guidance-rule",
+        default=None,
+        choices=GUIDANCE_RULES,
+        help="guidance step rule (default: the engine's); dps is the paper's normalised step",
+    )
+
+
 def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
     return RestoreRequest(
         task=task,
