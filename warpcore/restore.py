@@ -182,11 +182,6 @@ class ClipRestorer:
         valid = torch.ones_like(fwd[:1])
         if self.request.occlusion_mask:
             valid = flowlib.occlusion_mask(fwd, bwd).to(valid)
-        if hole is not None and self.request.composite:
-            # Only the hole (and a rim for context) reaches the output: guide there alone, so
-            # the step is not spent on known pixels that the composite replaces.
-            rim = 2 * ds + 1
-            valid = valid * F.max_pool2d(self._prev["mask"].cpu()[None], rim, 1, rim // 2)[0]
         # A latent cell is valid only if every pixel of its block is.
         valid = (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
         guidance = EquivarianceGuidance(
