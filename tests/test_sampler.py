@@ -108,7 +108,7 @@ def test_guidance_step_is_normalised_and_descends(mode: str) -> None:
     h = 0.5 * x  # a linear "denoiser"
     g = _shift_guidance(prev, 0.1, mode)
     correction, e = g.step(x, h, 0, 1.0)
-    assert e == pytest.approx(float(g.error(h, 0)), rel=1e-5)
+    assert e == pytest.approx(float(g.error(h, 0).detach()), rel=1e-5)
     jac = 0.5 if mode == "network" else 1.0
     # lambda / sqrt(e) * |grad e| = lambda * 2 * jac * |J^T r| / |r|, and |J^T r| = |r| here
     # because the warp by a whole pixel is a selection of pixels.

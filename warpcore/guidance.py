@@ -7,7 +7,6 @@ the same step, ``e_k = || M * (h_k o T_j - h_k^(j-1)) ||^2``, and the normalised
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,6 +86,3 @@ class EquivarianceGuidance:
 def active_steps(n_steps: int, start: float, stop: float) -> frozenset[int]:
     """Steps k in [0, n_steps) with k / n_steps in [start, stop)."""
     return frozenset(k for k in range(n_steps) if start <= k / n_steps < stop)
-
-
-GuidanceFactory = Callable[[int], EquivarianceGuidance | None]

@@ -8,6 +8,7 @@ constant in clip length and a killed job resumes from ``state_dict()``.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import cv2
@@ -71,8 +72,7 @@ class ClipRestorer:
         )
         self.next_index = 0
         self._prev: dict[str, torch.Tensor] | None = None
-        self._step_times: list[float] = []
-        self.last_warp_errors: tuple[float | None, ...] = ()
+        self._step_times: deque[float] = deque(maxlen=50)  # recent steps, for the ETA
 
     # -- public -------------------------------------------------------------------------------
     def process(
@@ -117,7 +117,6 @@ class ClipRestorer:
         # Everything below only runs once the frame is done: a cancelled frame changes no state.
         self._prev = {"image": image, "mask": hole, "denoised": result.denoised}
         self.next_index += 1
-        self.last_warp_errors = result.warp_errors
         return self._finish(out, frame, hole)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -205,15 +204,14 @@ class ClipRestorer:
             img = frame[..., :3] * (1.0 - m) + img * m
         return np.ascontiguousarray(img, dtype=np.float32)
 
-    def _progress(self, index: int, on_event: EventSink):
-        start = time.perf_counter()
+    def _progress(self, index: int, on_event: EventSink) -> Callable[[StepInfo], None]:
+        last = [time.perf_counter()]
 
         def callback(info: StepInfo) -> None:
             now = time.perf_counter()
-            self._step_times.append(now - callback.last)
-            callback.last = now
-            recent = self._step_times[-50:]
-            per_step = sum(recent) / len(recent)
+            self._step_times.append(now - last[0])
+            last[0] = now
+            per_step = sum(self._step_times) / len(self._step_times)
             left = info.n_steps - info.k - 1
             if self.n_frames is not None:
                 left += (self.n_frames - index - 1) * info.n_steps
@@ -229,7 +227,6 @@ class ClipRestorer:
                 )
             )
 
-        callback.last = start
         return callback
 
 

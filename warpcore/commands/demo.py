@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from warpcore.commands.job import add_guidance_overrides
+from warpcore.commands.job import add_guidance_overrides, add_run_options
 from warpcore.errors import InvalidInput
 
 METHODS_BY_TASK = {
@@ -48,12 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_guidance_overrides(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run (48x64, 4 frames)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--threads", type=int, default=None,
-        help="CPU threads (default: all cores, or 1 when the machine is already busy)",
-    )  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from warpcore.commands.job import add_guidance_overrides
+from warpcore.commands.job import add_guidance_overrides, add_run_options
 from warpcore.request import FLOW_METHODS
 
 DEFAULT_SUITES = ("shift-inpaint", "motion-inpaint", "motion-sr", "demo")
@@ -60,12 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="flows the metrics warp with where a suite knows them (default exact)",
     )  # fmt: skip
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4, 8), help="--videos SR")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--threads", type=int, default=None,
-        help="CPU threads (default: all cores, or 1 when the machine is already busy)",
-    )  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser)
 
 
 def build_clips(args: argparse.Namespace) -> list[Any]:

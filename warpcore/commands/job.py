@@ -103,6 +103,18 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--device / --threads / --quiet of the commands that run many clips (demo, eval)."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: all cores, or 1 when the machine is already busy)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
     return RestoreRequest(
         task=task,
