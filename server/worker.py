@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,12 +170,12 @@ class Worker:
             return "finished", {"n_frames": n}
         _emit(push, job.key, "started", frame=start, n_frames=n, resume_from=start)
         restorer = self._restorer(job.key, meta, start, push)
-        inputs = ShotInputs(self.cache, meta)
+        source = _frame_source(ShotInputs(self.cache, meta), restorer.request, n)
         index = start
         while index <= min(job.target, n - 1):
             if job.stop.is_set():
                 return "cancelled", {"frame": index, "n_frames": n}
-            frame, mask = inputs.frame_and_mask(index)
+            frame, mask = source(index)
             sink = _progress_sink(push, job.key)
             t0 = time.perf_counter()
             try:
@@ -206,6 +207,21 @@ class Worker:
                 raise RuntimeError(f"resume state says frame {restorer.next_index}, not {start}")
         self._live = (key, restorer)
         return restorer
+
+
+def _frame_source(
+    inputs: ShotInputs, request: Any, n: int
+) -> Callable[[int], tuple[np.ndarray, np.ndarray | None]]:
+    """Frame ``i`` and its mask as the restorer takes them: for inpainting with ``propagate``,
+    the hole already filled from the neighbouring frames (read from the shot's inputs)."""
+    if request.task != "inpaint" or request.propagate <= 0:
+        return inputs.frame_and_mask
+    from warpcore.propagate import Propagator
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return inputs.frame_and_mask(i) if i < n else None  # type: ignore[return-value]
+
+    return Propagator(load, n, request.propagate, request.flow).fill
 
 
 def _describe(exc: BaseException) -> str:

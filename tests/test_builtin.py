@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from warpcore.errors import InvalidInput, ModelNotFound
+from warpcore.holes import push_pull_fill
 from warpcore.models.base import Condition, Denoiser
 from warpcore.models.builtin import (
     ASSET_DIR,
     EDMUNet,
     load_builtin,
-    push_pull_fill,
     save_weights,
 )
 
@@ -46,7 +46,51 @@ def test_interface(model: Denoiser) -> None:
     assert model.tasks == ("inpaint", "upscale")
     img = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(model.decode(model.encode(img)), img)
-    assert model.start(model.prepare(_inpaint_cond(8, 8))) is None
+    prepared = model.prepare(_inpaint_cond(8, 8))
+    torch.testing.assert_close(model.start(prepared), prepared.cond[:, :3])  # the filled frame
+
+
+def test_upscale_estimates_match_the_input_frame() -> None:
+    """Projection: every estimate's 4x4 box averages are the low-resolution frame."""
+    from warpcore.models.conditions import box_down
+
+    model = load_builtin("upscale", project=True)
+    low = torch.rand(3, 10, 13, generator=torch.Generator().manual_seed(1))
+    prepared = model.prepare(Condition("upscale", low, scale=4))
+    for sigma in (20.0, 1.0, 0.05):
+        out = model(torch.randn(1, 3, 40, 52) * sigma, torch.tensor(sigma), prepared)
+        torch.testing.assert_close(box_down((out + 1) / 2, 4)[0], low, atol=1e-5, rtol=0)
+    raw = load_builtin("upscale")
+    out = raw(
+        torch.randn(1, 3, 40, 52),
+        torch.tensor(1.0),
+        raw.prepare(Condition("upscale", low, scale=4)),
+    )
+    assert (box_down((out + 1) / 2, 4)[0] - low).abs().max() > 1e-3
+
+
+def test_partial_strength_starts_from_the_frame() -> None:
+    """strength < 1 noises the bicubic upsample (not pure noise): the output stays near it,
+    nearer than a full-strength run; the built-in model's upscale default is such a run."""
+    import numpy as np
+
+    from warpcore.models.builtin import UPSCALE_STRENGTH
+    from warpcore.request import RestoreRequest
+    from warpcore.restore import resolve_strength, restore_clip
+
+    model = load_builtin("upscale")
+    rng = np.random.default_rng(0)
+    low = np.clip(rng.random((1, 8, 8, 3)) * 0.2 + 0.4, 0, 1).astype(np.float32)
+    base = model.prepare(Condition("upscale", torch.from_numpy(low[0]).permute(2, 0, 1), scale=4))
+    bicubic = ((base.cond[0, :3] + 1) / 2).permute(1, 2, 0).numpy()
+    gaps = {}
+    for strength in (0.3, 1.0):
+        request = RestoreRequest(task="upscale", steps=10, strength=strength, guidance=0.0)
+        ((_, out),) = restore_clip(request, model, iter(low), None, n_frames=1)
+        gaps[strength] = float(np.abs(out - bicubic).mean())
+    assert gaps[0.3] < 0.05 and gaps[0.3] < 0.5 * gaps[1.0]
+    assert resolve_strength(RestoreRequest(task="upscale"), model) == UPSCALE_STRENGTH < 1
+    assert resolve_strength(RestoreRequest(task="inpaint"), load_builtin("inpaint")) == 1.0
 
 
 @pytest.mark.parametrize("size", [(37, 53), (8, 8), (3, 5), (64, 64)])

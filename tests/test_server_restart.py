@@ -22,11 +22,12 @@ N = 6
 def _uninterrupted(frames, masks):
     from warpcore.models import load_denoiser
     from warpcore.request import RestoreRequest
-    from warpcore.restore import ClipRestorer
+    from warpcore.restore import restore_clip
 
     request = RestoreRequest.from_dict(REQUEST)
-    restorer = ClipRestorer(request, load_denoiser("gaussian", "inpaint"), (32, 32), n_frames=N)
-    return [restorer.process(i, frames[i], masks[i][..., 0]) for i in range(N)]
+    denoiser = load_denoiser("gaussian", "inpaint")
+    clip = restore_clip(request, denoiser, iter(frames), (m[..., 0] for m in masks), n_frames=N)
+    return [out for _, out in clip]  # in-process, propagation included
 
 
 def test_kill_9_mid_shot_then_restart_resumes_without_losing_frames(tmp_path):

@@ -114,6 +114,7 @@ class EvalConfig:
     metric_flow: str = "exact"  # "exact" where the clip has them, else the estimated flow
     guidance: float | None = None  # lambda of the guided methods (None: the request default)
     guidance_rule: str | None = None  # "dps" / "newton" (None: the request default)
+    strength: float | None = None  # of every diffusion method (None: the request default)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -137,6 +138,8 @@ class EvalConfig:
                 strength["guidance"] = self.guidance
             if self.guidance_rule is not None:
                 strength["guidance_rule"] = self.guidance_rule
+        if self.strength is not None:
+            strength["strength"] = self.strength
         return RestoreRequest(
             task=clip.task, scale=clip.scale if clip.task == "upscale" else 4, model=self.model,
             noise=method.noise, steps=self.steps, seed=seed, flow=self.flow, device=self.device,

@@ -41,7 +41,13 @@ class RestoreRequest:
     no backward pass (measured as good as the paper's on our models: ``warpdiff bench sampler``);
     "network" backpropagates through the denoiser, as the paper does.
     ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
-    applies. ``strength`` < 1 starts from the noised condition (zero-shot SR) instead of noise.
+    applies. ``strength`` < 1 starts from the noised condition instead of pure noise (a
+    img2img-style partial run: less is closer to the input); None takes the model's default
+    (``default_strength``: 1 for fine-tuned models, 0.5 for zero-shot SDXL upscaling, 0.25 for
+    the built-in model's upscaling, whose generated detail is weak).
+    ``propagate`` (inpaint): before diffusion, each hole is filled with the background that the
+    frames up to this many frames before and after show (:mod:`warpcore.propagate`); only what
+    no frame of that window shows is generated. 0 turns it off.
     """
 
     task: str
@@ -58,10 +64,11 @@ class RestoreRequest:
     prompt: str = ""
     negative_prompt: str = ""
     cfg_scale: float = 1.0
-    strength: float = 1.0
+    strength: float | None = None
     flow: str = "dis"
     occlusion_mask: bool = True
     composite: bool = True
+    propagate: int = 8
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -75,9 +82,11 @@ class RestoreRequest:
             _choice("scale", self.scale, SCALES)
         _int_range("steps", self.steps, 1, 1000)
         _int_range("seed", self.seed, 0, 2**63 - 1)
+        _int_range("propagate", self.propagate, 0, 64)
         _float_range("guidance", self.guidance, 0.0, 100.0)
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
-        _float_range("strength", self.strength, 0.01, 1.0)
+        if self.strength is not None:
+            _float_range("strength", self.strength, 0.01, 1.0)
         start, stop = _pair("guidance_range", self.guidance_range)
         if not 0.0 <= start < stop <= 1.0:
             raise InvalidInput(

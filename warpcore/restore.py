@@ -48,12 +48,13 @@ class ClipRestorer:
                 f"not {request.task!r}"
             )
         self.request, self.denoiser = request, denoiser
-        if isinstance(denoiser, ZeroShotSR) and request.strength >= 1.0:
+        self.strength = resolve_strength(request, denoiser)
+        if isinstance(denoiser, ZeroShotSR) and self.strength >= 1.0:
             raise InvalidInput(
                 "strength: zero-shot super-resolution starts from the noised upsampled frame and "
                 "needs strength < 1 (0.3-0.6 is typical); at 1 the frame would be forgotten"
             )
-        self.flow_fn = flow_fn or (lambda a, b: flowlib.flow_pair(a, b, request.flow))
+        self.flow_fn = flow_fn
         self.n_frames = n_frames
         self.in_size = _check_size(frame_size)
         scale = request.scale if request.task == "upscale" else 1
@@ -64,7 +65,7 @@ class ClipRestorer:
         self.pad_out = (self.pad_in[0] * scale, self.pad_in[1] * scale)
         self.grid = (self.pad_out[0] // denoiser.downscale, self.pad_out[1] // denoiser.downscale)
         sigmas = karras_sigmas(request.steps, denoiser.sigma_min, denoiser.sigma_max)
-        self.sigmas = truncate(sigmas, request.strength)
+        self.sigmas = truncate(sigmas, self.strength)
         n_steps = len(self.sigmas) - 1
         self.active = active_steps(n_steps, *request.guidance_range)
         self.warper = make_warper(
@@ -168,10 +169,18 @@ class ClipRestorer:
             return self.warper.first()[None], None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
         prev_img = self._prev["image"].cpu()
-        fwd, bwd = self.flow_fn(prev_img, image.cpu())
-        if hole is not None:  # the clean plate follows the background, not the removed object
-            fwd = flowlib.fill_masked(fwd, self._prev["mask"].cpu())
-            bwd = flowlib.fill_masked(bwd, hole.cpu())
+        if self.flow_fn is not None:  # given flows (exact ones, in evaluation)
+            fwd, bwd = self.flow_fn(prev_img, image.cpu())
+            if hole is not None:
+                fwd = flowlib.fill_masked(fwd, self._prev["mask"].cpu())
+                bwd = flowlib.fill_masked(bwd, hole.cpu())
+        elif hole is not None:  # the clean plate follows the background, not the removed object
+            prev_hole = self._prev["mask"].cpu()
+            fwd, bwd = flowlib.plate_flow_pair(
+                prev_img, image.cpu(), prev_hole, hole.cpu(), self.request.flow
+            )
+        else:
+            fwd, bwd = flowlib.flow_pair(prev_img, image.cpu(), self.request.flow)
         ds = self.denoiser.downscale
         fwd_m = flowlib.to_model_grid(fwd, ds).to(image.device)
         bwd_m = flowlib.to_model_grid(bwd, ds).to(image.device)
@@ -181,6 +190,13 @@ class ClipRestorer:
         valid = torch.ones_like(fwd[:1])
         if self.request.occlusion_mask:
             valid = flowlib.occlusion_mask(fwd, bwd).to(valid)
+        if hole is not None and self.request.composite:
+            # Only the generated region reaches the output (the rest is composited from the
+            # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
+            # so spending it on known pixels would leave almost nothing for the hole.
+            generated = torch.maximum(self._prev["mask"].cpu(), hole.cpu())
+            rim = 4 * ds + 1
+            valid = valid * F.max_pool2d(generated[None], rim, 1, rim // 2)[0]
         # A latent cell is valid only if every pixel of its block is.
         valid = (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
         guidance = EquivarianceGuidance(
@@ -241,13 +257,20 @@ def restore_clip(
     should_stop: ShouldStop = never_stop,
     flow_fn: FlowFn | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Restore a clip in order, yielding ``(index, frame)`` as soon as each frame is done."""
+    """Restore a clip in order, yielding ``(index, frame)`` as soon as each frame is done.
+
+    Inpainting with ``request.propagate`` > 0 first fills each hole from the neighbouring
+    frames (reading that many frames ahead), then generates what is left.
+    """
     if request.task == "inpaint" and masks is None:
         raise InvalidInput("masks: the inpaint task needs a mask for every frame")
-    mask_iter = iter(masks) if masks is not None else None
+    pairs = _with_masks(frames, masks)
+    if request.task == "inpaint" and request.propagate > 0:
+        from warpcore.propagate import propagate_clip
+
+        pairs = propagate_clip(pairs, request.propagate, request.flow)
     restorer: ClipRestorer | None = None
-    for index, frame in enumerate(frames):
-        mask = _next_mask(mask_iter, index)
+    for index, (frame, mask) in enumerate(pairs):
         if restorer is None:
             restorer = ClipRestorer(request, denoiser, frame.shape[:2], n_frames, flow_fn)
         out = restorer.process(index, frame, mask, on_event, should_stop)
@@ -255,19 +278,35 @@ def restore_clip(
         yield index, out
     if restorer is None:
         raise InvalidInput("frames: the clip has no frames")
-    if mask_iter is not None and next(mask_iter, None) is not None:
-        raise InvalidInput(f"masks: more masks than the clip's {restorer.next_index} frames")
     on_event(Event("finished", n_frames=restorer.next_index))
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _next_mask(mask_iter: Iterator[np.ndarray] | None, index: int) -> np.ndarray | None:
-    if mask_iter is None:
-        return None
-    mask = next(mask_iter, None)
-    if mask is None:
-        raise InvalidInput(f"masks: the mask ran out at frame {index}; one mask per frame needed")
-    return mask
+def resolve_strength(request: RestoreRequest, denoiser: Denoiser) -> float:
+    """The request's strength, or the model's default for its task when the request has None."""
+    if request.strength is not None:
+        return float(request.strength)
+    return float(getattr(denoiser, "default_strength", 1.0))
+
+
+def _with_masks(
+    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """``(frame, mask)`` pairs, read lazily; a mask short or left over is an error."""
+    mask_iter = iter(masks) if masks is not None else None
+    count = 0
+    for frame in frames:
+        mask = None
+        if mask_iter is not None:
+            mask = next(mask_iter, None)
+            if mask is None:
+                raise InvalidInput(
+                    f"masks: the mask ran out at frame {count}; one mask per frame needed"
+                )
+        yield frame, mask
+        count += 1
+    if mask_iter is not None and next(mask_iter, None) is not None:
+        raise InvalidInput(f"masks: more masks than the clip's {count} frames")
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

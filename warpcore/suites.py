@@ -13,8 +13,9 @@ gives the same arrays, bit for bit.
   The exact flow between frames is ``A_{t+1}^-1 A_t``. Super-resolution inputs are the area
   downsample of the ground truth by 4 or 8 (clips alternate).
 - ``demo``: a photograph under a camera pan and slow zoom with an object cut from another
-  photograph (an elliptical matte) moving across it: the matte is the mask, the clean plate the
-  ground truth; plus the clean plate downscaled 4x for super-resolution.
+  photograph (an elliptical matte) moving slowly over it (less than its own width over the
+  clip, so part of the background is never seen and must be generated): the matte is the mask,
+  the clean plate the ground truth; plus the clean plate downscaled 4x for super-resolution.
 - :func:`video_suite`: the user's own footage, no synthetic ground truth (see its docstring).
 
 Conventions (ARCHITECTURE.md): frames (H, W, 3) float32 in [0, 1]; masks (H, W), 1 = remove;
@@ -397,6 +398,10 @@ class DemoConfig:
     background: str = "coffee"
     cutout: str = "chelsea"
     seed: int = 0
+    # How far the object moves across the frame over the clip (a fraction of the width). Less
+    # than its own width (0.32 of it): the middle of its path stays hidden in every frame, so
+    # there the background must be generated, and generated the same way in every frame.
+    travel: float = 0.15
 
     def __post_init__(self) -> None:
         h, w = self.size
@@ -456,10 +461,11 @@ def _cutout(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _object_affine(t: int, config: DemoConfig, texture_shape: tuple[int, int]) -> np.ndarray:
-    """Frame pixel -> texture pixel for the cut-out at frame t: it crosses the frame, bobbing."""
+    """Frame pixel -> texture pixel for the cut-out at frame t: it drifts right, bobbing."""
     h, w = config.size
     u = t / (config.frames - 1)
-    pos = np.array([w * (0.25 + 0.5 * u), h * (0.5 - 0.12 * np.sin(np.pi * u))])
+    travel = config.travel
+    pos = np.array([w * (0.5 - travel / 2 + travel * u), h * (0.5 - 0.12 * np.sin(np.pi * u))])
     size_px = 0.42 * h  # the object's width in frame pixels
     s = texture_shape[1] / size_px  # texture pixels per frame pixel
     a = np.deg2rad(-10 + 20 * u)

@@ -1,10 +1,12 @@
 """``warpdiff demo -o DIR``: the main job on the bundled clip, no download needed.
 
 The clip (:func:`warpcore.suites.demo_clips`): a scikit-image photograph under a camera pan and
-slow zoom with an object cut from another photograph moving across it. Inpainting removes the
-object (its matte is the mask, the clean plate the ground truth); super-resolution restores the
-clean plate from its 4x area downsample. Warped Diffusion (GP noise + self-guidance) is compared
-with GP warping alone, resampled noise and the classical baselines (OpenCV inpainting, bicubic).
+slow zoom with an object cut from another photograph drifting over it. Inpainting removes the
+object (its matte is the mask, the clean plate the ground truth): what nearby frames show is
+propagated, the middle of the object's path, hidden in every frame, is generated.
+Super-resolution restores the clean plate from its 4x area downsample. Warped Diffusion (GP noise
++ self-guidance) is compared with GP warping alone, resampled noise and the classical baselines
+(OpenCV inpainting, bicubic).
 
 Writes, under DIR: ``inpaint/`` and ``upscale/`` with ``input.mp4``, ``truth.mp4``, one mp4 per
 method and ``side_by_side.mp4`` (input | Warped Diffusion | ground truth, labelled), then
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     methods = tuple(dict.fromkeys(m for t in METHODS_BY_TASK.values() for m in t))
     config = EvalConfig(
         model=args.model, steps=steps, seed=args.seed, methods=methods, device=args.device,
-        guidance=args.guidance, guidance_rule=args.guidance_rule,
+        guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
     )  # fmt: skip
     threads = choose_threads(args.threads)
     out = Path(args.output)

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(
         model=args.model, steps=args.steps, seed=args.seed, methods=tuple(args.methods),
         flow=args.flow, oracle_flow=args.oracle_flow, metric_flow=args.metric_flow,
-        guidance=args.guidance, guidance_rule=args.guidance_rule, device=args.device,
+        guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
+        device=args.device,
     )  # fmt: skip
     clips = build_clips(args)
     threads = choose_threads(args.threads)

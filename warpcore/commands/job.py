@@ -69,10 +69,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strength",
         type=float,
-        default=1.0,
-        help="< 1 starts from the noised condition (zero-shot SDXL upscaling)",
+        default=None,
+        help="< 1 starts from the noised condition, closer to the input (default: the model's: "
+        "1; built-in upscale 0.25; zero-shot SDXL upscale 0.5)",
     )
     parser.add_argument("--flow", default="dis", choices=FLOW_METHODS)
+    parser.add_argument(
+        "--propagate",
+        type=int,
+        default=8,
+        metavar="N",
+        help="inpaint: fill holes with the background seen up to N frames before and after "
+        "(0 = off; default 8)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument(
         "--format",
@@ -88,7 +97,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
-    """--guidance / --guidance-rule that default to None: "the engine's default" (demo, eval)."""
+    """--guidance / --guidance-rule / --strength, default None: "the engine's" (demo, eval)."""
     parser.add_argument(
         "--guidance",
         type=float,
@@ -100,6 +109,12 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=GUIDANCE_RULES,
         help="guidance step rule (default: the engine's); dps is the paper's normalised step",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="partial-run strength of every diffusion method (default: the model's)",
     )
 
 
@@ -132,6 +147,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         negative_prompt=args.negative_prompt,
         cfg_scale=args.cfg,
         strength=args.strength,
+        propagate=args.propagate,
         flow=args.flow,
         device=args.device,
     )

@@ -2,7 +2,8 @@
 
 Specs:
 
-- ``"builtin"``: the small model shipped with the package (``warpcore.models.builtin``);
+- ``"builtin"``: the small model shipped with the package (``warpcore.models.builtin``; option
+  ``project``, default False: super-resolution estimates made consistent with the input frame);
 - ``"gaussian"``: the analytic Gaussian denoiser (options: its constructor's keywords);
 - a diffusers SDXL folder, or a hub id already in the local Hugging Face cache.
 
@@ -54,8 +55,8 @@ def load_denoiser(
     if not isinstance(spec, str) or not spec:
         raise InvalidInput("model: expected 'builtin', 'gaussian', a diffusers folder or a hub id")
     if spec == "builtin":
-        _no_options(spec, options, ("strength",))
-        return _load_builtin(task, device)
+        _no_options(spec, options, ("strength", "project"))
+        return _load_builtin(task, device, project=bool(options.get("project", False)))
     if spec == "gaussian":
         _no_options(spec, options, (*GAUSSIAN_OPTIONS, "strength"))
         options.pop("strength", None)
@@ -108,7 +109,7 @@ def _load_sdxl(
     return ZeroShotSR(denoiser, project=project) if channels == 4 else denoiser
 
 
-def _load_builtin(task: str, device: str | torch.device) -> Denoiser:
+def _load_builtin(task: str, device: str | torch.device, *, project: bool = False) -> Denoiser:
     try:
         module = importlib.import_module("warpcore.models.builtin")
     except ModuleNotFoundError as exc:
@@ -118,7 +119,7 @@ def _load_builtin(task: str, device: str | torch.device) -> Denoiser:
             "model 'builtin': this installation has no built-in model (warpcore.models.builtin "
             "is missing); reinstall the package, or pass --model gaussian or a diffusers folder"
         ) from exc
-    return module.load_builtin(task, device)
+    return module.load_builtin(task, device, project=project)
 
 
 def _no_options(spec: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:

@@ -41,6 +41,7 @@ class ZeroShotSR:
     """Wrap a plain denoiser (no condition channels) into a super-resolution denoiser."""
 
     tasks: tuple[Task, ...] = ("upscale",)
+    default_strength = 0.5  # the run starts from the noised upsampled frame: must be < 1
 
     def __init__(self, inner: Any, *, project: bool = True) -> None:
         for method in ("encode_differentiable", "decode_differentiable"):
