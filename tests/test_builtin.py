@@ -74,7 +74,7 @@ def test_partial_strength_starts_from_the_frame() -> None:
     nearer than a full-strength run; the built-in model's upscale default is such a run."""
     import numpy as np
 
-    from warpcore.models.builtin import UPSCALE_STRENGTH
+    from warpcore.models.builtin import INPAINT_STRENGTH, UPSCALE_STRENGTH
     from warpcore.request import RestoreRequest
     from warpcore.restore import resolve_strength, restore_clip
 
@@ -90,7 +90,9 @@ def test_partial_strength_starts_from_the_frame() -> None:
         gaps[strength] = float(np.abs(out - bicubic).mean())
     assert gaps[0.3] < 0.05 and gaps[0.3] < 0.5 * gaps[1.0]
     assert resolve_strength(RestoreRequest(task="upscale"), model) == UPSCALE_STRENGTH < 1
-    assert resolve_strength(RestoreRequest(task="inpaint"), load_builtin("inpaint")) == 1.0
+    inpaint = load_builtin("inpaint")
+    assert resolve_strength(RestoreRequest(task="inpaint"), inpaint) == INPAINT_STRENGTH < 1
+    assert resolve_strength(RestoreRequest(task="inpaint", strength=1.0), inpaint) == 1.0
 
 
 @pytest.mark.parametrize("size", [(37, 53), (8, 8), (3, 5), (64, 64)])

@@ -46,7 +46,7 @@ def group_title(group: dict[str, Any]) -> str:
 
 
 def markdown_table(group: dict[str, Any]) -> str:
-    """The group's table: one row per method (then the ground truth), mean ± std over clips."""
+    """The group's table: one row per method (then the ground truth), mean ± std over runs."""
     present = [
         (k, name)
         for k, name in COLUMNS
@@ -228,10 +228,12 @@ def _json_default(value: Any) -> Any:
 
 def _group_markdown(group: dict[str, Any], png: str) -> str:
     n = len(group["clips"])
+    seeds = max((m.get("clips", 1) for m in group["methods"].values()), default=n) // max(n, 1)
+    over = "clips" if seeds <= 1 else f"clips and {seeds} seeds (diffusion methods)"
     head = (
         f"## {group_title(group)}\n\n{n} clip{'s' if n > 1 else ''} "
         f"({', '.join(group['clips'])}); metric flows: {group['metric_flow']}; "
-        "mean ± std over clips."
+        f"mean ± std over {over}."
     )
     parts = [head, markdown_table(group)]
     if group["checks"]:
@@ -256,7 +258,13 @@ def _header(result: dict[str, Any], title: str) -> str:
     status = "PARTIAL (cancelled; finished runs only)" if result.get("partial") else "complete"
     return (
         f"# {title}\n\n"
-        f"Model `{cfg['model']}`, {cfg['steps']} Euler steps, seed {cfg['seed']}, restorer flow "
+        f"Model `{cfg['model']}`, {cfg['steps']} Euler steps, "
+        + (
+            f"seed {cfg['seed']}"
+            if cfg.get("seeds", 1) <= 1
+            else f"{cfg['seeds']} seeds per diffusion method from {cfg['seed']}"
+        )
+        + ", restorer flow "
         f"`{'exact (oracle)' if cfg['oracle_flow'] else cfg['flow']}`, guidance lambda "
         f"{rule}. Wall time {result.get('wall_seconds', 0):.0f} s on "
         f"{result.get('threads', '?')} CPU thread(s) ({result.get('host', 'this machine')}); "

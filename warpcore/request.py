@@ -43,8 +43,8 @@ class RestoreRequest:
     ``guidance_range`` is the half-open range of step fractions [start, stop) where guidance
     applies. ``strength`` < 1 starts from the noised condition instead of pure noise (a
     img2img-style partial run: less is closer to the input); None takes the model's default
-    (``default_strength``: 1 for fine-tuned models, 0.5 for zero-shot SDXL upscaling, 0.25 for
-    the built-in model's upscaling, whose generated detail is weak).
+    (``default_strength``: 1 for SDXL fine-tunes, 0.5 for zero-shot SDXL upscaling; the built-in
+    model: 0.6 inpainting, 0.25 upscaling, chosen on held-out crops, TRAINING.md).
     ``propagate`` (inpaint): before diffusion, each hole is filled with the background that the
     frames up to this many frames before and after show (:mod:`warpcore.propagate`); only what
     no frame of that window shows is generated. 0 turns it off.

@@ -33,7 +33,8 @@ METHODS_BY_TASK = {
     "upscale": ("warped", "gp", "resample", "bicubic"),
 }
 DEFAULT_STEPS = 10
-QUICK = {"size": (48, 64), "frames": 4, "steps": 3}
+DEFAULT_SEEDS = 4  # runs per diffusion method: one seed's sample is too noisy to rank methods
+QUICK = {"size": (48, 64), "frames": 4, "steps": 3, "seeds": 1}
 PSNR_TOLERANCE_DB = 1.0  # Warped Diffusion's masked PSNR within this of the best diffusion one
 GT_WARP_FACTOR = 1.5  # its SR warping error at most this times the ground truth's own
 
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=None, help="default 12")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, default=None,
+        help=f"runs per diffusion method, averaged (default {DEFAULT_SEEDS})",
+    )  # fmt: skip
     add_guidance_overrides(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run (48x64, 4 frames)")
     add_run_options(parser)
@@ -65,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
     size = tuple(args.size) if args.size else quick.get("size", DemoConfig.size)
     frames = args.frames or quick.get("frames", DemoConfig.frames)
     steps = args.steps or quick.get("steps", DEFAULT_STEPS)
+    seeds = args.seeds or quick.get("seeds", DEFAULT_SEEDS)
     clips = demo_clips(DemoConfig(size=size, frames=frames, seed=args.seed))
     methods = tuple(dict.fromkeys(m for t in METHODS_BY_TASK.values() for m in t))
     config = EvalConfig(
         model=args.model, steps=steps, seed=args.seed, methods=methods, device=args.device,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
         propagate=None,  # the product's default: background seen in nearby frames is copied
+        seeds=seeds,
     )  # fmt: skip
     threads = choose_threads(args.threads)
     out = Path(args.output)

@@ -17,7 +17,7 @@ import torch
 
 from warpcore.models.builtin import EDMUNet, condition_tensor, load_net, save_weights
 from warpcore.sampler import sample
-from warpcore.schedule import karras_sigmas
+from warpcore.schedule import karras_sigmas, truncate
 from warpcore.training.batches import Batch
 from warpcore.training.config import TrainConfig
 from warpcore.training.data import NoiseBank
@@ -98,14 +98,20 @@ def _fixed_noise(bank: NoiseBank, shape: torch.Size, seed: int) -> torch.Tensor:
 
 
 def heun_sample(
-    net: EDMUNet, noise: torch.Tensor, cond: torch.Tensor, task: torch.Tensor, steps: int
+    net: EDMUNet,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    task: torch.Tensor,
+    steps: int,
+    strength: float = 1.0,
 ) -> torch.Tensor:
-    """The engine's PF-ODE sampler (Heun, no churn) on the Karras schedule, from sigma_max."""
+    """The engine's PF-ODE sampler (Heun, no churn) on the Karras schedule, from sigma_max; or,
+    for ``strength`` < 1, the last steps only, from the base ``b`` noised (as the restorer)."""
     sigmas = karras_sigmas(steps, float(net.config["sigma_min"]), float(net.config["sigma_max"]))
+    sigmas = truncate(sigmas, strength)
     n = noise.shape[0]
-    result = sample(
-        lambda x, s: net(x, s.expand(n), cond, task), noise * sigmas[0], sigmas, method="heun"
-    )
+    start = noise * sigmas[0] + (cond[:, :3] if strength < 1.0 else 0.0)
+    result = sample(lambda x, s: net(x, s.expand(n), cond, task), start, sigmas, method="heun")
     return result.x
 
 

@@ -2,7 +2,9 @@
 
 Reports, per task, the PSNR of: Heun samplings of a few lengths from fixed GP-like noise, the
 one-step posterior mean ``D(sigma_max e, sigma_max)`` (what the net predicts before any detail
-is committed) and the classical baseline (OpenCV Telea inpainting, bicubic upsampling).
+is committed), runs at partial strength (the last steps only, from the noised base frame: the
+hole's smooth fill, the bicubic upsample) and the classical baseline (OpenCV Telea inpainting,
+bicubic upsampling).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ def evaluate_weights(
     n: int = 16,
     crop: int = 64,
     seed: int = 4321,
+    strengths: dict[str, tuple[float, ...]] | None = None,
 ) -> dict[str, Any]:
     """PSNRs (dB) on ``n`` held-out ``crop``-pixel crops per task; see the module docstring."""
+    strengths = strengths or {"inpaint": (0.6,), "upscale": (0.25, 0.5)}
     net = load_net(weights).eval()
     _train, val_photos = split(load_photos())
     batches = validation_batches(val_photos, n, crop)
@@ -40,6 +44,11 @@ def evaluate_weights(
         for k in steps:
             sample = heun_sample(net, noise, cond, batch.task, k)
             out[f"{task}_heun{k}_psnr"] = _score(sample, batch.clean, mask)
+        for strength in strengths[task]:  # partial runs from the noised base frame
+            sample = heun_sample(net, noise, cond, batch.task, steps[0], strength)
+            out[f"{task}_heun{steps[0]}_strength{strength:g}_psnr"] = _score(
+                sample, batch.clean, mask
+            )
         sigma = torch.full((n,), sigma_max)
         mean = net(noise * sigma_max, sigma, cond, batch.task)
         out[f"{task}_mean_psnr"] = _score(mean, batch.clean, mask)
