@@ -264,6 +264,8 @@ def _header(result: dict[str, Any], title: str) -> str:
             if cfg.get("seeds", 1) <= 1
             else f"{cfg['seeds']} seeds per diffusion method from {cfg['seed']}"
         )
+        + f", strength {cfg.get('strength') or 'the model default'}"
+        + (f", propagation radius {cfg['propagate']}" if cfg.get("propagate") is not None else "")
         + ", restorer flow "
         f"`{'exact (oracle)' if cfg['oracle_flow'] else cfg['flow']}`, guidance lambda "
         f"{rule}. Wall time {result.get('wall_seconds', 0):.0f} s on "

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="method names, 'default' or 'all' (adds gp-fixed, gp-resample, gp-nearest)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="runs per diffusion method and clip, averaged"
+    )
     add_guidance_overrides(parser)
     parser.add_argument(
         "--propagate",
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, steps=args.steps, seed=args.seed, methods=tuple(args.methods),
         flow=args.flow, oracle_flow=args.oracle_flow, metric_flow=args.metric_flow,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
-        propagate=args.propagate, device=args.device,
+        propagate=args.propagate, seeds=args.seeds, device=args.device,
     )  # fmt: skip
     clips = build_clips(args)
     threads = choose_threads(args.threads)
