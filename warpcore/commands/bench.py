@@ -8,6 +8,7 @@ import json
 
 TARGETS = {
     "noise": "warpcore.bench.noise",
+    "propagate": "warpcore.bench.propagate",
     "sampler": "warpcore.bench.sampler",
     "server": "server.bench",
 }

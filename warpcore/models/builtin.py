@@ -43,7 +43,7 @@ from torch import nn
 from warpcore.errors import InvalidInput, ModelNotFound
 from warpcore.holes import push_pull_fill
 from warpcore.models.base import Condition, Task
-from warpcore.models.conditions import project_lowres
+from warpcore.models.conditions import project_lowres, upsample_lowres
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "builtin"
 TASKS: tuple[Task, ...] = ("inpaint", "upscale")
@@ -133,12 +133,6 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def upsample_lowres(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic upsampling of (N, 3, h, w) images in [0, 1] by ``scale``, clamped to [0, 1]."""
-    up = F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False)
-    return up.clamp(0.0, 1.0)
 
 
 def condition_tensor(

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from warpcore.models.builtin import TASK_INDEX, upsample_lowres
+from warpcore.models.builtin import TASK_INDEX
+from warpcore.models.conditions import upsample_lowres
 from warpcore.training.data import Photo, degrade, random_crop
 from warpcore.training.masks import random_mask
 
