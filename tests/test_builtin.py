@@ -75,8 +75,9 @@ def test_partial_strength_starts_from_the_frame() -> None:
     import numpy as np
 
     from warpcore.models.builtin import INPAINT_STRENGTH, UPSCALE_STRENGTH
+    from warpcore.models.gaussian import GaussianDenoiser
     from warpcore.request import RestoreRequest
-    from warpcore.restore import resolve_strength, restore_clip
+    from warpcore.restore import resolve_steps, resolve_strength, restore_clip
 
     model = load_builtin("upscale")
     rng = np.random.default_rng(0)
@@ -93,6 +94,9 @@ def test_partial_strength_starts_from_the_frame() -> None:
     inpaint = load_builtin("inpaint")
     assert resolve_strength(RestoreRequest(task="inpaint"), inpaint) == INPAINT_STRENGTH < 1
     assert resolve_strength(RestoreRequest(task="inpaint", strength=1.0), inpaint) == 1.0
+    assert resolve_steps(RestoreRequest(task="inpaint"), inpaint) == 10  # the model's default
+    assert resolve_steps(RestoreRequest(task="inpaint", steps=25), inpaint) == 25
+    assert resolve_steps(RestoreRequest(task="inpaint"), GaussianDenoiser(channels=3)) == 25
 
 
 @pytest.mark.parametrize("size", [(37, 53), (8, 8), (3, 5), (64, 64)])

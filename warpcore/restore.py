@@ -27,6 +27,8 @@ from warpcore.sampler import StepInfo, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 from warpcore.warps import make_warper
 
+DEFAULT_STEPS = 25  # a model without its own default_steps (SDXL)
+
 # (previous frame, current frame) at output resolution -> (forward, backward) flows on that grid.
 FlowFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -64,7 +66,8 @@ class ClipRestorer:
         self.pad_in = tuple(-(-s // multiple) * multiple for s in self.in_size)
         self.pad_out = (self.pad_in[0] * scale, self.pad_in[1] * scale)
         self.grid = (self.pad_out[0] // denoiser.downscale, self.pad_out[1] // denoiser.downscale)
-        sigmas = karras_sigmas(request.steps, denoiser.sigma_min, denoiser.sigma_max)
+        self.steps = resolve_steps(request, denoiser)
+        sigmas = karras_sigmas(self.steps, denoiser.sigma_min, denoiser.sigma_max)
         self.sigmas = truncate(sigmas, self.strength)
         n_steps = len(self.sigmas) - 1
         self.active = active_steps(n_steps, *request.guidance_range)
@@ -282,6 +285,13 @@ def restore_clip(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def resolve_steps(request: RestoreRequest, denoiser: Denoiser) -> int:
+    """The request's step count, or the model's default when the request has None."""
+    if request.steps is not None:
+        return int(request.steps)
+    return int(getattr(denoiser, "default_steps", DEFAULT_STEPS))
+
+
 def resolve_strength(request: RestoreRequest, denoiser: Denoiser) -> float:
     """The request's strength, or the model's default for its task when the request has None."""
     if request.strength is not None:

@@ -60,7 +60,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("START", "STOP"),
         help="fractions of the steps to guide",
     )
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="ODE steps (default: the model's; built-in 10, SDXL 25)",
+    )
     parser.add_argument("--sampler", default="euler", choices=SAMPLERS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompt", default="")
@@ -171,7 +176,7 @@ def run_job(args: argparse.Namespace, task: str) -> int:
 
     denoiser = load_denoiser(request.model, task, device=request.device, strength=request.strength)
     stop = threading.Event()
-    bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
+    bar = _ProgressBar(len(source), request.steps or 1, quiet=args.quiet)
     written = 0
     with (
         _ctrl_c_sets(stop),
@@ -226,7 +231,7 @@ def _run_on_server(args: argparse.Namespace, request: RestoreRequest, source) ->
             "masks": str(Path(masks).resolve()) if masks and masks != "alpha" else None,
         },
     )
-    bar = _ProgressBar(len(source), request.steps, quiet=args.quiet)
+    bar = _ProgressBar(len(source), request.steps or 1, quiet=args.quiet)
     written, key = 0, None
     with (
         Client(args.server) as client,
