@@ -352,7 +352,9 @@ def evaluate(
                 result["truth"][clip.name] = score_truth(clip, config)
             denoiser = _denoiser(denoisers, config, clip.task) if method.diffusion else None
             seed = config.seed + index + repeat * len(clips)
-            label = f"{clip.name} / {method.name}" + (f" / seed {seed}" if config.seeds > 1 else "")
+            label = f"{clip.name} / {method.name}"
+            if config.seeds > 1 and method.diffusion:
+                label += f" / seed {seed}"
             relay = _relay(on_event, done, total, label)
             summary = run_method(
                 method, clip, config, denoiser, seed=seed, on_event=relay,

@@ -76,7 +76,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="< 1 starts from the noised condition, closer to the input (default: the model's: "
-        "1 for SDXL fine-tunes, 0.5 zero-shot SDXL upscale; built-in: inpaint 0.6, upscale 0.25)",
+        "1 for SDXL fine-tunes, 0.5 zero-shot SDXL upscale; built-in: inpaint 0.5, upscale 0.25)",
     )
     parser.add_argument("--flow", default="dis", choices=FLOW_METHODS)
     parser.add_argument(

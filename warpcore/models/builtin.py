@@ -51,9 +51,10 @@ TASK_INDEX = {"inpaint": 0, "upscale": 1}
 SCALES = (2, 4, 8)
 # Default strengths (partial runs from the noised base b; TRAINING.md has the held-out PSNRs):
 # upscale: this small model's generated detail is weak, so a light touch on the bicubic frame;
-# inpaint: skip the steps above sigma ~1.3, so a fill's coarse layout follows its surroundings.
+# inpaint: start at sigma ~0.5 (twice the hole residual's scale), so a fill's coarse layout
+# follows its surroundings.
 UPSCALE_STRENGTH = 0.25
-INPAINT_STRENGTH = 0.6
+INPAINT_STRENGTH = 0.5
 # Steps of a full run: with the paper's fixed-length guidance step, 25 steps measured worse than
 # 10 on the demo's inpainting (more pushes in the last, low-noise steps: TRAINING.md).
 DEFAULT_STEPS = 10
