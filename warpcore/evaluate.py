@@ -336,13 +336,15 @@ def evaluate(
     ]
     if not plan:
         raise InvalidInput("methods: none of them applies to the clips' tasks")
-    cost = {id(m): config.steps if m.diffusion else 1 for m in methods}
-    total = sum(c.n_frames * cost[id(m)] for _, c, m, _ in plan)
+    denoisers = {} if denoisers is None else denoisers
+    cost = {  # model steps per frame (a partial-strength run takes fewer); a classical frame: 1
+        (id(m), c.task): _steps_per_frame(config, m, c, denoisers) for _, c, m, _ in plan
+    }
+    total = sum(c.n_frames * cost[(id(m), c.task)] for _, c, m, _ in plan)
     result: dict[str, Any] = {
         "config": asdict(config), "clips": [_clip_meta(c) for c in clips], "runs": [],
         "truth": {}, "partial": False, "optional_metrics": optional_metrics(), "host": _host(),
     }  # fmt: skip
-    denoisers = {} if denoisers is None else denoisers
     lpips = lpips_metric(result["optional_metrics"])
     done, start = 0, time.perf_counter()
     on_event(Event("started", message=f"{len(plan)} runs", data={"done": 0, "total": total}))
@@ -365,7 +367,7 @@ def evaluate(
                 "clip": clip.name, "method": method.name, "seed": seed, **summary,
                 "request": request.to_dict() if request is not None else {},
             })  # fmt: skip
-            done += clip.n_frames * cost[id(method)]
+            done += clip.n_frames * cost[(id(method), clip.task)]
             on_event(Event("progress", message=label, data={
                 "done": done, "total": total, "finished_run": label,
             }))  # fmt: skip
@@ -377,6 +379,16 @@ def evaluate(
     if not result["partial"]:
         on_event(Event("finished", data={"done": total, "total": total}))
     return result
+
+
+def _steps_per_frame(config: EvalConfig, method: Method, clip: Clip, denoisers: dict) -> int:
+    if not method.diffusion:
+        return 1
+    from warpcore.restore import resolve_strength
+
+    request = config.request(method, clip, config.seed)
+    strength = resolve_strength(request, _denoiser(denoisers, config, clip.task))
+    return max(1, round(config.steps * strength))  # as schedule.truncate keeps
 
 
 def _host() -> str:
