@@ -46,12 +46,19 @@ class Engine:
             self.load_seconds[f"{model}:{task}"] = time.perf_counter() - t0
         return loaded
 
-    def restorer(self, request: RestoreRequest, frame_size: tuple[int, int], n_frames: int) -> Any:
-        """A fresh ClipRestorer for a shot (validates the request against the model)."""
+    def restorer(
+        self,
+        request: RestoreRequest,
+        frame_size: tuple[int, int],
+        n_frames: int,
+        flow_fn: Any = None,
+    ) -> Any:
+        """A fresh ClipRestorer for a shot (validates the request against the model);
+        ``flow_fn``: plate flows already estimated (by propagation), else the restorer's own."""
         from warpcore.restore import ClipRestorer
 
         denoiser = self.denoiser(request.model, request.task)
-        return ClipRestorer(request, denoiser, frame_size=frame_size, n_frames=n_frames)
+        return ClipRestorer(request, denoiser, frame_size, n_frames, flow_fn)
 
     def device_info(self) -> dict[str, Any]:
         """Device name and free memory (bytes; None where unknown)."""

@@ -67,7 +67,7 @@ class Worker:
         self._current: Job | None = None
         self._cond = threading.Condition()
         self._closing = False
-        self._live: tuple[str, Any] | None = None  # (key, restorer) kept for a paused shot
+        self._live: tuple[str, Any, Source] | None = None  # (key, restorer, source): paused shot
         self._thread = threading.Thread(target=self._main, name="warpdiff-worker", daemon=True)
 
     # -- called from the socket loop -----------------------------------------------------------
@@ -169,8 +169,7 @@ class Worker:
         if start >= n:
             return "finished", {"n_frames": n}
         _emit(push, job.key, "started", frame=start, n_frames=n, resume_from=start)
-        restorer = self._restorer(job.key, meta, start, push)
-        source = _frame_source(ShotInputs(self.cache, meta), restorer.request, n)
+        restorer, source = self._restorer(job.key, meta, start, push)
         index = start
         while index <= min(job.target, n - 1):
             if job.stop.is_set():
@@ -191,37 +190,47 @@ class Worker:
             index += 1
         return ("finished" if index >= n else "paused"), {"frame": index - 1, "n_frames": n}
 
-    def _restorer(self, key: str, meta: Any, start: int, push: zmq.Socket) -> Any:
-        """The live restorer of a paused/cancelled shot, or a new one resumed from the cache."""
-        if self._live is not None and self._live[0] == key and self._live[1].next_index == start:
-            return self._live[1]
+    def _restorer(self, key: str, meta: Any, start: int, push: zmq.Socket) -> tuple[Any, Source]:
+        """The live restorer of a paused/cancelled shot, or a new one resumed from the cache;
+        with the source of its frames (and masks)."""
+        live = self._live
+        if live is not None and live[0] == key and live[1].next_index == start:
+            return live[1], live[2]
         self._live = None
         request = request_for_device(meta, self.engine.device)
         if not self.engine.is_loaded(request.model, request.task):
             _emit(push, key, "progress", message=f"loading model {request.model!r}")
-        restorer = self.engine.restorer(request, (meta.height, meta.width), meta.n_frames)
+        source, flow_fn = _frame_source(ShotInputs(self.cache, meta), request, meta.n_frames)
+        restorer = self.engine.restorer(
+            request, (meta.height, meta.width), meta.n_frames, flow_fn=flow_fn
+        )
         if start > 0:
             next_index, state = self.cache.load_state(key)
             restorer.load_state_dict(state)
             if restorer.next_index != next_index:
                 raise RuntimeError(f"resume state says frame {restorer.next_index}, not {start}")
-        self._live = (key, restorer)
-        return restorer
+        self._live = (key, restorer, source)
+        return restorer, source
 
 
-def _frame_source(
-    inputs: ShotInputs, request: Any, n: int
-) -> Callable[[int], tuple[np.ndarray, np.ndarray | None]]:
-    """Frame ``i`` and its mask as the restorer takes them: for inpainting with ``propagate``,
-    the hole already filled from the neighbouring frames (read from the shot's inputs)."""
+# frame index -> (frame (H, W, 3) float32, mask (H, W) float32 or None)
+Source = Callable[[int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _frame_source(inputs: ShotInputs, request: Any, n: int) -> tuple[Source, Any]:
+    """Frame ``i`` and its mask as the restorer takes them, and the restorer's ``flow_fn``: for
+    inpainting with ``propagate``, the hole already filled from the neighbouring frames (read
+    from the shot's inputs) and the plate flows that filling estimated; else the inputs as they
+    are and None (the restorer estimates its flows)."""
     if request.task != "inpaint" or request.propagate <= 0:
-        return inputs.frame_and_mask
+        return inputs.frame_and_mask, None
     from warpcore.propagate import Propagator
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray] | None:
         return inputs.frame_and_mask(i) if i < n else None  # type: ignore[return-value]
 
-    return Propagator(load, n, request.propagate, request.flow).fill
+    propagator = Propagator(load, n, request.propagate, request.flow)
+    return propagator.fill, propagator.flows
 
 
 def _describe(exc: BaseException) -> str:

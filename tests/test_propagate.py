@@ -117,3 +117,23 @@ def test_restore_clip_keeps_the_propagated_pixels() -> None:
     for (_, out), (filled, left) in zip(outs, expected, strict=True):
         keep = left < 0.5
         np.testing.assert_allclose(out[keep], filled[keep], atol=1e-6)
+
+
+def test_plate_flows_are_estimated_once_per_pair(monkeypatch) -> None:
+    """The restorer takes the plate flows propagation estimated: one estimate per frame pair."""
+    from warpcore import flow as flowlib
+    from warpcore.models.gaussian import GaussianDenoiser
+    from warpcore.restore import restore_clip
+
+    calls: list[int] = []
+    real = flowlib.plate_flow_pair
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flowlib, "plate_flow_pair", counted)
+    frames, masks, _ = _clip()
+    request = RestoreRequest(task="inpaint", model="gaussian", steps=2, propagate=3)
+    outs = list(restore_clip(request, GaussianDenoiser(channels=3), iter(frames), iter(masks)))
+    assert len(outs) == N and len(calls) == N - 1

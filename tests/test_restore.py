@@ -28,7 +28,7 @@ def shifting_clip(n: int, size: int, dx: int, dy: int = 0) -> list[np.ndarray]:
 
 
 def exact_flows(dx: float, dy: float = 0.0):
-    def flow_fn(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def flow_fn(_j: int, prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h, w = prev.shape[-2:]
         fwd = torch.empty(2, h, w)
         fwd[0], fwd[1] = dx, dy
@@ -44,7 +44,7 @@ def warping_errors(frames: list[np.ndarray], dx: float, dy: float = 0.0) -> list
     for prev, cur in zip(frames, frames[1:], strict=False):
         p = torch.from_numpy(prev).permute(2, 0, 1)
         c = torch.from_numpy(cur).permute(2, 0, 1)
-        warped, valid = warp(c, flow_fn(p, c)[0])
+        warped, valid = warp(c, flow_fn(1, p, c)[0])
         errs.append(float(((warped - p) ** 2 * valid).sum() / (valid.sum() * 3)))
     return errs
 

@@ -183,22 +183,13 @@ def make_scorer(clip: Clip, config: EvalConfig) -> ClipScorer:
     return ClipScorer(flow=config.flow)
 
 
-def exact_flow_fn(clip: Clip) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
-    """A restorer ``flow_fn`` that hands out the clip's exact flows pair by pair."""
-    counter = iter(range(clip.n_frames - 1))
+def exact_flow_fn(clip: Clip) -> Callable[[int, torch.Tensor, torch.Tensor], tuple]:
+    """A restorer ``flow_fn`` that hands out the clip's exact flows of pair (j-1, j)."""
 
-    def flow_fn(_prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        j = next(counter)
-        fwd, bwd = (
-            torch.from_numpy(np.ascontiguousarray(f[j])) for f in (clip.forward, clip.backward)
+    def flow_fn(j: int, _prev: torch.Tensor, _cur: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            torch.from_numpy(np.ascontiguousarray(f[j - 1])) for f in (clip.forward, clip.backward)
         )
-        h, w = cur.shape[-2:]
-        pad = (0, w - fwd.shape[2], 0, h - fwd.shape[1])  # the restorer may pad its grid
-        if any(pad):
-            fwd, bwd = (
-                torch.nn.functional.pad(f[None], pad, mode="replicate")[0] for f in (fwd, bwd)
-            )
-        return fwd, bwd
 
     return flow_fn
 

@@ -445,9 +445,9 @@ COARSE_ABOVE = 40_000  # unknowns of the exact solve; larger holes go to a coars
 def _coarse_harmonic_fill(values: np.ndarray, mask: np.ndarray, factor: int) -> np.ndarray:
     """:func:`_harmonic_fill` on a grid ``factor`` times coarser, upsampled into the mask.
 
-    Coarse cells average their known pixels; a cell with any masked pixel is unknown. About
-    1.9 s -> 0.1 s for a 450x450 hole at 1080p; the fill is as smooth, within a cell's size of
-    the exact one near the hole's edge.
+    Coarse cells average their known pixels; a cell with any masked pixel is unknown. For a
+    446x446 hole at 1080p :func:`fill_masked` takes 0.22 s instead of 1.6 s (one core); the fill
+    is as smooth, and near the hole's edge within a cell's size of the exact one.
     """
     c, h, w = values.shape
     ch, cw = -(-h // factor), -(-w // factor)

@@ -74,7 +74,7 @@ class Propagator:
                 s = t + k * direction
                 if s < 0 or not self.has(s):
                     continue
-                step = self._pair(s - direction, s)
+                step = self.plate_flows(s - direction, s)[0]
                 prev = chains.get(direction)
                 chains[direction] = step if prev is None else flowlib.compose(prev, step)
                 self._take(out, remaining, s, chains[direction])
@@ -136,13 +136,19 @@ class Propagator:
             raise InvalidInput(f"frame {i}: expected finite values in [0, 1] (no NaN or inf)")
         self._frames[i] = (frame, mask)
 
-    def _pair(self, i: int, j: int) -> torch.Tensor:
-        """The flow i -> j (adjacent frames) on i's grid, filled inside i's mask."""
+    def plate_flows(self, i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean plate's flows between adjacent frames: i -> j on i's grid, j -> i on j's
+        (:func:`warpcore.flow.plate_flow_pair` on the input frames and masks), estimated once."""
         if (i, j) not in self._flows:
             (a, mask_a), (b, mask_b) = self._get(i), self._get(j)
             fwd, bwd = flowlib.plate_flow_pair(a, b, mask_a, mask_b, self.flow)
             self._flows[(i, j)], self._flows[(j, i)] = fwd, bwd
-        return self._flows[(i, j)]
+        return self._flows[(i, j)], self._flows[(j, i)]
+
+    def flows(self, j: int, _prev: object = None, _cur: object = None) -> tuple[torch.Tensor, ...]:
+        """A restorer ``flow_fn``: the plate flows of pair (j-1, j), which propagating frame j
+        has already estimated (within the window, so never evicted before they are asked)."""
+        return self.plate_flows(j - 1, j)
 
     def _evict(self, t: int) -> None:
         lo, hi = t - self.radius, t + self.radius
@@ -152,28 +158,39 @@ class Propagator:
             del self._flows[key]
 
 
-def propagate_clip(
-    pairs: Iterable[tuple[np.ndarray, np.ndarray]], radius: int = 8, flow: str = "dis"
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Stream ``(filled frame, remaining mask)`` per ``(frame, mask)`` pair, read lazily and at
-    most ``radius`` frames ahead."""
-    source = iter(pairs)
-    ahead: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet asked for
-    read = [0]
+class PropagatedClip:
+    """``(filled frame, remaining mask)`` per ``(frame, mask)`` pair, read lazily and at most
+    ``radius`` frames ahead; :meth:`flows` hands the restorer the plate flows already made."""
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        while read[0] <= i:
-            pair = next(source, None)
+    def __init__(
+        self, pairs: Iterable[tuple[np.ndarray, np.ndarray]], radius: int = 8, flow: str = "dis"
+    ) -> None:
+        self._source = iter(pairs)
+        self._ahead: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet asked for
+        self._read = 0
+        self.propagator = Propagator(self._load, None, radius, flow)
+        self.flows = self.propagator.flows
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        while self._read <= i:
+            pair = next(self._source, None)
             if pair is None:
                 break
             if pair[1] is None:
-                raise InvalidInput(f"masks: frame {read[0]} has no mask; one per frame needed")
-            ahead[read[0]] = pair
-            read[0] += 1
-        return ahead.pop(i, None)
+                raise InvalidInput(f"masks: frame {self._read} has no mask; one per frame needed")
+            self._ahead[self._read] = pair
+            self._read += 1
+        return self._ahead.pop(i, None)
 
-    propagator = Propagator(load, None, radius, flow)
-    t = 0
-    while propagator.has(t):
-        yield propagator.fill(t)
-        t += 1
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        t = 0
+        while self.propagator.has(t):
+            yield self.propagator.fill(t)
+            t += 1
+
+
+def propagate_clip(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], radius: int = 8, flow: str = "dis"
+) -> PropagatedClip:
+    """Propagate a streamed clip: iterate the result for ``(filled frame, remaining mask)``."""
+    return PropagatedClip(pairs, radius, flow)

@@ -29,8 +29,10 @@ from warpcore.warps import make_warper
 
 DEFAULT_STEPS = 25  # a model without its own default_steps (SDXL)
 
-# (previous frame, current frame) at output resolution -> (forward, backward) flows on that grid.
-FlowFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (index j, frame j-1, frame j) at output resolution -> the clean plate's flows (forward j-1 -> j
+# on j-1's grid, backward j -> j-1 on j's grid): given flows (exact ones in evaluation, or those
+# propagation already estimated). Flows smaller than the restorer's padded grid are extended.
+FlowFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class ClipRestorer:
@@ -93,7 +95,7 @@ class ClipRestorer:
                 f"index: frames must come in order; expected frame {self.next_index}, got {index}"
             )
         image, hole = self._inputs(frame, mask)
-        noise, guidance = self._noise_and_guidance(image, hole)
+        noise, guidance = self._noise_and_guidance(index, image, hole)
         cond = Condition(
             task=self.request.task,
             image=image
@@ -165,18 +167,16 @@ class ClipRestorer:
         return image.to(self.denoiser.device), hole
 
     def _noise_and_guidance(
-        self, image: torch.Tensor, hole: torch.Tensor | None
+        self, index: int, image: torch.Tensor, hole: torch.Tensor | None
     ) -> tuple[torch.Tensor, EquivarianceGuidance | None]:
         """Algorithm 1 step 1 (warped noise) and the guidance for this frame."""
         if self._prev is None:
             return self.warper.first()[None], None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
         prev_img = self._prev["image"].cpu()
-        if self.flow_fn is not None:  # given flows (exact ones, in evaluation)
-            fwd, bwd = self.flow_fn(prev_img, image.cpu())
-            if hole is not None:
-                fwd = flowlib.fill_masked(fwd, self._prev["mask"].cpu())
-                bwd = flowlib.fill_masked(bwd, hole.cpu())
+        if self.flow_fn is not None:  # given plate flows, extended to the padded grid
+            size = tuple(image.shape[-2:])
+            fwd, bwd = (_pad_flow(f, size) for f in self.flow_fn(index, prev_img, image.cpu()))
         elif hole is not None:  # the clean plate follows the background, not the removed object
             prev_hole = self._prev["mask"].cpu()
             fwd, bwd = flowlib.plate_flow_pair(
@@ -271,7 +271,9 @@ def restore_clip(
     if request.task == "inpaint" and request.propagate > 0:
         from warpcore.propagate import propagate_clip
 
-        pairs = propagate_clip(pairs, request.propagate, request.flow)
+        propagated = propagate_clip(pairs, request.propagate, request.flow)
+        pairs = iter(propagated)
+        flow_fn = flow_fn or propagated.flows  # its plate flows: not estimated twice
     restorer: ClipRestorer | None = None
     for index, (frame, mask) in enumerate(pairs):
         if restorer is None:
@@ -348,6 +350,16 @@ def _check_mask(mask: np.ndarray | None, size: tuple[int, int]) -> None:
         raise InvalidInput("mask: expected finite values in [0, 1] (1 = region to fill)")
     if mask.min() >= 0.5:
         raise InvalidInput("mask: covers the whole frame; nothing is left to condition on")
+
+
+def _pad_flow(flow: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    flowlib.validate_flow(flow)
+    dh, dw = size[0] - flow.shape[1], size[1] - flow.shape[2]
+    if dh < 0 or dw < 0:
+        raise InvalidInput(f"flow_fn: flows of {tuple(flow.shape[1:])} exceed the grid {size}")
+    if dh == 0 and dw == 0:
+        return flow
+    return F.pad(flow[None], (0, dw, 0, dh), mode="replicate")[0]
 
 
 def _to_tensor(frame: np.ndarray) -> torch.Tensor:

@@ -67,7 +67,7 @@ def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndar
 
 
 def _exact_flow(shift: int):
-    def flow_fn(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def flow_fn(_j: int, prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, ...]:
         fwd = torch.zeros(2, *prev.shape[-2:])
         fwd[0] = shift
         return fwd, -fwd
