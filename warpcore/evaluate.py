@@ -376,10 +376,12 @@ def _steps_per_frame(config: EvalConfig, method: Method, clip: Clip, denoisers: 
     if not method.diffusion:
         return 1
     from warpcore.restore import resolve_strength
+    from warpcore.schedule import kept_steps
 
     request = config.request(method, clip, config.seed)
-    strength = resolve_strength(request, _denoiser(denoisers, config, clip.task))
-    return max(1, round(config.steps * strength))  # as schedule.truncate keeps
+    return kept_steps(
+        config.steps, resolve_strength(request, _denoiser(denoisers, config, clip.task))
+    )
 
 
 def _host() -> str:

@@ -26,5 +26,9 @@ def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     if not 0.0 < strength <= 1.0:
         raise InvalidInput(f"strength: expected a number in (0, 1], got {strength!r}")
     n = len(sigmas) - 1
-    keep = max(1, round(n * strength))
-    return sigmas[n - keep :]
+    return sigmas[n - kept_steps(n, strength) :]
+
+
+def kept_steps(n_steps: int, strength: float) -> int:
+    """How many of ``n_steps`` a run of ``strength`` takes (at least one)."""
+    return max(1, round(n_steps * strength))

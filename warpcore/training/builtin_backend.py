@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from warpcore.models.builtin import EDMUNet, condition_tensor, load_net, save_weights
-from warpcore.sampler import sample
+from warpcore.sampler import sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 from warpcore.training.batches import Batch
 from warpcore.training.config import TrainConfig
@@ -110,7 +110,7 @@ def heun_sample(
     sigmas = karras_sigmas(steps, float(net.config["sigma_min"]), float(net.config["sigma_max"]))
     sigmas = truncate(sigmas, strength)
     n = noise.shape[0]
-    start = noise * sigmas[0] + (cond[:, :3] if strength < 1.0 else 0.0)
+    start = start_noise(noise, sigmas, cond[:, :3] if strength < 1.0 else None)
     result = sample(lambda x, s: net(x, s.expand(n), cond, task), start, sigmas, method="heun")
     return result.x
 
