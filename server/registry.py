@@ -107,6 +107,9 @@ class Registry:
             meta = self.cache.meta(key)
             done = self.cache.done(key)
             state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
+            error = self.cache.error(key)
+            if error is not None and done < meta.n_frames:
+                state.status, state.message = "error", error
         return state
 
     def activate(self, state: ShotState) -> ShotState:
