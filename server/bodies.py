@@ -186,15 +186,15 @@ def parse_request(data: Any, policy: Policy) -> RestoreRequest:
         if not isinstance(value, str) or len(value) > MAX_PROMPT:
             raise ProtocolError(
                 "bad_request",
-                f"request.{name}: expected a string of at most {MAX_PROMPT} characters, "
-                f"got {type(value).__name__}",
+                f"request.{name}: got {type(value).__name__}; accepted: a string of at most "
+                f"{MAX_PROMPT} characters",
             )
     scale = values.get("scale", 4)
     if isinstance(scale, float) and math.isfinite(scale) and scale.is_integer():
         values["scale"] = scale = int(scale)
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16:
         raise ProtocolError(
-            "bad_request", f"request.scale: expected a whole number in [1, 16], got {scale!r:.40}"
+            "bad_request", f"request.scale: got {scale!r:.40}; accepted: a whole number in [1, 16]"
         )
     model = values.setdefault("model", policy.default_model)
     if model not in policy.models:
