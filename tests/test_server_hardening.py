@@ -186,18 +186,19 @@ def test_the_cache_evicts_least_recently_used_finished_shots_never_running_ones(
 def test_running_shots_are_never_evicted(tmp_path):
     from server.cache import CacheFull, ShotCache, ShotMeta
 
-    busy = {"a" * 32}
-    cache = ShotCache(tmp_path, max_bytes=60_000, busy=lambda key: key in busy)
+    old_busy, idle, writer = "a" * 32, "b" * 32, "c" * 32
+    cache = ShotCache(tmp_path, max_bytes=80_000, busy=lambda key: key == old_busy)
     frame = np.zeros((32, 32, 3), np.float32)  # 12 KiB
-    for key in ("a" * 32, "b" * 32):
+    for key in (old_busy, idle, writer):  # created in this order: a is the least recent
         cache.create(ShotMeta(key, {"task": "upscale"}, 3, 32, 32, "none", "parts"), [frame] * 2)
-    cache.touch("b" * 32)
-    cache.write_frame("a" * 32, 0, frame)
-    cache.write_frame("a" * 32, 1, frame)  # over the limit: b goes, though a is older
-    assert not (tmp_path / ("b" * 32)).exists() and cache.used <= cache.max_bytes
+        os.utime(tmp_path / key, (time.time() - 100 + len(cache.list_keys()),) * 2)
+    cache.write_frame(writer, 0, frame)  # over the limit: the idle shot goes, not the busy one
+    assert not (tmp_path / idle).exists() and (tmp_path / old_busy).is_dir()
+    assert cache.used <= cache.max_bytes
     with pytest.raises(CacheFull):
-        cache.write_frame("a" * 32, 2, np.zeros((64, 64, 3), np.float32))
-    assert cache.done("a" * 32) == 0 and (tmp_path / ("a" * 32) / "frames" / "00001.npy").is_file()
+        cache.write_frame(writer, 1, np.zeros((64, 64, 3), np.float32))
+    assert (tmp_path / old_busy).is_dir() and cache.used <= cache.max_bytes
+    assert (tmp_path / writer / "frames" / "00000.npy").is_file()
 
 
 # -- 4. refused submits leave no trace ---------------------------------------------------------
@@ -218,7 +219,16 @@ def test_refused_submits_leave_no_folder_and_no_active_shot(tmp_path):
             assert info.value.code == "queue_full"
         assert sorted(p.name for p in cache.iterdir()) == sorted([running, queued])
         assert c.status()["active_shots"] == 2
+        # a known idle shot asked for while the queue is full: refused, not kept active
         c.cancel(queued)
+        assert wait_until(lambda: c.status()["active_shots"] == 1, 10)
+        other = c.submit(_shot(n=2, seed=41), subscribe=False)
+        for ask in (lambda: c.get_frame(queued, 1), lambda: c.subscribe(queued)):
+            with pytest.raises(ServerError) as info:
+                ask()
+            assert info.value.code == "queue_full"
+        assert c.status()["active_shots"] == 2
+        c.cancel(other)
         c.cancel(running)
         assert wait_until(lambda: c.status()["active_shots"] == 0, 30)
 
