@@ -147,7 +147,8 @@ class Server:
             self.router, self.registry.drop_peer, config.max_backlog, config.max_backlog_bytes
         )
         self.started = time.time()
-        self.max_stall_s = 0.0  # the longest the loop was busy between two polls
+        self.max_stall_s = 0.0  # the longest (wall time) the loop went between two polls
+        self.max_busy_s = 0.0  # the most CPU time the loop thread spent between two polls
         self.stopping = False
         self._thread: threading.Thread | None = None
         self.received = 0
@@ -236,7 +237,7 @@ class Server:
         while not self.stopping:
             timeout = 0 if pending else (20 if len(self.outbox) else 500)
             ready = dict(poller.poll(timeout))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             if self.events in ready:
                 self._drain_events()
             if self.router in ready:
@@ -249,6 +250,7 @@ class Server:
             self.outbox.flush()
             pending = self.registry.pump()
             self.max_stall_s = max(self.max_stall_s, time.perf_counter() - t0)
+            self.max_busy_s = max(self.max_busy_s, time.thread_time() - c0)
 
     def _drain_events(self) -> None:
         from server.handlers import on_worker_event
@@ -350,6 +352,7 @@ class Server:
             "dropped_peers": self.outbox.dropped,
             "messages_received": self.received,
             "loop_stall_max_ms": round(self.max_stall_s * 1e3, 3),
+            "loop_cpu_max_ms": round(self.max_busy_s * 1e3, 3),
             "cache": {
                 "bytes": self.cache.used,
                 "peak_bytes": self.cache.peak,

@@ -12,6 +12,7 @@ the request's id). Handlers never read ``msg.body``. A new request type is one l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -116,11 +117,14 @@ def submit(server: Server, peer: Peer, msg: Message, body: Submit) -> None:
         )
     roots = server.policy.allowed_roots
 
-    def work() -> tuple[Any, bool | None]:
+    def work() -> tuple[Any, bool | None, dict[str, float]]:
+        t0 = time.perf_counter()
         spec = prepare(body, roots)
+        t1 = time.perf_counter()
         if server.worker.full() and not server.worker.state(spec.meta.key):
-            return spec, None  # refused below, nothing stored
-        return spec, server.cache.create(spec.meta, spec.frames, spec.masks)
+            return spec, None, {}  # refused below, nothing stored
+        created = server.cache.create(spec.meta, spec.frames, spec.masks)
+        return spec, created, {"check_s": t1 - t0, "store_s": time.perf_counter() - t1}
 
     def done(result: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -132,7 +136,13 @@ def submit(server: Server, peer: Peer, msg: Message, body: Submit) -> None:
 
 
 def _submitted(
-    server: Server, peer: Peer, msg: Message, body: Submit, spec: Any, created: bool | None
+    server: Server,
+    peer: Peer,
+    msg: Message,
+    body: Submit,
+    spec: Any,
+    created: bool | None,
+    intake: dict[str, float],
 ) -> None:
     key = spec.meta.key
     try:
@@ -145,7 +155,7 @@ def _submitted(
         if state.status == "error":
             state.status, state.message = "idle", ""
         sub = _subscriber(peer, msg, body.listen) if body.listen is not None else None
-        _start(server, peer, msg, state, sub)
+        _start(server, peer, msg, state, sub, intake)
     except ProtocolError as exc:
         if created and key not in server.registry.shots:  # a refused shot leaves no trace
             server.intake.run(lambda: server.cache.remove(key), lambda *_: None)
@@ -164,10 +174,15 @@ def subscribe(server: Server, peer: Peer, msg: Message, body: Subscribe) -> None
 
 
 def _start(
-    server: Server, peer: Peer, msg: Message, state: ShotState, sub: Subscriber | None
+    server: Server,
+    peer: Peer,
+    msg: Message,
+    state: ShotState,
+    sub: Subscriber | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     position = _run_to(server, state, state.meta.n_frames - 1, bool(sub and sub.previews))
-    _reply_started(server, peer, msg, state, position, sub)
+    _reply_started(server, peer, msg, state, position, sub, extra)
 
 
 def _reply_started(
@@ -177,8 +192,9 @@ def _reply_started(
     state: ShotState,
     position: int | None,
     sub: Subscriber | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    body = {**state.summary(), "position": position}
+    body = {**state.summary(), "position": position, **(extra or {})}
     server.reply(peer, msg, body)
     if sub is not None:
         state = server.registry.activate(state)

@@ -182,6 +182,7 @@ class Worker:
         while index <= min(job.target, n - 1):
             if job.stop.is_set():
                 return "cancelled", {"frame": index, "n_frames": n}
+            t_source = time.perf_counter()
             frame, mask = source(index)
             sink = _progress_sink(push, job.key)
             t0 = time.perf_counter()
@@ -197,9 +198,15 @@ class Worker:
                     f"frame {index}: the model returned NaN or infinite pixels; the frame was "
                     "not kept (try another seed or model)"
                 )
+            t_cache = time.perf_counter()
             self.cache.write_frame(job.key, index, out)
             self.cache.write_state(job.key, index + 1, restorer.state_dict())
-            _emit_frame(push, job.key, index, n, out, compute_s, job.previews)
+            timing = {
+                "source_s": t0 - t_source,  # input read (+ propagation: fill and plate flows)
+                "model_s": compute_s,  # restorer.process: denoiser steps, warps, guidance
+                "cache_s": time.perf_counter() - t_cache,  # frame + resume state written
+            }
+            _emit_frame(push, job.key, index, n, out, compute_s, job.previews, timing)
             index += 1
         return ("finished" if index >= n else "paused"), {"frame": index - 1, "n_frames": n}
 
@@ -293,10 +300,13 @@ def _emit_frame(
     out: np.ndarray,
     compute_s: float,
     previews: bool,
+    timing: dict[str, float] | None = None,
 ) -> None:
     desc, buf = array_part(out, 0)
     parts: tuple = (buf,)
     body: dict[str, Any] = {"frame": index, "n_frames": n, "compute_s": compute_s, "image": desc}
+    if timing is not None:
+        body["timing"] = timing
     if previews:
         pdesc, pbuf = array_part(preview(out), 1)
         body["preview"], parts = pdesc, (buf, pbuf)

@@ -474,3 +474,30 @@ def test_make_keys_refuses_existing_keys_and_add_client_keeps_the_old_ones(tmp_p
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "already holds keys" in err
     assert (folder / "client.key_secret").read_bytes() == before
+
+
+# -- the soak: well-behaved clients under attack -----------------------------------------------
+
+
+def test_the_soak_at_its_smallest_delivers_exactly_once_and_reports_json():
+    import json
+
+    from server.soak import run_benchmark
+
+    result = json.loads(json.dumps(run_benchmark(quick=True, seconds=3)))
+    assert result["shots"] >= 1 and result["exactly_once"] is True
+    assert result["duplicates"] == 0 and result["missing"] == 0
+    assert set(result["hostile_sent"]) == {"malformed", "oversized", "amplifying", "never_reading"}
+    assert all(v > 0 for v in result["hostile_sent"].values())
+    assert result["heartbeat_ms"]["n"] > 10 and result["heartbeat_ms"]["p50"] > 0
+    rss, cache = result["rss_mb"], result["cache_mb"]
+    assert rss["start"] <= rss["peak"] and cache["peak"] <= cache["limit"]
+    assert result["targets_met"]["cache_never_above_limit"] is True
+    assert result["targets_met"]["peak_rss_under_start_plus_1gb"] is True
+    assert set(result["targets_met"]) == {
+        "exactly_once",
+        "heartbeat_p99_under_100ms",
+        "peak_rss_under_start_plus_1gb",
+        "end_rss_within_100mb",
+        "cache_never_above_limit",
+    }
