@@ -47,8 +47,12 @@ def mux_with_audio(
     end_s = n_frames / rate
     tmp = dest.with_name(f".{dest.name}.tmp{dest.suffix}")
     copied = 0
-    with av.open(str(video_only)) as vin, av.open(str(meta.path)) as ain:
-        with av.open(str(tmp), mode="w") as out:
+    try:
+        with (
+            av.open(str(video_only)) as vin,
+            av.open(str(meta.path)) as ain,
+            av.open(str(tmp), mode="w") as out,
+        ):
             vstream = vin.streams.video[0]
             vout = out.add_stream_from_template(vstream)
             if meta.timecode:
@@ -70,5 +74,8 @@ def mux_with_audio(
                     packet.dts = None if packet.dts is None else packet.dts - offset
                 out.mux(packet)
                 copied += int(is_audio)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(dest)
     return copied

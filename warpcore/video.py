@@ -70,12 +70,12 @@ class VideoMeta:
         for name, value in self.colour:
             if yuv or name in ("color_primaries", "color_trc"):
                 setattr(ctx, name, value)
+        if self.timecode:
+            stream.metadata["timecode"] = self.timecode  # type: ignore[attr-defined]
 
     def tag(self, name: str) -> int | None:
         """One colour tag's value (``colorspace``, ``color_range`` ...), None when untagged."""
         return dict(self.colour).get(name)
-        if self.timecode:
-            stream.metadata["timecode"] = self.timecode  # type: ignore[attr-defined]
 
 
 class FrameSource:
@@ -197,7 +197,7 @@ class _FolderSource(FrameSource):
         self.kind = IMAGE_EXTS[files[0].suffix.lower()]
         first, self.bit_depth = read_image(files[0])
         self.height, self.width, self.channels = first.shape
-        self.naming = parse_sequence(files) if path.is_dir() else None
+        self.naming = parse_sequence(files)
 
     def __len__(self) -> int:
         return len(self._files)
@@ -409,6 +409,12 @@ class MaskSource:
 
     def __len__(self) -> int:
         return len(self._source)
+
+    def read(self, index: int) -> np.ndarray:
+        """The mask of frame ``index`` (random access)."""
+        if self._frames is None:
+            return np.clip(self._source.read(index)[..., 3], 0.0, 1.0).astype(np.float32)
+        return _to_mask(self._frames.read(0 if len(self._frames) == 1 else index))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._frames is None:
