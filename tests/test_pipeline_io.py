@@ -373,3 +373,26 @@ def test_the_progress_bar_total_is_right_from_the_start(tmp_path: Path, capsys) 
 
     totals = {int(t) for t in re.findall(r"\d+/(\d+) \[", err)}
     assert totals == {3 * 2}, err  # 3 frames x round(0.5 x 4) steps, from the first line
+
+
+def test_metrics_tables_come_with_a_legend(tmp_path: Path, capsys) -> None:
+    clip = png_clip(tmp_path / "in", 3)
+    assert main(["metrics", str(clip), "--input", str(clip), "--reference", str(clip)]) == 0
+    out = capsys.readouterr().out
+    table, legend = out.split("what the numbers measure")
+    keys = [line.split()[0] for line in table.splitlines()[2:] if line.strip()]
+    assert {"warp_pixel_prev", "e_warp", "psnr"} <= set(keys)
+    for key in keys:
+        line = next(x for x in legend.splitlines() if x.strip().startswith(f"{key}:"))
+        assert ("lower is better" in line) != ("higher is better" in line), line
+        assert "frame" in line or "mask" in line or "grid" in line, line  # the region
+
+
+def test_the_noise_demo_says_what_to_watch(capsys) -> None:
+    from warpcore.commands import noise_demo
+
+    frames = noise_demo.render(frames=2, size=16, scale=2, seed=0)
+    plain = noise_demo._mosaic([np.zeros((36, 32, 3), np.float32)] * 6, columns=5)
+    band = frames[0][plain.shape[0] :]
+    assert band.shape[0] >= 18 and band.max() > 0.9  # text drawn under the tiles
+    assert "fixed sticks to the screen" in noise_demo.CAPTION
