@@ -396,3 +396,23 @@ def test_the_noise_demo_says_what_to_watch(capsys) -> None:
     band = frames[0][plain.shape[0] :]
     assert band.shape[0] >= 18 and band.max() > 0.9  # text drawn under the tiles
     assert "fixed sticks to the screen" in noise_demo.CAPTION
+
+
+def test_an_exr_plate_through_the_server_keeps_names_linear_values_and_alpha(
+    tmp_path: Path,
+) -> None:
+    from server.testing import running_server
+
+    frames = make_exr_plate(tmp_path / "plate")
+    mask = write_mask(tmp_path / "mask.png", 32)
+    out = tmp_path / "out"
+    with running_server(tmp_path / "cache", model="builtin") as server:
+        address = server.address.removeprefix("tcp://")  # scheme-less, as users type it
+        args = ["inpaint", str(tmp_path / "plate"), "--mask", str(mask), "-o", str(out)]
+        assert main([*args, *FAST, "--server", address]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"plate.{n}.exr" for n in (1001, 1002, 1003)]
+    keep = ~hole(32)
+    for j, src in enumerate(frames):
+        res, _ = video.read_image(out / f"plate.{1001 + j}.exr")
+        assert np.array_equal(res[keep], src[keep]) and np.array_equal(res[..., 3], src[..., 3])
+        assert np.isfinite(res).all() and res[hole(32)][..., :3].max() > 1.5
