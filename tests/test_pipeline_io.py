@@ -416,3 +416,34 @@ def test_an_exr_plate_through_the_server_keeps_names_linear_values_and_alpha(
         res, _ = video.read_image(out / f"plate.{1001 + j}.exr")
         assert np.array_equal(res[keep], src[keep]) and np.array_equal(res[..., 3], src[..., 3])
         assert np.isfinite(res).all() and res[hole(32)][..., :3].max() > 1.5
+
+
+@pytest.mark.timeout(180)
+def test_a_job_stopped_through_the_server_says_cancelled(tmp_path: Path, capsys) -> None:
+    import threading
+
+    from server.client import Client
+    from server.testing import running_server
+
+    frames = png_clip(tmp_path / "in", 30)
+    mask = write_mask(tmp_path / "mask.png", 32)
+    out = tmp_path / "out"
+    result: list[int] = []
+    with running_server(tmp_path / "cache", model="gaussian") as server:
+        args = ["inpaint", str(frames), "--mask", str(mask), "-o", str(out), "--quiet"]
+        args += ["--model", "gaussian", "--steps", "30", "--flow", "dis-ultrafast"]
+        job = threading.Thread(
+            target=lambda: result.append(main([*args, "--server", server.address]))
+        )
+        job.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 1:
+            time.sleep(0.05)
+        with Client(server.address) as other:
+            for shot in other.list_shots():
+                other.cancel(shot["key"])
+        job.join(120)
+    assert result == [130]
+    err = capsys.readouterr().err
+    assert "cancelled" in err and "interrupted" not in err
+    assert 1 <= len(list(out.glob("*.png"))) < 30

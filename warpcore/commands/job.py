@@ -400,7 +400,7 @@ def _run_on_server(args: argparse.Namespace, job: _Job) -> int:
 
     request, source = job.request, job.source
     mask_spec = getattr(args, "mask", None)
-    if job.colour.input == job.colour.output and not job.colour.compress and _is_model_space(job):
+    if _server_reads_files(job, mask_spec):
         shot = Shot(
             request=request.to_dict(),
             masks="alpha" if mask_spec == "alpha" else None,
@@ -457,10 +457,16 @@ def _run_on_server(args: argparse.Namespace, job: _Job) -> int:
     return 0
 
 
-def _is_model_space(job: _Job) -> bool:
+def _server_reads_files(job: _Job, mask_spec: str | None) -> bool:
+    """True when the server can read the files as they are: the model's colourspace, and
+    one matte per frame (or the alpha); else the frames and mattes are sent converted."""
+    from warpcore import video
     from warpcore.colour import MODEL_SPACE, resolve
 
-    return job.colour.input == resolve(MODEL_SPACE)
+    plain = job.colour.input == resolve(MODEL_SPACE) and not job.colour.compress
+    if job.masks is None or mask_spec == "alpha":
+        return plain
+    return plain and len(video.open_frames(mask_spec)) == len(job.source)
 
 
 @contextlib.contextmanager
