@@ -1,0 +1,366 @@
+"""The preview panel (pytest-qt, offscreen) against a real ``warpdiff serve --model builtin``.
+
+One server process for the module (loopback, ephemeral port, its own cache); tiny clips
+(6 frames of 32x32). Runs are numbered in the order the tests make them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
+
+from server.client import Client  # noqa: E402
+from server.testing import ServerProcess, tiny_shot  # noqa: E402
+from warpcore.video import FrameWriter, open_frames  # noqa: E402
+
+N = 6
+SIZE = 32
+# The GUI thread's longest stall allowed during a run. The issue's bound is 100 ms; on the
+# shared 2-core test machine the server computes beside the panel and the OS can deschedule
+# the test process, so the assertion keeps a margin (measured stalls are printed: see below).
+STALL_LIMIT_S = float(os.environ.get("WARPDIFF_PANEL_STALL_S", "0.1"))
+FAST = {"task": "inpaint", "steps": 4, "strength": 1.0, "propagate": 0}
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("panel_clip")
+    frames, masks = tiny_shot(N, SIZE)
+    with FrameWriter(root / "clip", fmt="png16") as w:
+        for f in frames:
+            w.write(f)
+    with FrameWriter(root / "matte", fmt="png8") as w:
+        for m in masks:
+            w.write(np.repeat(m, 3, axis=2))
+    small, _ = tiny_shot(2, SIZE // 2)
+    with FrameWriter(root / "small_matte", fmt="png8") as w:
+        for f in small:
+            w.write(f)
+    (root / "broken.mov").write_bytes(b"not a video at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with ServerProcess(tmp_path_factory.mktemp("panel_cache"), "--model", "builtin") as proc:
+        yield proc
+
+
+@pytest.fixture
+def panel(qtbot, server):
+    from ui.panel import Panel
+
+    p = Panel(server.address)
+    qtbot.addWidget(p)
+    p.resize(1100, 700)
+    qtbot.waitUntil(lambda: p.connection.state in ("ready", "busy"), timeout=10000)
+    yield p
+    p.shutdown()
+
+
+def _open(qtbot, panel, clip_dir: Path, matte: str = "matte") -> None:
+    with qtbot.waitSignal(panel.clip_opened, timeout=10000):
+        panel.open_clip(str(clip_dir / "clip"), str(clip_dir / matte))
+
+
+def _run(qtbot, panel, request: dict, timeout: int = 60000):
+    panel.params.set_request(request)
+    with qtbot.waitSignal(panel.run_finished, timeout=timeout) as blocker:
+        panel.run()
+    run = blocker.args[0]
+    qtbot.waitUntil(lambda: bool(run.errors), timeout=20000)
+    return run
+
+
+class StallProbe:
+    """A 5 ms QTimer on the GUI thread: the longest gap between its ticks is the longest stall."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+        self.last = 0.0
+        self.longest = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.last)
+        self.last = now
+
+    def __enter__(self) -> StallProbe:
+        self.last = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.stop()
+
+
+def _expected_frames(address: str, key: str, n: int) -> list[np.ndarray]:
+    from ui.workers import to_display
+
+    with Client(address) as c:
+        return [to_display(c.get_frame(key, i)) for i in range(n)]
+
+
+def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, server):
+    _open(qtbot, panel, clip_dir)
+    assert (panel.clip.n_frames, panel.clip.width, panel.clip.fps) == (N, SIZE, 24.0)
+    arrived, steps = [], []
+    panel.frame_arrived.connect(lambda run, frame: arrived.append(frame))
+    panel.step_bar.valueChanged.connect(steps.append)
+    panel.params.set_request({**FAST, "seed": 11})
+    with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=60000) as done:
+        panel.run()
+    run = done.args[0]
+    print(f"longest GUI stall during the run: {probe.longest * 1000:.1f} ms")
+    assert run.state == "finished" and run.computed and not run.cached
+    assert arrived == list(range(N))  # in order, each once, as they streamed
+    assert steps and max(steps) == 4  # per-step progress reached the last step
+    expected = _expected_frames(server.address, run.key, N)
+    for i in range(N):
+        np.testing.assert_array_equal(run.frames[i], expected[i])
+    assert probe.longest < STALL_LIMIT_S, f"GUI stalled {probe.longest * 1000:.0f} ms"
+
+
+def test_rerun_is_served_from_the_cache(qtbot, panel, clip_dir):
+    _open(qtbot, panel, clip_dir)
+    first = _run(qtbot, panel, {**FAST, "seed": 5})
+    again = _run(qtbot, panel, {**FAST, "seed": 5})
+    assert first.computed and again.cached and again.key == first.key
+    assert "from the cache" in panel.last_message or again.errors
+    for i in range(N):
+        np.testing.assert_array_equal(again.frames[i], first.frames[i])
+
+
+def test_cancel_mid_run_keeps_finished_frames(qtbot, panel, clip_dir):
+    _open(qtbot, panel, clip_dir)
+    panel.params.set_request({**FAST, "steps": 40, "seed": 21})
+    with qtbot.waitSignal(panel.frame_arrived, timeout=60000):
+        panel.run()
+    assert panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(panel.run_finished, timeout=30000) as done:
+        panel.cancel()
+    run = done.args[0]
+    assert run.state == "cancelled"
+    assert 0 < len(run.frames) < N
+    assert "cancelled" in panel.last_message
+
+
+def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
+    _open(qtbot, panel, clip_dir)
+    a = _run(qtbot, panel, {**FAST, "seed": 3, "noise": "gp", "guidance": 1.0})
+    b = _run(qtbot, panel, {**FAST, "seed": 3, "noise": "fixed", "guidance": 0.0})
+    assert a.key != b.key and a.errors[0] is None and all(e is not None for e in b.errors[1:])
+    assert a.errors != b.errors
+    panel.compare(a.number, b.number)
+    panel.slider.setValue(2)
+    viewer = panel.viewer
+    # A left of the divider, B right of it.
+    assert viewer.before.pixel(5, 5) == _qrgb(a.frames[2][5, 5])
+    assert viewer.after.pixel(5, 5) == _qrgb(b.frames[2][5, 5])
+    assert set(panel.plot.series) == {a.label, b.label}
+    assert panel.plot.series[b.label] == b.errors and panel.plot.current == 2
+    # Heat map: off by default, on draws over B, off again hides it.
+    assert viewer.heat is None
+    plain = viewer.grab().toImage()
+    panel.set_heat_visible(True)
+    assert viewer.heat is not None and viewer.heat_visible
+    assert viewer.grab().toImage() != plain
+    panel.set_heat_visible(False)
+    assert viewer.grab().toImage() == plain
+    # Wipe: drag the divider from the middle to a quarter of the image.
+    rect = viewer.image_rect()
+    start = QPoint(round(viewer.divider_x()), round(rect.center().y()))
+    target = QPoint(round(rect.left() + rect.width() / 4), start.y())
+    qtbot.mousePress(viewer, Qt.LeftButton, pos=start)
+    qtbot.mouseMove(viewer, target)
+    qtbot.mouseRelease(viewer, Qt.LeftButton, pos=target)
+    assert abs(viewer.wipe - 0.25) < 0.03
+    shot = viewer.grab().toImage()
+    y = round(rect.center().y())
+    row = int((y - rect.top()) / (rect.height() / SIZE))
+    for frac, run in ((0.1, a), (0.9, b)):  # left of the divider: A; right: B
+        x = round(rect.left() + rect.width() * frac)
+        assert _close(shot.pixel(x, y), run.frames[2][row, int(frac * SIZE)])
+
+
+def _qrgb(rgb: np.ndarray) -> int:
+    r, g, b = (int(v) for v in rgb)
+    return 0xFF000000 | (r << 16) | (g << 8) | b
+
+
+def _close(pixel: int, rgb: np.ndarray, tol: int = 12) -> bool:
+    got = ((pixel >> 16) & 255, (pixel >> 8) & 255, pixel & 255)
+    return max(abs(int(x) - int(y)) for x, y in zip(got, rgb, strict=True)) <= tol
+
+
+def test_export_result_plot_and_params(qtbot, panel, clip_dir, tmp_path):
+    _open(qtbot, panel, clip_dir)
+    run = _run(qtbot, panel, {**FAST, "seed": 8})
+    with qtbot.waitSignal(panel.exported, timeout=20000):
+        panel.export_result(str(tmp_path / "result"))
+    written = open_frames(tmp_path / "result")
+    assert len(written) == N
+    assert np.abs(written.read(3)[..., :3] * 255 - run.frames[3]).max() <= 1.0
+    panel.export_plot(str(tmp_path / "plot.png"))
+    from PySide6.QtGui import QImage
+
+    assert not QImage(str(tmp_path / "plot.png")).isNull()
+    panel.export_params(str(tmp_path / "params.json"))
+    data = json.loads((tmp_path / "params.json").read_text())
+    assert data["request"] == run.request and data["key"] == run.key
+    assert data["mean_warp_error"] == pytest.approx(run.mean_error())
+
+
+def test_bad_file_and_wrong_size_matte_are_messages(qtbot, panel, clip_dir):
+    panel.open_clip(str(clip_dir / "missing"), str(clip_dir / "matte"))
+    qtbot.waitUntil(lambda: "cannot open" in panel.last_error, timeout=10000)
+    assert "missing" in panel.last_error and "no such file" in panel.last_error
+    panel.last_error = ""
+    panel.open_clip(str(clip_dir / "broken.mov"), None)
+    qtbot.waitUntil(lambda: "cannot open" in panel.last_error, timeout=10000)
+    assert "broken.mov" in panel.last_error
+    panel.last_error = ""
+    panel.open_clip(str(clip_dir / "clip"), str(clip_dir / "small_matte"))
+    qtbot.waitUntil(lambda: "cannot open" in panel.last_error, timeout=10000)
+    assert "16x16 but the clip is 32x32" in panel.last_error
+    assert panel.clip is None
+    panel.run()  # nothing opened: a message, no crash
+    assert "open a clip first" in panel.last_error
+
+
+def test_server_down_is_a_message(qtbot, clip_dir):
+    from ui.panel import Panel
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = Panel(f"tcp://127.0.0.1:{port}")
+    qtbot.addWidget(p)
+    try:
+        qtbot.waitUntil(lambda: p.connection.state == "unreachable", timeout=10000)
+        qtbot.waitUntil(lambda: "no server answers" in p.state_label.text(), timeout=10000)
+        assert p.start_button.isEnabled()
+        p.open_clip(str(clip_dir / "clip"), str(clip_dir / "matte"))
+        assert "cannot open the clip: server unreachable" in p.last_error
+    finally:
+        p.shutdown()
+
+
+def test_start_server_shows_state_and_log(qtbot, tmp_path):
+    from ui.panel import Panel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = Panel(f"tcp://127.0.0.1:{port}")
+    qtbot.addWidget(p)
+    states = []
+    p.connection.state_changed.connect(lambda state, _: states.append(state))
+    try:
+        p.connection.start_server(["--cache", str(tmp_path / "cache"), "--model", "builtin"])
+        qtbot.waitUntil(lambda: p.connection.state == "ready", timeout=30000)
+        assert states[0] == "starting"
+        assert any("listening on" in line for line in p.connection.log)
+        assert "ready: model builtin on cpu" in p.state_label.text()
+        pid = p.connection.process.processId()
+    finally:
+        p.shutdown()
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_presets_round_trip_and_bad_preset(qtbot, tmp_path):
+    from ui.params import TIPS, ParamsForm
+
+    form = ParamsForm()
+    qtbot.addWidget(form)
+    for name, widget in form.widgets.items():
+        assert widget.toolTip() == TIPS[name] and len(TIPS[name]) > 30
+    req = {"task": "inpaint", "noise": "integral", "guidance": 0.5, "steps": 12, "seed": 9}
+    form.set_request(req)
+    form.save_preset(tmp_path / "p.json")
+    form.set_request({"noise": "gp", "steps": 0})
+    form.load_preset(tmp_path / "p.json")
+    assert {k: form.request()[k] for k in req} == req
+    (tmp_path / "bad.json").write_text(json.dumps({"noise": "sparkly", "steps": 3}))
+    with pytest.raises(ValueError, match="noise: got 'sparkly'"):
+        form.load_preset(tmp_path / "bad.json")
+    assert form.request()["noise"] == "integral" and form.request()["steps"] == 12
+
+
+def test_panel_imports_no_torch():
+    code = (
+        "import sys; import ui.panel, ui.command, ui.nuke_dock;"
+        "from PySide6.QtWidgets import QApplication; app = QApplication([]);"
+        "p = ui.panel.Panel('tcp://127.0.0.1:9'); p.shutdown();"
+        "bad = [m for m in ('torch', 'cv2', 'av', 'warpcore.video') if m in sys.modules];"
+        "print('heavy:', bad); sys.exit(1 if bad else 0)"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    repo = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_nuke_dock_registers_the_panel():
+    import types
+
+    from ui import nuke_dock
+
+    calls = []
+    panels = types.SimpleNamespace(registerWidgetAsPanel=lambda *a: calls.append(a) or "pane")
+    assert nuke_dock.register(types.SimpleNamespace(panels=panels)) == "pane"
+    assert calls == [("ui.nuke_dock.NukePanel", nuke_dock.TITLE, nuke_dock.PANEL_ID, True)]
+
+
+def test_analysis_requests_validate_and_match_metrics(server, clip_dir):
+    """The server's per-frame errors are warpcore.metrics' own; bad bodies name the field."""
+    from server.client import ServerError, Shot
+    from warpcore.metrics import ClipScorer
+
+    frames, masks = tiny_shot(4, SIZE, seed=4)
+    with Client(server.address) as c:
+        key = c.submit(Shot({**FAST, "seed": 31}, frames, masks=masks))
+        list(c.events(key, timeout=60))
+        reply = c.request("analyze", {"key": key, "start": 2, "heatmaps": True})
+        rows = reply.body["frames"]
+        assert [r["frame"] for r in rows] == [2, 3]
+        scorer = ClipScorer()
+        for i in range(4):
+            scorer.add(c.get_frame(key, i), frames[i], mask=masks[i][..., 0])
+        assert rows[1]["warp_pixel_prev"] == pytest.approx(scorer.per_frame["warp_pixel_prev"][3])
+        heat = reply.array(rows[1]["heatmap"])[..., 0].astype(np.float32)
+        np.testing.assert_allclose(heat, scorer.error_map[0].numpy(), atol=1e-3, rtol=1e-2)
+        for body, field in (
+            ({"key": key, "start": "x"}, "start"),
+            ({"key": key, "heatmaps": 1}, "heatmaps"),
+            ({"key": key, "flow": "magic"}, "flow"),
+        ):
+            with pytest.raises(ServerError, match=f"bad_body: {field}"):
+                c.request("analyze", body)
+        with pytest.raises(ServerError, match="unknown_shot"):
+            c.request("analyze", {"key": "ab" * 16})
+        with pytest.raises(ServerError, match="bad_body: path"):
+            c.request("read_clip", {"path": 7})
+        with pytest.raises(ServerError, match="bad_body: stop"):
+            c.request("read_clip", {"path": str(clip_dir / "clip"), "start": 3, "stop": 1})
+        with pytest.raises(ServerError, match="bad_body: fps"):
+            c.request("export", {"key": key, "path": "/tmp/x", "fps": -1})
+        with pytest.raises(ServerError, match="bad_request: path"):
+            c.request("export", {"key": key, "path": str(clip_dir / "x.avi")})
+        assert c.hello()["queue"] is not None  # the server still serves
