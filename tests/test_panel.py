@@ -81,7 +81,7 @@ def _run(qtbot, panel, request: dict, timeout: int = 60000):
     with qtbot.waitSignal(panel.run_finished, timeout=timeout) as blocker:
         panel.run()
     run = blocker.args[0]
-    qtbot.waitUntil(lambda: bool(run.errors), timeout=20000)
+    qtbot.waitUntil(lambda: run.analyzed >= len(run.frames) and not run.analyzing, timeout=20000)
     return run
 
 
@@ -196,6 +196,46 @@ def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     for frac, run in ((0.1, a), (0.9, b)):  # left of the divider: A; right: B
         x = round(rect.left() + rect.width() * frac)
         assert _close(shot.pixel(x, y), run.frames[2][row, int(frac * SIZE)])
+
+
+def test_attach_zoom_pan_and_playback(qtbot, panel, clip_dir, server):
+    from ui.panel import Panel
+
+    _open(qtbot, panel, clip_dir)
+    made = _run(qtbot, panel, {**FAST, "seed": 13})
+    other = Panel(server.address)  # another panel (a host) attaches to the shot by its key
+    qtbot.addWidget(other)
+    try:
+        qtbot.waitUntil(lambda: other.connection.state in ("ready", "busy"), timeout=10000)
+        with qtbot.waitSignal(other.run_finished, timeout=20000):
+            other.attach(made.key)
+        attached = other.runs[0]
+        assert attached.key == made.key and attached.cached
+        for i in range(N):
+            np.testing.assert_array_equal(attached.frames[i], made.frames[i])
+    finally:
+        other.shutdown()
+    viewer = panel.viewer
+    viewer.resize(400, 300)
+    rect = viewer.image_rect()
+    point = rect.center() + (rect.topLeft() - rect.center()) * 0.5
+    image_xy = ((point - rect.topLeft()) / rect.width()).toTuple()
+    viewer.zoom_at(point, 3.0)
+    zoomed = viewer.image_rect()
+    assert zoomed.width() == pytest.approx(3 * rect.width())
+    assert ((point - zoomed.topLeft()) / zoomed.width()).toTuple() == pytest.approx(image_xy)
+    qtbot.mousePress(viewer, Qt.LeftButton, pos=QPoint(30, 30))  # far from the divider: pan
+    qtbot.mouseMove(viewer, QPoint(70, 50))
+    qtbot.mouseRelease(viewer, Qt.LeftButton, pos=QPoint(70, 50))
+    moved = viewer.image_rect()
+    assert (moved.left() - zoomed.left(), moved.top() - zoomed.top()) == pytest.approx((40, 20))
+    panel.clip.fps = 50.0
+    panel.slider.setValue(0)
+    panel.toggle_play()
+    assert panel._play.interval() == 20  # the clip's frame rate
+    qtbot.waitUntil(lambda: panel.current >= 3, timeout=5000)
+    panel.toggle_play()
+    assert not panel._play.isActive()
 
 
 def _qrgb(rgb: np.ndarray) -> int:

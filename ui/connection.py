@@ -47,12 +47,15 @@ class Connection(QObject):
         self.log: list[str] = []
         self.process: QProcess | None = None
         self._checking = False
+        self.closed = False
         self._timer = QTimer(self)
         self._timer.setInterval(HEARTBEAT_MS)
         self._timer.timeout.connect(self.check)
 
     def start(self) -> None:
         """Check now, then every second."""
+        if self.closed:
+            return
         self.check()
         self._timer.start()
 
@@ -62,11 +65,16 @@ class Connection(QObject):
 
     def check(self) -> None:
         """Ask ``hello`` off the GUI thread; the state follows the answer."""
-        if self._checking:
+        if self._checking or self.closed:
             return
         self._checking = True
         client = self.client
-        run_call(lambda: client.hello(timeout=HELLO_TIMEOUT_S), self._on_hello, self._on_fail)
+        run_call(
+            lambda: client.hello(timeout=HELLO_TIMEOUT_S),
+            self._on_hello,
+            self._on_fail,
+            alive=lambda: not self.closed,
+        )
 
     def _on_hello(self, info: dict[str, Any]) -> None:
         self._checking = False
@@ -122,6 +130,9 @@ class Connection(QObject):
 
     def close(self) -> None:
         """Stop watching, stop a server this panel started, close the client."""
+        if self.closed:
+            return
+        self.closed = True
         self._timer.stop()
         if self.process is not None and self.process.state() != QProcess.NotRunning:
             self.process.finished.disconnect(self._on_exit)

@@ -110,30 +110,26 @@ def _single_matte(client: Client, path: str) -> bool:
     return client.request("read_clip", {"path": path, "stop": 0}).body["n_frames"] == 1
 
 
-def analyze_shot(client: Client, key: str, n_frames: int) -> dict[str, Any]:
-    """Per-frame warping errors and heat maps of a shot's finished frames, from the server."""
-    errors: list[float | None] = [None] * n_frames
-    e_warp: list[float | None] = [None] * n_frames
-    heat: dict[int, np.ndarray] = {}
-    start = 0
-    while start < n_frames:
+def analyze_shot(client: Client, key: str, start: int = 0) -> dict[str, Any]:
+    """Warping errors and heat maps of a shot's finished frames from ``start`` on (the server
+    computes them); ``{frame: (warp_pixel_prev, e_warp, heat map or None)}`` and the heat
+    maps' 99th percentile."""
+    rows_out: dict[int, tuple[float | None, float | None, np.ndarray | None]] = {}
+    p99 = 0.0
+    while True:
         body = {"key": key, "start": start, "stop": start + CHUNK, "heatmaps": True}
         reply = client.request("analyze", body, timeout=120)
         rows = reply.body["frames"]
         if not rows:
             break
         for row in rows:
-            errors[row["frame"]], e_warp[row["frame"]] = row["warp_pixel_prev"], row["e_warp"]
+            heat = None
             if "heatmap" in row:
-                heat[row["frame"]] = reply.array(row["heatmap"])[..., 0].astype(np.float32)
+                heat = reply.array(row["heatmap"])[..., 0].astype(np.float32)
+                p99 = max(p99, float(np.quantile(heat, 0.99)))
+            rows_out[row["frame"]] = (row["warp_pixel_prev"], row["e_warp"], heat)
         start = rows[-1]["frame"] + 1
-    values = np.concatenate([h.ravel() for h in heat.values()]) if heat else np.zeros(1)
-    return {
-        "errors": errors,
-        "e_warp": e_warp,
-        "heat": heat,
-        "p99": float(np.quantile(values, 0.99)),
-    }
+    return {"rows": rows_out, "p99": p99}
 
 
 # -- the panel -------------------------------------------------------------------------------
@@ -160,6 +156,7 @@ class Panel(QWidget):
         self.runs: list[Run] = []
         self.pumps: dict[int, EventPump] = {}
         self.current = 0
+        self.closed = False
         self.last_message, self.last_error = "", ""
         self._build()
         self.connection.state_changed.connect(self._on_state)
@@ -305,6 +302,9 @@ class Panel(QWidget):
         self.mode.addItems(["input | B", "A | B"])
         self.mode.setToolTip("Left of the divider: the input (before) or run A; right: run B")
         self.run_a, self.run_b = QComboBox(), QComboBox()
+        for box in (self.run_a, self.run_b):
+            box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+            box.setMinimumContentsLength(16)
         self.heat_check = QCheckBox("flicker heat map")
         self.heat_check.setToolTip(
             "Per-pixel |frame - previous frame warped by the flow|^2 (the server's metrics); "
@@ -331,6 +331,10 @@ class Panel(QWidget):
         return row
 
     # -- messages and state -----------------------------------------------------------------
+    def _call(self, fn: Any, on_done: Any = None, on_failed: Any = None) -> None:
+        """:func:`run_call` whose results are dropped once the panel has shut down."""
+        run_call(fn, on_done, on_failed, alive=lambda: not self.closed)
+
     def say(self, text: str, error: bool = False) -> None:
         self.last_message = text
         if error:
@@ -373,7 +377,7 @@ class Panel(QWidget):
             return
         client = self.connection.client
         self.say(f"opening {path}…")
-        run_call(lambda: probe_clip(client, path, matte), self._on_opened, self._on_open_failed)
+        self._call(lambda: probe_clip(client, path, matte), self._on_opened, self._on_open_failed)
 
     def _on_opened(self, info: dict[str, Any]) -> None:
         self.clip = Clip(
@@ -409,7 +413,7 @@ class Panel(QWidget):
             return
         client = self.connection.client
         run = Run(len(self.runs) + 1, {}, key=key)
-        run_call(
+        self._call(
             lambda: client.subscribe(key),
             lambda summary: self._on_submitted(run, {"key": key, **summary}),
             lambda m: self.say(f"cannot attach {key}: {m}", error=True),
@@ -434,7 +438,7 @@ class Panel(QWidget):
         run = Run(len(self.runs) + 1, self.params.request())
         client, clip = self.connection.client, self.clip
         self.say(f"{run.label}: reading and sending the frames…")
-        run_call(
+        self._call(
             lambda: prepare_and_submit(client, clip, run.request),
             lambda result: self._on_submitted(run, result),
             lambda m: self.say(f"{run.label} refused: {m}", error=True),
@@ -459,11 +463,15 @@ class Panel(QWidget):
         pump.start()
 
     def _on_event(self, run: Run, ev: Any, image: np.ndarray | None) -> None:
+        if self.closed:
+            return
         run.n_frames = ev.n_frames or run.n_frames
         if ev.kind == "queued":
             run.state = "queued"
             self.say(f"{run.label}: queued (position {ev.body.get('position')})")
         elif ev.kind in ("started", "progress"):
+            if ev.kind == "started":
+                self.say(f"{run.label}: running from frame {ev.body.get('resume_from', 0)}")
             run.state, run.computed = "running", True
             if ev.kind == "progress" and ev.n_steps:
                 self.step_bar.setRange(0, ev.n_steps)
@@ -479,6 +487,7 @@ class Panel(QWidget):
                 self.slider.setMaximum(max(0, run.n_frames - 1))
                 self.slider.setValue(ev.frame)
             self.frame_arrived.emit(run.number, ev.frame)
+            self._analyze(run)  # the plot grows as frames arrive
         else:
             self._on_done(run, ev.kind, ev.message)
 
@@ -497,31 +506,57 @@ class Panel(QWidget):
         )
         self.eta_label.setText("")
         self.run_finished.emit(run)
-        if run.frames:
-            client = self.connection.client
-            run_call(
-                lambda: analyze_shot(client, run.key, run.n_frames),
-                lambda a, r=run: self._on_analysis(r, a),
-                lambda m: self.say(f"{run.label}: analysis failed: {m}", error=True),
-            )
+        self._analyze(run)
+
+    def _analyze(self, run: Run) -> None:
+        """Ask the server for the errors of the frames made since the last ask (one at a time)."""
+        if run.analyzing:
+            run.analyze_again = True
+            return
+        if run.analyzed >= len(run.frames):
+            if run.state in ("finished", "cancelled", "error") and run.frames:
+                self.analysis_ready.emit(run)
+            return
+        run.analyzing, run.analyze_again = True, False
+        client, start = self.connection.client, run.analyzed
+        self._call(
+            lambda: analyze_shot(client, run.key, start),
+            lambda a, r=run: self._on_analysis(r, a),
+            lambda m, r=run: self._on_analysis_failed(r, m),
+        )
 
     def _on_stream_failed(self, run: Run, message: str) -> None:
+        if self.closed:
+            return
         self.pumps.pop(run.number, None)
         run.state, run.message = "error", message
         self.say(f"{run.label}: lost its events: {message}", error=True)
 
     def _on_analysis(self, run: Run, result: dict[str, Any]) -> None:
-        run.errors, run.e_warp = result["errors"], result["e_warp"]
-        run.heat, run.heat_p99 = result["heat"], result["p99"]
+        run.analyzing = False
+        n = max(run.n_frames, len(run.errors))
+        run.errors += [None] * (n - len(run.errors))
+        run.e_warp += [None] * (n - len(run.e_warp))
+        for frame, (error, e_warp, heat) in result["rows"].items():
+            run.errors[frame], run.e_warp[frame] = error, e_warp
+            if heat is not None:
+                run.heat[frame] = heat
+            run.analyzed = max(run.analyzed, frame + 1)
+        run.heat_p99 = max(run.heat_p99, result["p99"])
         self.refresh()
-        self.analysis_ready.emit(run)
+        if run.analyze_again or run.state in ("finished", "cancelled", "error"):
+            self._analyze(run)
+
+    def _on_analysis_failed(self, run: Run, message: str) -> None:
+        run.analyzing = False
+        self.say(f"{run.label}: analysis failed: {message}", error=True)
 
     def cancel(self) -> None:
         """Cancel every running shot of this panel (finished frames stay in the cache)."""
         client = self.connection.client
         for number in list(self.pumps):
             run = self.runs[number - 1]
-            run_call(
+            self._call(
                 lambda k=run.key: client.cancel(k),
                 None,
                 lambda m: self.say(f"cancel failed: {m}", error=True),
@@ -592,8 +627,8 @@ class Panel(QWidget):
         else:
             before = self.clip.inputs.get(self.current) if self.clip else None
             self.viewer.set_labels("input", b.label if b else "result")
-        heat = self._heat(b, self.current)
-        self.viewer.set_images(before, after, heat)
+        heat_a = self._heat(self._shown_a(), self.current) if self.mode.currentIndex() else None
+        self.viewer.set_images(before, after, self._heat(b, self.current), heat_a)
         self.plot.set_current(self.current)
 
     def toggle_play(self) -> None:
@@ -645,7 +680,7 @@ class Panel(QWidget):
             return
         client, fps = self.connection.client, self.clip.fps if self.clip else 24.0
         body = {"key": run.key, "path": path, "fps": fps}
-        run_call(
+        self._call(
             lambda: client.request("export", body, timeout=600).body,
             lambda r: self._on_exported(r, path),
             lambda m: self.say(f"export failed: {m}", error=True),
@@ -686,6 +721,9 @@ class Panel(QWidget):
 
     def shutdown(self) -> None:
         """Stop event readers and the connection (a server this panel started stops too)."""
+        if self.closed:
+            return
+        self.closed = True
         self._play.stop()
         for pump in self.pumps.values():
             pump.stop()

@@ -54,6 +54,9 @@ class Run:
     e_warp: list[float | None] = field(default_factory=list)
     heat: dict[int, np.ndarray] = field(default_factory=dict)  # float32 (H, W) per frame
     heat_p99: float = 0.0
+    analyzed: int = 0  # frames 0 .. analyzed-1 have their errors
+    analyzing: bool = False
+    analyze_again: bool = False
     started: float = field(default_factory=time.monotonic)
     elapsed_s: float | None = None
 

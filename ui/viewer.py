@@ -1,7 +1,8 @@
 """The frame viewer: zoom (wheel), pan (drag), a draggable before/after wipe, a heat overlay.
 
 It only renders what it is given: ``before`` (left of the divider), ``after`` (right of it),
-and optionally a flicker heat map drawn over ``after``. Images are uint8 RGB numpy arrays;
+and optionally flicker heat maps drawn over each side (the picture is dimmed under them so
+the colours read). Images are uint8 RGB numpy arrays;
 ``before`` is stretched to ``after``'s size (an upscale's input is smaller than its result).
 """
 
@@ -47,7 +48,8 @@ class FrameViewer(QWidget):
         self.setMouseTracking(True)
         self.before: QImage | None = None
         self.after: QImage | None = None
-        self.heat: QImage | None = None
+        self.heat: QImage | None = None  # over ``after``
+        self.heat_before: QImage | None = None  # over ``before`` (A of an A/B comparison)
         self.heat_visible = False
         self.wipe = 0.5
         self.zoom = 1.0
@@ -62,10 +64,12 @@ class FrameViewer(QWidget):
         before: np.ndarray | None,
         after: np.ndarray | None,
         heat: np.ndarray | None = None,
+        heat_before: np.ndarray | None = None,
     ) -> None:
         self.before = to_qimage(before) if before is not None else None
         self.after = to_qimage(after) if after is not None else None
         self.heat = to_qimage(heat) if heat is not None else None
+        self.heat_before = to_qimage(heat_before) if heat_before is not None else None
         self.update()
 
     def set_labels(self, before: str, after: str) -> None:
@@ -118,14 +122,16 @@ class FrameViewer(QWidget):
         split = self.divider_x()
         left = QRectF(rect.left(), rect.top(), max(0.0, split - rect.left()), rect.height())
         right = QRectF(split, rect.top(), max(0.0, rect.right() - split), rect.height())
-        for image, clip in ((self.before, left), (self.after, right)):
+        sides = ((self.before, self.heat_before, left), (self.after, self.heat, right))
+        for image, heat, clip in sides:
             if image is None:
                 continue
             p.save()
             p.setClipRect(clip)
             p.drawImage(rect, image)
-            if image is self.after and self.heat_visible and self.heat is not None:
-                p.drawImage(rect, self.heat)
+            if self.heat_visible and heat is not None:
+                p.fillRect(rect, QColor(0, 0, 0, 150))
+                p.drawImage(rect, heat)
             p.restore()
         if self.before is not None and self.after is not None:
             p.setPen(QPen(QColor(255, 255, 255, 220), 2))

@@ -71,8 +71,10 @@ def run_call(
     fn: Callable[[], Any],
     on_done: Callable[[Any], None] | None = None,
     on_failed: Callable[[str], None] | None = None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Run ``fn()`` on the thread pool; the callbacks run on the GUI thread."""
+    """Run ``fn()`` on the thread pool; the callbacks run on the GUI thread, unless ``alive()``
+    says their owner has closed meanwhile (then the result is dropped)."""
     call = _Call(fn)
     signals = call.signals
     _live.add(signals)
@@ -81,9 +83,9 @@ def run_call(
         _live.discard(signals)
 
     if on_done is not None:
-        signals.done.connect(on_done)
+        signals.done.connect(lambda result: on_done(result) if alive() else None)
     if on_failed is not None:
-        signals.failed.connect(on_failed)
+        signals.failed.connect(lambda message: on_failed(message) if alive() else None)
     signals.done.connect(finish)
     signals.failed.connect(finish)
     QThreadPool.globalInstance().start(call)
