@@ -246,6 +246,7 @@ def on_worker_event(server: Server, msg: Message) -> None:
     if msg.body.get("kind") in ("paused", "finished", "cancelled", "error"):
         registry.forget_idle(key)
 
+
 # The panel's requests (read_clip, analyze, export) live in their own module.
 from server.analysis import HANDLERS as PANEL_HANDLERS  # noqa: E402
 

@@ -24,6 +24,7 @@ from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 
 from server.client import Client  # noqa: E402
 from server.testing import ServerProcess, tiny_shot  # noqa: E402
+from ui.viewer import FrameViewer, heat_rgba  # noqa: E402
 from warpcore.video import FrameWriter, open_frames  # noqa: E402
 
 N = 6
@@ -66,6 +67,8 @@ def panel(qtbot, server):
     p = Panel(server.address)
     qtbot.addWidget(p)
     p.resize(1100, 700)
+    p.show()  # laid out once: the viewer keeps its size between grabs
+    qtbot.waitExposed(p)
     qtbot.waitUntil(lambda: p.connection.state in ("ready", "busy"), timeout=10000)
     yield p
     p.shutdown()
@@ -146,6 +149,23 @@ def test_rerun_is_served_from_the_cache(qtbot, panel, clip_dir):
         np.testing.assert_array_equal(again.frames[i], first.frames[i])
 
 
+def test_range_and_preview_region(qtbot, panel, clip_dir):
+    from ui.workers import to_display
+
+    _open(qtbot, panel, clip_dir)
+    panel.range_start.setValue(1)
+    panel.range_stop.setValue(4)
+    for box, value in zip(panel.crop, (4, 6, 16, 12), strict=True):
+        box.setValue(value)
+    run = _run(qtbot, panel, {**FAST, "seed": 17})
+    assert run.n_frames == 3 and sorted(run.frames) == [0, 1, 2]
+    assert run.frames[0].shape == (12, 16, 3)
+    source = open_frames(clip_dir / "clip")
+    for i in range(3):
+        want = to_display(source.read(1 + i)[6:18, 4:20])
+        np.testing.assert_array_equal(panel.clip.inputs[i], want)
+
+
 def test_cancel_mid_run_keeps_finished_frames(qtbot, panel, clip_dir):
     _open(qtbot, panel, clip_dir)
     panel.params.set_request({**FAST, "steps": 40, "seed": 21})
@@ -169,33 +189,66 @@ def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     panel.compare(a.number, b.number)
     panel.slider.setValue(2)
     viewer = panel.viewer
-    # A left of the divider, B right of it.
     assert viewer.before.pixel(5, 5) == _qrgb(a.frames[2][5, 5])
     assert viewer.after.pixel(5, 5) == _qrgb(b.frames[2][5, 5])
     assert set(panel.plot.series) == {a.label, b.label}
     assert panel.plot.series[b.label] == b.errors and panel.plot.current == 2
-    # Heat map: off by default, on draws over B, off again hides it.
-    assert viewer.heat is None
-    plain = viewer.grab().toImage()
-    panel.set_heat_visible(True)
-    assert viewer.heat is not None and viewer.heat_visible
-    assert viewer.grab().toImage() != plain
-    panel.set_heat_visible(False)
-    assert viewer.grab().toImage() == plain
-    # Wipe: drag the divider from the middle to a quarter of the image.
+    # The pixel of the hole (frame 2: rows and columns 8..15) where the runs differ most.
+    diff = np.abs(a.frames[2].astype(int) - b.frames[2].astype(int)).max(-1)[8:16, 8:16]
+    r, c = np.unravel_index(np.argmax(diff), diff.shape)
+    r, c = r + 8, c + 8
+    assert diff.max() > 40, "the two runs should differ inside the hole"
+    # Wipe: drag the divider from the middle to 3/4: the hole (left half) shows run A.
     rect = viewer.image_rect()
     start = QPoint(round(viewer.divider_x()), round(rect.center().y()))
-    target = QPoint(round(rect.left() + rect.width() / 4), start.y())
+    target = QPoint(round(rect.left() + rect.width() * 0.75), start.y())
     qtbot.mousePress(viewer, Qt.LeftButton, pos=start)
     qtbot.mouseMove(viewer, target)
     qtbot.mouseRelease(viewer, Qt.LeftButton, pos=target)
-    assert abs(viewer.wipe - 0.25) < 0.03
-    shot = viewer.grab().toImage()
-    y = round(rect.center().y())
-    row = int((y - rect.top()) / (rect.height() / SIZE))
-    for frac, run in ((0.1, a), (0.9, b)):  # left of the divider: A; right: B
-        x = round(rect.left() + rect.width() * frac)
-        assert _close(shot.pixel(x, y), run.frames[2][row, int(frac * SIZE)])
+    assert abs(viewer.wipe - 0.75) < 0.03
+    assert _close(_shown(viewer, r, c), a.frames[2][r, c])
+    viewer.set_wipe(0.1)  # the divider left of the hole: it shows run B
+    assert _close(_shown(viewer, r, c), b.frames[2][r, c])
+    # Heat map: off by default; on, B's hottest pixel is drawn in the hot colour and a cold
+    # pixel is dimmed; off again gives the plain picture back.
+    assert viewer.heat is None
+    viewer.set_wipe(0.0)  # all of it run B
+    plain = viewer.grab().toImage()
+    panel.set_heat_visible(True)
+    assert viewer.heat is not None and viewer.heat_before is not None
+    heat, scale = b.heat[2], max(a.heat_p99, b.heat_p99)  # one colour scale for both runs
+    rgba = heat_rgba(heat, scale).astype(float)
+    veiled = b.frames[2].astype(float) * (1 - 150 / 255)  # the picture dimmed under the map
+    alpha = rgba[..., 3:] / 255
+    expected = rgba[..., :3] * alpha + veiled * (1 - alpha)
+    hottest = np.unravel_index(np.argmax(heat), heat.shape)
+    coldest = np.unravel_index(np.argmin(heat), heat.shape)
+    assert alpha[hottest] > 0.5 and alpha[coldest] < 0.05
+    for r, c in (hottest, coldest):
+        assert _close(_shown(viewer, r, c), expected[r, c], tol=8), (r, c)  # Qt rounding
+    panel.set_heat_visible(False)
+    assert viewer.grab().toImage() == plain
+
+
+def test_viewer_draws_heat_only_when_asked(qtbot):
+    v = FrameViewer()
+    qtbot.addWidget(v)
+    v.resize(200, 200)
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    v.set_images(grey, grey)
+    plain = v.grab().toImage()
+    v.set_images(grey, grey, heat_rgba(np.ones((8, 8)), 1.0))
+    assert v.grab().toImage() == plain  # given, not shown
+    v.set_heat_visible(True)
+    assert v.grab().toImage() != plain
+
+
+def _shown(viewer, r: int, c: int) -> int:
+    """The rendered pixel at the centre of image pixel (r, c)."""
+    rect = viewer.image_rect()
+    x = rect.left() + (c + 0.5) * rect.width() / SIZE
+    y = rect.top() + (r + 0.5) * rect.height() / SIZE
+    return viewer.grab().toImage().pixel(round(x), round(y))
 
 
 def test_attach_zoom_pan_and_playback(qtbot, panel, clip_dir, server):

@@ -73,6 +73,7 @@ def read_frames(client: Client, path: str, start: int, stop: int, matte: bool) -
     i = start
     while i < stop:
         body = {"path": path, "start": i, "stop": min(stop, i + CHUNK), "matte": matte}
+        body["dtype"] = "float32"  # the file's values exactly (16-bit and float files too)
         reply = client.request("read_clip", body)
         frames = [reply.array(d).astype(np.float32) for d in reply.body["frames"]]
         if not frames:
