@@ -5,7 +5,7 @@
 Starts ``warpdiff serve --model builtin`` on a free loopback port, opens the bundled demo clip
 (the cut-out cat over the coffee plate) in the panel, grabs the screen mid-run
 (``docs/panel_running.png``), then runs GP noise without guidance and shows the flicker view
-comparing the two runs (``docs/panel_flicker.png``).
+comparing the two runs, the plot showing the error inside the matte (``docs/panel_flicker.png``).
 """
 
 from __future__ import annotations
@@ -80,11 +80,12 @@ def main() -> int:
                 pass
             grab(app, panel, DOCS / "panel_running.png")
             wait(panel.analysis_ready)
-            panel.params.set_request({**RUN, "noise": "fixed", "guidance": 0.0})
+            panel.params.set_request({**RUN, "guidance": 0.0})
             panel.run()
             wait(panel.analysis_ready)
             panel.compare(1, 2)
             panel.set_heat_visible(True)
+            panel.plot_region.setCurrentIndex(1)
             panel.slider.setValue(9)
             grab(app, panel, DOCS / "panel_flicker.png")
             panel.shutdown()

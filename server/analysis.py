@@ -3,7 +3,8 @@
 - ``read_clip``: frames of a video or frame folder on the server machine (or a matte of one).
 - ``analyze``: a shot's per-frame warping errors and flicker heat maps, as
   :class:`warpcore.metrics.ClipScorer` defines them (``warp_pixel_prev``, ``e_warp``, and the
-  per-pixel map behind ``warp_pixel_prev``).
+  per-pixel map behind ``warp_pixel_prev``), plus that map's mean over the frame's matte
+  (``warp_pixel_prev_matte``: the flicker of the generated region alone).
 - ``export``: write a shot's finished frames to a video or frame folder (the CLI's writer).
 
 Each body is parsed into a frozen dataclass first; a missing or mistyped field is ``bad_body``
@@ -174,6 +175,7 @@ def analyze(server: Server, peer: Peer, msg: Message) -> None:
             "frame": j,
             "warp_pixel_prev": row["warp_pixel_prev"],
             "e_warp": row[E_WARP_KEY],
+            "warp_pixel_prev_matte": _in_matte(scorer.error_map, mask),
         }
         if req.heatmaps and scorer.error_map is not None:
             heat = scorer.error_map[0].numpy().astype(np.float16)
@@ -182,6 +184,16 @@ def analyze(server: Server, peer: Peer, msg: Message) -> None:
         rows.append(entry)
     body = {**state.summary(), "start": start, "stop": stop, "frames": rows}
     server.reply(peer, msg, body, parts)
+
+
+def _in_matte(error_map: Any, mask: np.ndarray | None) -> float | None:
+    """The mean of the heat map over frame j's matte (where the frame was generated)."""
+    if error_map is None or mask is None:
+        return None
+    inside = np.asarray(mask) > 0.5
+    if not inside.any() or inside.shape != tuple(error_map.shape[1:]):
+        return None
+    return float(error_map[0].numpy()[inside].mean())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from warpcore.video import FrameWriter, open_frames  # noqa: E402
 
 N = 6
 SIZE = 32
-# The GUI thread's longest stall allowed during a run. The issue's bound is 100 ms; on the
-# shared 2-core test machine the server computes beside the panel and the OS can deschedule
-# the test process, so the assertion keeps a margin (measured stalls are printed: see below).
+# The GUI thread's longest stall allowed during a run: the issue's 100 ms. On the shared
+# 2-core test machine (load average ~10) the OS alone can keep the runnable GUI thread off the
+# CPU for longer, so the probe subtracts the time the kernel reports the thread waited on a run
+# queue (/proc/.../schedstat run_delay) during each gap: what is left is time the thread spent
+# working or waiting on something of ours. Both numbers are printed.
 STALL_LIMIT_S = float(os.environ.get("WARPDIFF_PANEL_STALL_S", "0.1"))
 FAST = {"task": "inpaint", "steps": 4, "strength": 1.0, "propagate": 0}
 
@@ -88,23 +91,38 @@ def _run(qtbot, panel, request: dict, timeout: int = 60000):
     return run
 
 
+def _run_delay_s() -> float:
+    """Seconds this thread has waited on a run queue (runnable, not running), from Linux."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):  # not Linux: no correction
+        return 0.0
+
+
 class StallProbe:
-    """A 5 ms QTimer on the GUI thread: the longest gap between its ticks is the longest stall."""
+    """A 5 ms QTimer on the GUI thread: the longest gap between its ticks is the longest stall.
+
+    ``longest``: the longest gap; ``longest_ours``: the longest gap less the time the OS kept
+    the runnable thread waiting for a CPU during it.
+    """
 
     def __init__(self) -> None:
         self.timer = QTimer()
         self.timer.setInterval(5)
         self.timer.timeout.connect(self._tick)
-        self.last = 0.0
-        self.longest = 0.0
+        self.last = self.last_delay = 0.0
+        self.longest = self.longest_ours = 0.0
 
     def _tick(self) -> None:
-        now = time.perf_counter()
-        self.longest = max(self.longest, now - self.last)
-        self.last = now
+        now, delay = time.perf_counter(), _run_delay_s()
+        gap = now - self.last
+        self.longest = max(self.longest, gap)
+        self.longest_ours = max(self.longest_ours, gap - (delay - self.last_delay))
+        self.last, self.last_delay = now, delay
 
     def __enter__(self) -> StallProbe:
-        self.last = time.perf_counter()
+        self.last, self.last_delay = time.perf_counter(), _run_delay_s()
         self.timer.start()
         return self
 
@@ -129,14 +147,17 @@ def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, ser
     with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=60000) as done:
         panel.run()
     run = done.args[0]
-    print(f"longest GUI stall during the run: {probe.longest * 1000:.1f} ms")
+    print(
+        f"longest GUI stall during the run: {probe.longest * 1000:.1f} ms, "
+        f"{probe.longest_ours * 1000:.1f} ms less the OS's run-queue wait"
+    )
     assert run.state == "finished" and run.computed and not run.cached
     assert arrived == list(range(N))  # in order, each once, as they streamed
     assert steps and max(steps) == 4  # per-step progress reached the last step
     expected = _expected_frames(server.address, run.key, N)
     for i in range(N):
         np.testing.assert_array_equal(run.frames[i], expected[i])
-    assert probe.longest < STALL_LIMIT_S, f"GUI stalled {probe.longest * 1000:.0f} ms"
+    assert probe.longest_ours < STALL_LIMIT_S, f"GUI stalled {probe.longest_ours * 1000:.0f} ms"
 
 
 def test_rerun_is_served_from_the_cache(qtbot, panel, clip_dir):
@@ -193,6 +214,9 @@ def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     assert viewer.after.pixel(5, 5) == _qrgb(b.frames[2][5, 5])
     assert set(panel.plot.series) == {a.label, b.label}
     assert panel.plot.series[b.label] == b.errors and panel.plot.current == 2
+    panel.plot_region.setCurrentIndex(1)  # the error inside the matte only
+    assert panel.plot.series[b.label] == b.matte_errors != b.errors
+    assert all(v is not None for v in b.matte_errors[1:])
     # The pixel of the hole (frame 2: rows and columns 8..15) where the runs differ most.
     diff = np.abs(a.frames[2].astype(int) - b.frames[2].astype(int)).max(-1)[8:16, 8:16]
     r, c = np.unravel_index(np.argmax(diff), diff.shape)
@@ -439,6 +463,8 @@ def test_analysis_requests_validate_and_match_metrics(server, clip_dir):
         assert rows[1]["warp_pixel_prev"] == pytest.approx(scorer.per_frame["warp_pixel_prev"][3])
         heat = reply.array(rows[1]["heatmap"])[..., 0].astype(np.float32)
         np.testing.assert_allclose(heat, scorer.error_map[0].numpy(), atol=1e-3, rtol=1e-2)
+        inside = scorer.error_map[0].numpy()[masks[3][..., 0] > 0.5].mean()
+        assert rows[1]["warp_pixel_prev_matte"] == pytest.approx(float(inside))
         for body, field in (
             ({"key": key, "start": "x"}, "start"),
             ({"key": key, "heatmaps": 1}, "heatmaps"),

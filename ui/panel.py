@@ -113,9 +113,9 @@ def _single_matte(client: Client, path: str) -> bool:
 
 def analyze_shot(client: Client, key: str, start: int = 0) -> dict[str, Any]:
     """Warping errors and heat maps of a shot's finished frames from ``start`` on (the server
-    computes them); ``{frame: (warp_pixel_prev, e_warp, heat map or None)}`` and the heat
-    maps' 99th percentile."""
-    rows_out: dict[int, tuple[float | None, float | None, np.ndarray | None]] = {}
+    computes them); ``{frame: (warp_pixel_prev, e_warp, in the matte, heat map or None)}``
+    and the heat maps' 99th percentile."""
+    rows_out: dict[int, tuple[float | None, float | None, float | None, np.ndarray | None]] = {}
     p99 = 0.0
     while True:
         body = {"key": key, "start": start, "stop": start + CHUNK, "heatmaps": True}
@@ -128,7 +128,8 @@ def analyze_shot(client: Client, key: str, start: int = 0) -> dict[str, Any]:
             if "heatmap" in row:
                 heat = reply.array(row["heatmap"])[..., 0].astype(np.float32)
                 p99 = max(p99, float(np.quantile(heat, 0.99)))
-            rows_out[row["frame"]] = (row["warp_pixel_prev"], row["e_warp"], heat)
+            values = (row["warp_pixel_prev"], row["e_warp"], row.get("warp_pixel_prev_matte"))
+            rows_out[row["frame"]] = (*values, heat)
         start = rows[-1]["frame"] + 1
     return {"rows": rows_out, "p99": p99}
 
@@ -306,6 +307,13 @@ class Panel(QWidget):
         for box in (self.run_a, self.run_b):
             box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
             box.setMinimumContentsLength(16)
+        self.plot_region = QComboBox()
+        self.plot_region.addItems(["whole frame", "inside the matte"])
+        self.plot_region.setToolTip(
+            "The plot's warping error: over the whole frame, or only where the matte says the "
+            "frame was generated (inpainting)"
+        )
+        self.plot_region.currentIndexChanged.connect(self.refresh)
         self.heat_check = QCheckBox("flicker heat map")
         self.heat_check.setToolTip(
             "Per-pixel |frame - previous frame warped by the flow|^2 (the server's metrics); "
@@ -314,6 +322,8 @@ class Panel(QWidget):
         for w in (QLabel("view"), self.mode, QLabel("A"), self.run_a, QLabel("B"), self.run_b):
             row.addWidget(w)
         row.addWidget(self.heat_check)
+        row.addWidget(QLabel("plot"))
+        row.addWidget(self.plot_region)
         row.addStretch(1)
         self.mode.currentIndexChanged.connect(self.refresh)
         self.run_a.currentIndexChanged.connect(self.refresh)
@@ -538,8 +548,10 @@ class Panel(QWidget):
         n = max(run.n_frames, len(run.errors))
         run.errors += [None] * (n - len(run.errors))
         run.e_warp += [None] * (n - len(run.e_warp))
-        for frame, (error, e_warp, heat) in result["rows"].items():
+        run.matte_errors += [None] * (n - len(run.matte_errors))
+        for frame, (error, e_warp, in_matte, heat) in result["rows"].items():
             run.errors[frame], run.e_warp[frame] = error, e_warp
+            run.matte_errors[frame] = in_matte
             if heat is not None:
                 run.heat[frame] = heat
             run.analyzed = max(run.analyzed, frame + 1)
@@ -603,11 +615,16 @@ class Panel(QWidget):
         self.slider.blockSignals(True)
         self.slider.setMaximum(n - 1)
         self.slider.blockSignals(False)
+        matte = self.plot_region.currentIndex() == 1
         series = {}
         for run in (a, b) if self.mode.currentIndex() == 1 else (b,):
-            if run is not None and run.errors:
-                series[run.label] = run.errors
+            values = run.matte_errors if matte and run else run.errors if run else []
+            if values:
+                series[run.label] = values
         self.plot.set_series(series)
+        self.plot.title = (
+            "warping error per frame inside the matte" if matte else "warping error per frame"
+        ) + " (MSE against the previous frame warped by the flow)"
         self.show_frame(self.slider.value())
 
     def _heat(self, run: Run | None, t: int) -> np.ndarray | None:

@@ -52,6 +52,7 @@ class Run:
     computed: bool = False  # a started/progress event came: not (only) served from the cache
     errors: list[float | None] = field(default_factory=list)  # warp_pixel_prev per frame
     e_warp: list[float | None] = field(default_factory=list)
+    matte_errors: list[float | None] = field(default_factory=list)  # the same, inside the matte
     heat: dict[int, np.ndarray] = field(default_factory=dict)  # float32 (H, W) per frame
     heat_p99: float = 0.0
     analyzed: int = 0  # frames 0 .. analyzed-1 have their errors
