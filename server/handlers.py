@@ -302,3 +302,9 @@ def on_worker_event(server: Server, msg: Message) -> None:
         _run_to(server, state, max(w.index for w in state.waiters))
     if msg.body.get("kind") in ("paused", "finished", "cancelled", "error"):
         registry.forget_idle(key)
+
+
+# The panel's requests (read_clip, analyze, export) live in their own module.
+from server.analysis import HANDLERS as PANEL_HANDLERS  # noqa: E402
+
+HANDLERS.update(PANEL_HANDLERS)
