@@ -23,12 +23,41 @@ The server runs in its own process (``warpdiff serve``), as it does for hosts.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
 from typing import Any
 
 import numpy as np
+
+from warpcore.bench.common import machine
+from warpcore.bench.schema import MACHINE, MapOf
+
+_PARTS = {
+    "protocol": float,
+    "cache_io": float,
+    "flow_propagation": float,
+    "model": float,
+    "check_hash": float,
+}
+SCHEMA = {
+    "hello_ms": float,
+    "mb_per_s": MapOf(float),
+    "split": {
+        "frames": int,
+        "size": str,
+        "wall_s": float,
+        "seconds": {f"{k}_s": float for k in _PARTS},
+        "share": _PARTS,
+        "submit_upload_s": float,
+        "output_one_way_s_per_frame": float,
+    },
+    "protocol_share": float,
+    "note": str,
+    "load_avg_1m": float,
+    "machine": MACHINE,
+}
 
 SIZES = {"1024x1024": (1024, 1024), "1920x1080": (1080, 1920)}
 
@@ -123,13 +152,14 @@ def _split(client: Any, n: int, height: int, width: int, repeats: int) -> dict[s
     }
 
 
-def run_benchmark(quick: bool = False) -> dict[str, Any]:
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     """Start a server process, measure, stop it; returns the JSON-able result."""
     from server.client import Client
     from server.testing import ServerProcess
 
-    repeats = 5 if quick else 15
-    n, height, width = (2, 256, 256) if quick else (2, 1080, 1920)
+    quick = quick or smoke
+    repeats = 1 if smoke else 5 if quick else 15
+    n, height, width = (2, 64, 64) if smoke else (2, 256, 256) if quick else (2, 1080, 1920)
     with (
         tempfile.TemporaryDirectory() as cache,
         ServerProcess(cache, "--model", "builtin", threads=None) as srv,
@@ -150,6 +180,8 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
         "mb_per_s": mb_per_s,
         "split": split,
         "protocol_share": split["share"]["protocol"],
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # a shared machine: say how busy
+        "machine": machine(),
         "note": "mb_per_s and protocol_s are one way (half an echo round trip); the split "
         "sums the worker's own per-frame timing and the submit's check and store times",
     }

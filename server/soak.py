@@ -20,6 +20,7 @@ RSS within 100 MB of the start, cache never above its limit.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -32,6 +33,7 @@ import zmq
 
 from server.cache import tree_bytes
 from server.protocol import array_part, encode
+from warpcore.bench.schema import MACHINE, MapOf
 
 FAST = {
     "task": "inpaint",
@@ -43,6 +45,26 @@ FAST = {
     "propagate": 0,
 }
 MB = 2**20
+
+_STATS = {"start": float, "peak": float, "end": float}
+SCHEMA = {
+    "seconds": float,
+    "clients": int,
+    "shots": int,
+    "frames_delivered": int,
+    "exactly_once": bool,
+    "duplicates": int,
+    "missing": int,
+    "queue_full_retries": int,
+    "heartbeat_ms": {"p50": float, "p99": float, "max": (float, None), "n": int},
+    "rss_mb": _STATS,
+    "cache_mb": {**_STATS, "limit": float},
+    "hostile_sent": MapOf(int),
+    "server": MapOf((int, float)),
+    "targets_met": MapOf(bool),
+    "load_avg_1m": float,
+    "machine": MACHINE,
+}
 
 
 class _Counter:
@@ -231,13 +253,17 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run_benchmark(quick: bool = False, seconds: float | None = None) -> dict[str, Any]:
-    """Start a server, attack it for ``seconds`` while clients work; returns the report."""
+def run_benchmark(
+    quick: bool = False, smoke: bool = False, seconds: float | None = None
+) -> dict[str, Any]:
+    """Start a server, attack it for ``seconds`` while clients work; returns the report.
+
+    ``quick``: 6 s, one client; ``smoke``: 3 s, one client."""
     from server.client import Client, Shot
     from server.testing import ServerProcess, tiny_shot
 
-    seconds = float(seconds if seconds is not None else (6 if quick else 60))
-    clients, n = (1, 3) if quick else (3, 4)
+    seconds = float(seconds if seconds is not None else (3 if smoke else 6 if quick else 60))
+    clients, n = (1, 3) if quick or smoke else (3, 4)
     limit_gb = 0.005  # small enough that finished shots get evicted
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -325,6 +351,10 @@ def run_benchmark(quick: bool = False, seconds: float | None = None) -> dict[str
             "evicted_shots": info["cache"]["evicted"],
         },
     }
+    from warpcore.bench.common import machine
+
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # a shared machine: say how busy
+    result["machine"] = machine()
     result["targets_met"] = {
         "exactly_once": result["exactly_once"],
         "heartbeat_p99_under_100ms": p99 < 100,
