@@ -158,7 +158,7 @@ def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     from server.testing import ServerProcess
 
     quick = quick or smoke
-    repeats = 1 if smoke else 5 if quick else 15
+    repeats = 2 if smoke else 5 if quick else 15
     n, height, width = (2, 64, 64) if smoke else (2, 256, 256) if quick else (2, 1080, 1920)
     with (
         tempfile.TemporaryDirectory() as cache,

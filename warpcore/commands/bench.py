@@ -36,16 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(TARGETS[args.target])
-    kwargs = {}
+    kwargs = {"quick": args.quick, "smoke": args.smoke}
     if args.seconds is not None:
         if "seconds" not in inspect.signature(module.run_benchmark).parameters:
             raise InvalidInput(f"--seconds: bench {args.target} runs a fixed amount of work")
         if not args.seconds > 0:
             raise InvalidInput(f"--seconds: expected a number > 0, got {args.seconds}")
         kwargs["seconds"] = args.seconds
-    result = module.run_benchmark(quick=args.quick, smoke=args.smoke, **kwargs)
-    if hasattr(module, "SCHEMA"):
-        check(result, module.SCHEMA)  # the documented shape, or a clear error naming the key
+    result = module.run_benchmark(**kwargs)
+    check(result, module.SCHEMA)  # the documented shape, or a clear error naming the key
     if args.json:
         print(json.dumps(result, indent=2))
     else:
