@@ -46,7 +46,8 @@ class ShotJob:
             raise HostError(f"frame range: {self.n_frames} frames; expected at least one")
         if self.paths is None and len(self.frames) != self.n_frames:
             raise HostError(f"frames: got {len(self.frames)} frames for {self.n_frames}")
-        if self.task == "inpaint" and self.masks is None:
+        matte_file = self.paths is not None and self.paths.get("masks")
+        if self.task == "inpaint" and self.masks is None and not matte_file:
             raise HostError("matte: removing an object needs a matte (or the source's alpha)")
         if self.task == "upscale" and self.masks is not None:
             raise HostError("matte: upscaling takes no matte")
