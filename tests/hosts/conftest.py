@@ -80,12 +80,14 @@ def make_clip(
     return Clip(folder, pattern, matte_pattern, first, frames, mattes)
 
 
-def warpdiff_inpaint(source: Path, mask: str, out: Path, params: dict) -> list[np.ndarray]:
-    """What ``warpdiff inpaint SOURCE --mask MASK -o OUT --format exr-float`` writes."""
+def warpdiff_inpaint(source: Path, mask: str | None, out: Path, params: dict) -> list[np.ndarray]:
+    """What ``warpdiff inpaint SOURCE --mask MASK -o OUT --format exr-float`` writes (no
+    ``mask``: what ``warpdiff upscale SOURCE ...`` writes)."""
     from warpcore.cli import main
     from warpcore.video import open_frames
 
-    args = ["inpaint", str(source), "--mask", mask, "-o", str(out), "--format", "exr-float"]
+    task = ["inpaint", str(source), "--mask", mask] if mask else ["upscale", str(source)]
+    args = [*task, "-o", str(out), "--format", "exr-float"]
     for k, v in params.items():
         args += [f"--{k}", str(v)]
     assert main([*args, "--quiet"]) == 0

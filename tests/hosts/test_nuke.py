@@ -89,6 +89,24 @@ def test_paths_mode_path_with_spaces_and_non_ascii_then_cache(server, tmp_path):
     assert_same([f[..., :3] for f in read_frames(again)], want)
 
 
+def test_upscale_a_non_read_node_equals_the_cli(server, tmp_path):
+    clip = make_clip(tmp_path / "small", 5)
+    read = nuke.nodes.Read(file=clip.pattern, first=5, last=8)
+    dot = nuke.nodes.Dot()  # not a Read: the frames are rendered, the range is the project's
+    dot.setInput(0, read)
+    nuke.root()["first_frame"].setValue(5)
+    nuke.root()["last_frame"].setValue(8)
+    params = {"scale": 2, "steps": 4, "seed": 1}
+    big = warpdiff_nuke.upscale(
+        dot, address=server.address, output_dir=str(tmp_path / "o"), **params
+    )
+    want = warpdiff_inpaint(
+        folder_of(clip, range(5, 9), tmp_path / "ref_in"), None, tmp_path / "ref", params
+    )
+    assert_same(read_frames(big), want)
+    assert want[0].shape == (96, 96, 3) and "upscale" in big["label"].value()
+
+
 def test_cancel_from_the_progress_task_imports_nothing_and_a_rerun_finishes(server, tmp_path):
     clip = make_clip(tmp_path / "long", 1, n=12, alpha=True)
     src = nuke.nodes.Read(file=clip.pattern, first=1, last=12)

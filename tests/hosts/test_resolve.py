@@ -90,6 +90,27 @@ def test_frames_with_a_matte_file_and_offset_equal_the_cli(server, tmp_path):
     assert len(bins) == 1 and len(bins[0].GetClipList()) == 2
 
 
+@pytest.mark.parametrize("kind", ["mov", "mp4"])
+def test_movie_output_is_imported_and_placed(server, tmp_path, kind):
+    clip = make_clip(tmp_path / "shot", 1, alpha=True)
+    item = dvr.fake.add_item(dvr.fake.add_sequence_clip(clip.pattern, 1, 4), RECORD, 4, 0)
+    settings = Settings(output=kind, address=server.address, params=dict(PARAMS))
+    outcome = warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)
+    assert outcome.movie.suffix == f".{kind}" and outcome.movie.is_file()
+    assert outcome.media_item.GetClipProperty("File Path") == str(outcome.movie)
+    assert outcome.media_item.GetClipProperty("Frames") == "4"
+    assert (outcome.timeline_item.GetStart(), outcome.timeline_item.GetEnd()) == (
+        item.GetStart(),
+        item.GetEnd(),
+    )
+    import av
+
+    with av.open(str(outcome.movie)) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(np.float32) / 255
+    exr = read_exr(outcome.result.pattern % 1)[..., :3]
+    assert np.abs(first - exr).mean() < 0.03  # lossy codec: close, not equal
+
+
 def test_server_down_imports_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("WARPDIFF_CONNECT_TIMEOUT", "0.5")
     clip = make_clip(tmp_path / "shot", 1, alpha=True)

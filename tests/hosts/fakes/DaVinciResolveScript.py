@@ -126,6 +126,21 @@ def _sequence_files(pattern: str, start: int, end: int) -> list[Path]:
     return [Path(printf % n) for n in range(start, end + 1)]
 
 
+def _movie_item(path: Path) -> MediaPoolItem | None:
+    """A movie clip as Resolve probes it (frame count, rate); None when it cannot be read."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = sum(1 for _ in container.decode(stream))
+            fps = float(stream.average_rate or 24)
+    except (OSError, IndexError, av.error.FFmpegError):
+        return None
+    props = {"File Path": str(path), "FPS": str(fps), "Frames": str(frames), "Type": "Video"}
+    return MediaPoolItem(path.name, props)
+
+
 class MediaPool:
     def __init__(self, project: Project) -> None:
         self.project = project
@@ -158,11 +173,9 @@ class MediaPool:
                     return []
                 clip = fake.sequence_item(spec["FilePath"], start, end)
             else:
-                if not Path(spec).is_file():
+                clip = _movie_item(Path(spec))
+                if clip is None:
                     return []
-                clip = MediaPoolItem(
-                    Path(spec).name, {"File Path": str(spec), "FPS": "24", "Frames": "0"}
-                )
             self.current.clips.append(clip)
             imported.append(clip)
         return imported
