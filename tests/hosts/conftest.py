@@ -65,9 +65,16 @@ class Clip:
 
 
 def make_clip(
-    folder: Path, first: int, n: int = N_FRAMES, alpha: bool = False, seed: int = 0
+    folder: Path,
+    first: int,
+    n: int = N_FRAMES,
+    alpha: bool = False,
+    seed: int = 0,
+    matte_in_alpha_only: bool = False,
 ) -> Clip:
-    """RGB (or RGBA with the matte in alpha) float EXR frames numbered from ``first``."""
+    """RGB (or RGBA with the matte in alpha) float EXR frames numbered from ``first``; matte
+    files are gray (R = G = B = A = matte) or, with ``matte_in_alpha_only``, black RGB with the
+    matte in A (what `warpdiff inpaint` reads as an alpha-only matte)."""
     from warpdiff_host.exr import write_exr
 
     frames, mattes = tiny_shot(n, SIZE, seed=seed)
@@ -76,7 +83,8 @@ def make_clip(
     matte_pattern = str(folder / "matte" / "matte.%04d.exr")
     for i, (f, m) in enumerate(zip(frames, mattes, strict=True)):
         write_exr(pattern % (first + i), np.dstack([f, m]) if alpha else f)
-        write_exr(matte_pattern % (first + i), np.repeat(m, 4, axis=2))
+        rgb = np.zeros_like(f) if matte_in_alpha_only else np.repeat(m, 3, axis=2)
+        write_exr(matte_pattern % (first + i), np.dstack([rgb, m]))
     return Clip(folder, pattern, matte_pattern, first, frames, mattes)
 
 

@@ -40,7 +40,7 @@ def assert_same(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 
 
 def test_remove_object_with_a_matte_node_renders_frames_and_returns_a_read(server, tmp_path):
-    clip = make_clip(tmp_path / "plate", 1001)
+    clip = make_clip(tmp_path / "plate", 1001, matte_in_alpha_only=True)  # the matte's alpha
     src = nuke.nodes.Read(file=clip.pattern, first=1001, last=1004)
     src.setXYpos(100, 200)
     matte = nuke.nodes.Read(file=clip.matte_pattern, first=1001, last=1004)
@@ -108,8 +108,8 @@ def test_upscale_a_non_read_node_equals_the_cli(server, tmp_path):
 
 
 def test_cancel_from_the_progress_task_imports_nothing_and_a_rerun_finishes(server, tmp_path):
-    clip = make_clip(tmp_path / "long", 1, n=12, alpha=True)
-    src = nuke.nodes.Read(file=clip.pattern, first=1, last=12)
+    clip = make_clip(tmp_path / "long", 1, n=8, alpha=True)
+    src = nuke.nodes.Read(file=clip.pattern, first=1, last=8)
     src.setSelected(True)
     out = tmp_path / "out"
     os.environ["WARPDIFF_SERVER"], os.environ["WARPDIFF_OUTPUT_DIR"] = server.address, str(out)
@@ -125,7 +125,7 @@ def test_cancel_from_the_progress_task_imports_nothing_and_a_rerun_finishes(serv
         nuke.fake.cancel_tasks_when = None
         job = warpdiff_nuke.start("inpaint", src, send="frames", **params)
         nuke.fake.run_main_queue(until=lambda: not job.thread.is_alive() and job.read is not None)
-        assert job.error is None and len(read_frames(job.read)) == 12
+        assert job.error is None and len(read_frames(job.read)) == 8
     finally:
         del os.environ["WARPDIFF_SERVER"], os.environ["WARPDIFF_OUTPUT_DIR"]
 

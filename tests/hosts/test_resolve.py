@@ -124,8 +124,8 @@ def test_server_down_imports_nothing(tmp_path, monkeypatch):
 
 
 def test_cancel_imports_nothing(server, tmp_path):
-    clip = make_clip(tmp_path / "long", 1, n=12, alpha=True)
-    dvr.fake.add_item(dvr.fake.add_sequence_clip(clip.pattern, 1, 12), RECORD, 12, 0)
+    clip = make_clip(tmp_path / "long", 1, n=8, alpha=True)
+    dvr.fake.add_item(dvr.fake.add_sequence_clip(clip.pattern, 1, 8), RECORD, 8, 0)
     seen = []
     settings = Settings(address=server.address, params={"steps": 10, "strength": 1.0, "seed": 9})
     with pytest.raises(HostError, match="cancelled after"):
