@@ -78,9 +78,7 @@ def test_paths_mode_path_with_spaces_and_non_ascii_then_cache(server, tmp_path):
         folder_of(clip, range(11, 15), tmp_path / "ref_in"), "alpha", tmp_path / "ref_out", PARAMS
     )
     assert_same([f[..., :3] for f in read_frames(read)], want)
-    assert not (clip.folder / "warpdiff" / ".inputs").exists() or not any(
-        (clip.folder / "warpdiff" / ".inputs").iterdir()
-    )
+    assert not (clip.folder / "warpdiff" / ".inputs").exists()  # the links are gone
     # the same shot again: served from the server's cache, the same files and key
     again = warpdiff_nuke.remove_object(src, address=server.address, **PARAMS)
     assert again[KEY_KNOB].value() == read[KEY_KNOB].value()
@@ -121,7 +119,7 @@ def test_cancel_from_the_progress_task_imports_nothing_and_a_rerun_finishes(serv
         assert job.read is None and "cancelled after" in str(job.error)
         assert any("run again to resume" in m for m in nuke.fake.messages)
         assert [n.Class() for n in nuke.allNodes()] == ["Read"]
-        assert not out.exists() or not [p for p in out.iterdir() if p.name != ".inputs"]
+        assert not out.exists() or not list(out.iterdir())
         nuke.fake.cancel_tasks_when = None
         job = warpdiff_nuke.start("inpaint", src, send="frames", **params)
         nuke.fake.run_main_queue(until=lambda: not job.thread.is_alive() and job.read is not None)
@@ -187,3 +185,28 @@ def test_server_status_reports_the_server(server, monkeypatch):
     monkeypatch.setenv("WARPDIFF_SERVER", server.address)
     text = commands.server_status()
     assert f"at {server.address}" in text and "model builtin" in text
+
+
+def test_frame_range_handles_stay_inside_the_footage(tmp_path):
+    from warpdiff_host.errors import HostError
+    from warpdiff_nuke.graph import frame_range
+
+    read = nuke.nodes.Read(file=str(tmp_path / "a.%04d.exr"), first=1001, last=1100)
+    assert frame_range(read, None, None, 0) == (1001, 1100)
+    assert frame_range(read, 1010, 1020, 8) == (1002, 1028)
+    assert frame_range(read, 1003, 1098, 8) == (1001, 1100)  # clamped to the Read
+    nuke.root()["first_frame"].setValue(10)
+    nuke.root()["last_frame"].setValue(20)
+    assert frame_range(nuke.nodes.Dot(), None, None, 2) == (10, 20)
+    with pytest.raises(HostError, match="handles"):
+        frame_range(read, None, None, -1)
+
+
+def test_open_panel_starts_the_panel_on_the_server_address(tmp_path, monkeypatch):
+    record = tmp_path / "args.txt"
+    panel = tmp_path / "fake panel.py"
+    panel.write_text(f"import sys\nopen({str(record)!r}, 'w').write(' '.join(sys.argv[1:]))\n")
+    monkeypatch.setenv("WARPDIFF_PANEL", f"{sys.executable} '{panel}'")
+    monkeypatch.setenv("WARPDIFF_SERVER", "127.0.0.1:6000")
+    commands.open_panel().wait(30)
+    assert record.read_text() == "--server tcp://127.0.0.1:6000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -100,3 +101,19 @@ def link_frames(files: Sequence[Path], folder: Path) -> Path:
             except OSError:
                 continue
     return folder
+
+
+def input_links(out_root: Path) -> Path:
+    """A fresh folder for one shot's links, under ``out_root/.inputs``."""
+    import uuid
+
+    return out_root / ".inputs" / uuid.uuid4().hex[:12]
+
+
+def remove_links(folder: Path) -> None:
+    """Remove a shot's link folder, and ``.inputs`` with it when nothing else is left there."""
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    if parent.name == ".inputs":
+        with contextlib.suppress(OSError):  # another shot's links are still there
+            parent.rmdir()

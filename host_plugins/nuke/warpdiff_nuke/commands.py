@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from typing import Any
@@ -70,11 +71,15 @@ def server_status() -> str:
     return text
 
 
-def open_panel() -> None:
-    """Start the Warped Diffusion panel (``warpdiff panel``, or ``$WARPDIFF_PANEL``)."""
-    command = os.environ.get("WARPDIFF_PANEL") or shutil.which("warpdiff")
-    if not command:
+def open_panel() -> subprocess.Popen | None:
+    """Start the preview panel on this server: ``$WARPDIFF_PANEL`` (a command), else
+    ``warpdiff panel --server ADDRESS`` from the PATH; a message when neither is there."""
+    address = settings.server_address()
+    custom = os.environ.get("WARPDIFF_PANEL")
+    program = custom or shutil.which("warpdiff")
+    if not program:
         nuke.message(f"{TITLE}\n\nthe panel is not installed: `warpdiff` is not on the PATH")
-        return
-    args = [command] if os.environ.get("WARPDIFF_PANEL") else [command, "panel"]
-    subprocess.Popen(args, env=dict(os.environ, WARPDIFF_SERVER=settings.server_address()))
+        return None
+    args = [*shlex.split(custom)] if custom else [program, "panel"]
+    env = dict(os.environ, WARPDIFF_SERVER=address)
+    return subprocess.Popen([*args, "--server", address], env=env)

@@ -6,9 +6,7 @@ Everything here touches the node graph, so it runs in Nuke's main thread only.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from warpdiff_host import settings
 from warpdiff_host.errors import HostError
 from warpdiff_host.exr import frame_file, is_sequence, read_sequence
 from warpdiff_host.runner import ShotResult
-from warpdiff_host.shot import ShotJob, link_frames, safe_name
+from warpdiff_host.shot import ShotJob, input_links, link_frames, remove_links, safe_name
 
 KEY_KNOB = "warpdiff_key"
 PARAMS_KNOB = "warpdiff_request"
@@ -36,7 +34,7 @@ class Prepared:
 
     def cleanup(self) -> None:
         for path in self.temp:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_links(path)
 
 
 def frame_range(node: Any, first: int | None, last: int | None, handles: int) -> tuple[int, int]:
@@ -98,7 +96,7 @@ def prepare(
             raise HostError(
                 f"send='paths': the server at {address} cannot read this machine's files"
             )
-        links = out_root / ".inputs" / uuid.uuid4().hex[:12]
+        links = input_links(out_root)
         files = [frame_file(node["file"].value(), f) for f in range(first, last + 1)]
         prepared.temp.append(link_frames(files, links))
         paths = {"frames": str(links), "masks": None}

@@ -8,8 +8,6 @@ Diffusion" bin -> optionally the track above the item, on the same record frames
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from warpdiff_host.errors import HostError
 from warpdiff_host.exr import read_exr
 from warpdiff_host.progress import Progress
 from warpdiff_host.runner import ShotResult, connect, run_shot
-from warpdiff_host.shot import ShotJob, link_frames
+from warpdiff_host.shot import ShotJob, input_links, link_frames, remove_links
 
 from warpdiff_resolve.source import MOVIE_EXTS, ItemSource, item_source, parse_media_path
 
@@ -106,7 +104,7 @@ def process_item(
     finally:
         client.close()
         for path in temp:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_links(path)
     movie = _write_movie(result, source, settings.output) if settings.output != "exr" else None
     media = _import(project, result, movie)
     placed = _place(project, timeline, media, source, result) if settings.place_on_track else None
@@ -140,7 +138,7 @@ def _job(
     if settings.send == "paths":
         if not host_settings.is_local(address):
             raise HostError(f"send=paths: the server at {address} cannot read this machine's files")
-        links = out_root / ".inputs" / uuid.uuid4().hex[:12]
+        links = input_links(out_root)
         temp.append(links)
         paths = {"frames": str(link_frames(source.files(), links / "frames")), "masks": None}
         if matte is not None:
