@@ -210,3 +210,15 @@ def test_open_panel_starts_the_panel_on_the_server_address(tmp_path, monkeypatch
     monkeypatch.setenv("WARPDIFF_SERVER", "127.0.0.1:6000")
     commands.open_panel().wait(30)
     assert record.read_text() == "--server tcp://127.0.0.1:6000"
+
+
+def test_bad_address_and_empty_matte_are_refused_before_any_render(server, tmp_path):
+    from warpdiff_host.errors import HostError
+
+    clip = make_clip(tmp_path / "plate", 1)  # RGB only: its alpha is empty
+    src = nuke.nodes.Read(file=clip.pattern, first=1, last=4)
+    with pytest.raises(HostError, match="expected tcp://HOST:PORT"):
+        warpdiff_nuke.remove_object(src, address="tcp://nowhere")
+    with pytest.raises(HostError, match="alpha.*empty in every frame"):
+        warpdiff_nuke.remove_object(src, send="frames", address=server.address)
+    assert [n.Class() for n in nuke.allNodes()] == ["Read"]  # the temporary Write is gone

@@ -46,7 +46,7 @@ def test_server_killed_mid_shot_then_restarted_resumes(tmp_path, monkeypatch):
             if p.done >= 1 and p.step < 0:
                 proc.kill9()
 
-        with pytest.raises(ServerUnavailable, match="stopped answering after 1 of 8 frames"):
+        with pytest.raises(ServerUnavailable, match=r"stopped answering after [1-7] of 8 frames"):
             runner.run_shot(long, out, address=proc.address, on_progress=kill_after_first_frame)
     assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
     with ServerProcess(cache, "--model", "builtin") as proc:

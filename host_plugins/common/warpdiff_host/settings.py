@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
+
+from warpdiff_host.errors import HostError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
 CONNECT_TIMEOUT_S = 3.0
 
 
+_ADDRESS = re.compile(r"^(tcp://(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}|ipc://.+)$")
+
+
 def server_address(address: str | None = None) -> str:
-    """``address``, else ``$WARPDIFF_SERVER``, else the default loopback address."""
-    value = address or os.environ.get("WARPDIFF_SERVER") or DEFAULT_ADDRESS
-    return value if "://" in value else f"tcp://{value}"
+    """``address``, else ``$WARPDIFF_SERVER``, else the default loopback address; ``host:port``
+    gets ``tcp://``. A malformed address is an error naming the accepted forms."""
+    value = (address or os.environ.get("WARPDIFF_SERVER") or DEFAULT_ADDRESS).strip()
+    value = value if "://" in value else f"tcp://{value}"
+    if not _ADDRESS.match(value):
+        raise HostError(
+            f"server address {value!r}: expected tcp://HOST:PORT, HOST:PORT or ipc://PATH "
+            "(set WARPDIFF_SERVER)"
+        )
+    return value
 
 
 def curve_keys() -> str | None:

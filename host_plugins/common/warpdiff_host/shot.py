@@ -75,6 +75,15 @@ class ShotJob:
         return "\n".join(lines)
 
 
+def check_mattes(mattes: Sequence[np.ndarray], what: str) -> None:
+    """Mattes (1 = remove) must cover something somewhere and never the whole frame."""
+    if not any(float(np.max(m)) >= 0.5 for m in mattes):
+        raise HostError(f"{what}: the matte is empty in every frame: nothing to remove")
+    for i, m in enumerate(mattes):
+        if float(np.min(m)) >= 0.5:
+            raise HostError(f"{what}: the matte covers all of frame {i}: nothing is left to use")
+
+
 def safe_name(name: str) -> str:
     """A file-name-safe version of a host name (letters of any script are kept)."""
     return _UNSAFE.sub("_", name).strip("_.") or "shot"

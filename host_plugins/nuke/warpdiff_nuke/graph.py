@@ -16,7 +16,14 @@ from warpdiff_host import settings
 from warpdiff_host.errors import HostError
 from warpdiff_host.exr import frame_file, is_sequence, read_sequence
 from warpdiff_host.runner import ShotResult
-from warpdiff_host.shot import ShotJob, input_links, link_frames, remove_links, safe_name
+from warpdiff_host.shot import (
+    ShotJob,
+    check_mattes,
+    input_links,
+    link_frames,
+    remove_links,
+    safe_name,
+)
 
 KEY_KNOB = "warpdiff_key"
 PARAMS_KNOB = "warpdiff_request"
@@ -135,12 +142,13 @@ def _render(node: Any, matte: Any, task: str, first: int, last: int, prepared: P
     prepared.temp.append(temp)
     rgb_channels = "rgba" if task == "inpaint" and matte is None else "rgb"
     frames = _write_and_read(node, rgb_channels, temp / "source.####.exr", first, last)
-    if task == "inpaint" and matte is None and frames[0].shape[2] != 4:
-        raise HostError(f"{node.name()} has no alpha: select a matte node too (its alpha)")
+    if task == "inpaint" and matte is None:
+        check_mattes([f[..., 3] for f in frames], f"{node.name()}'s alpha (or select a matte)")
     mattes = None
     if matte is not None:
         mattes = _write_and_read(matte, "alpha", temp / "matte.####.exr", first, last)
         mattes = [m[..., -1:] for m in mattes]
+        check_mattes(mattes, f"{matte.name()}'s alpha")
     return frames, mattes
 
 

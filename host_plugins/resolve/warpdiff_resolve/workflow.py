@@ -19,7 +19,7 @@ from warpdiff_host.errors import HostError
 from warpdiff_host.exr import read_exr
 from warpdiff_host.progress import Progress
 from warpdiff_host.runner import ShotResult, connect, run_shot
-from warpdiff_host.shot import ShotJob, input_links, link_frames, remove_links
+from warpdiff_host.shot import ShotJob, check_mattes, input_links, link_frames, remove_links
 
 from warpdiff_resolve.source import MOVIE_EXTS, ItemSource, item_source, parse_media_path
 
@@ -45,6 +45,8 @@ class Settings:
     def check(self) -> None:
         if self.send not in ("paths", "frames"):
             raise HostError(f"send: got {self.send!r}; accepted: paths, frames")
+        if self.task == "upscale" and self.matte is not None:
+            raise HostError("matte: upscaling takes no matte; leave the matte empty")
         if self.output not in OUTPUTS:
             raise HostError(f"output: got {self.output!r}; accepted: {', '.join(OUTPUTS)}")
         if self.output != "exr":
@@ -148,6 +150,7 @@ def _job(
     if matte is not None:
         frames = [f[..., :3] for f in frames]
         masks: Any = [_matte(read_exr(f)) for f in source.files(matte)]
+        check_mattes(masks, f"matte {settings.matte}")
     else:
         masks = alpha
     return ShotJob(**base, frames=frames, masks=masks)
