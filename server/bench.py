@@ -71,7 +71,7 @@ def _shot(client: Any, n: int, size: int, steps: int, seed: int) -> dict[str, fl
             "overhead_ms": overhead_ms}  # fmt: skip
 
 
-def run_benchmark(quick: bool = False) -> dict[str, Any]:
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     """Start a server process, measure, stop it; returns the JSON-able result."""
     from server.client import Client
     from server.testing import ServerProcess
