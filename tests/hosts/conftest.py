@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("server")
     cache = root / "cache"
     args = ["--model", "builtin"]
-    if "--allow-paths" in _serve_help():  # a server that restricts readable paths: ours
+    if RESTRICTS_PATHS:  # a server that restricts readable paths: ours
         args += ["--allow-paths", str(tmp_path_factory.getbasetemp())]
     proc = ServerProcess(cache, *args)
     with proc:
@@ -46,6 +46,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def _serve_help() -> str:
     cmd = [sys.executable, "-m", "warpcore.cli", "serve", "--help"]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+
+
+RESTRICTS_PATHS = "--allow-paths" in _serve_help()
+
+
+@pytest.fixture
+def outside_dir() -> Iterator[Path]:
+    """A folder outside the server's allowed paths (its paths submits are refused there)."""
+    import shutil
+    import tempfile
+
+    if not RESTRICTS_PATHS:
+        pytest.skip("this server reads any path (no --allow-paths)")
+    folder = Path(tempfile.mkdtemp(prefix="warpdiff-outside-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

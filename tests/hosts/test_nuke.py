@@ -222,3 +222,18 @@ def test_bad_address_and_empty_matte_are_refused_before_any_render(server, tmp_p
     with pytest.raises(HostError, match="alpha.*empty in every frame"):
         warpdiff_nuke.remove_object(src, send="frames", address=server.address)
     assert [n.Class() for n in nuke.allNodes()] == ["Read"]  # the temporary Write is gone
+
+
+def test_auto_falls_back_to_frames_when_the_server_may_not_read_the_path(
+    server, tmp_path, outside_dir
+):
+    clip = make_clip(outside_dir / "plate", 1, alpha=True)
+    src = nuke.nodes.Read(file=clip.pattern, first=1, last=4)
+    read = warpdiff_nuke.remove_object(
+        src, address=server.address, output_dir=str(tmp_path / "out"), **PARAMS
+    )
+    assert [e[1:] for e in nuke.fake.executed] == [(1, 4)]  # rendered after the refusal
+    want = warpdiff_inpaint(
+        folder_of(clip, range(1, 5), tmp_path / "ref_in"), "alpha", tmp_path / "ref", PARAMS
+    )
+    assert_same([f[..., :3] for f in read_frames(read)], want)

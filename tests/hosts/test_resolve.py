@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import warpdiff_resolve
 from conftest import PARAMS, folder_of, make_clip, warpdiff_inpaint
-from warpdiff_host.errors import HostError, ServerUnavailable
+from warpdiff_host.errors import HostError, ServerUnavailable, ShotFailed
 from warpdiff_host.exr import read_exr
 from warpdiff_resolve import Settings
 from warpdiff_resolve.form import from_answers
@@ -107,6 +107,21 @@ def test_movie_output_is_imported_and_placed(server, tmp_path, kind):
         first = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(np.float32) / 255
     exr = read_exr(outcome.result.pattern % 1)[..., :3]
     assert np.abs(first - exr).mean() < 0.03  # lossy codec: close, not equal
+
+
+def test_auto_sends_frames_when_the_server_may_not_read_the_media(server, tmp_path, outside_dir):
+    clip = make_clip(outside_dir / "shot", 1, n=6, alpha=True)
+    dvr.fake.add_item(dvr.fake.add_sequence_clip(clip.pattern, 1, 6), RECORD, 4, 1)
+    settings = Settings(address=server.address, output_dir=str(tmp_path / "o"), params=PARAMS)
+    outcome = warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)
+    want = warpdiff_inpaint(
+        folder_of(clip, range(2, 6), tmp_path / "ref_in"), "alpha", tmp_path / "ref", PARAMS
+    )
+    for g, w in zip(result_frames(outcome), want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(ShotFailed, match="may read"):  # asked for paths: the refusal is shown
+        settings.send = "paths"
+        warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)
 
 
 def test_server_down_imports_nothing(tmp_path, monkeypatch):

@@ -20,4 +20,8 @@ class ShotCancelled(HostError):
 
 
 class ShotFailed(HostError):
-    """The server refused the shot or the model failed on it."""
+    """The server refused the shot (``code``: the protocol's error code) or the model failed."""
+
+    def __init__(self, message: str, code: str = "failed") -> None:
+        super().__init__(message)
+        self.code = code

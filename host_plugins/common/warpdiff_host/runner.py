@@ -101,7 +101,7 @@ def _submit(client: Any, job: ShotJob) -> str:
     try:
         return client.submit(job.to_shot())
     except client_mod.ServerError as exc:
-        raise ShotFailed(f"the server refused the shot: {exc.message}") from None
+        raise ShotFailed(f"the server refused the shot: {exc.message}", exc.code) from None
     except TimeoutError:
         raise ServerUnavailable(
             f"the server at {client.address} did not answer the submit; is it still running?"

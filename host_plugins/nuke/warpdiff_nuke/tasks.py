@@ -14,9 +14,9 @@ from typing import Any
 
 import nuke
 from warpdiff_host import settings
-from warpdiff_host.errors import HostError
+from warpdiff_host.errors import HostError, ShotFailed
 from warpdiff_host.progress import Progress
-from warpdiff_host.runner import connect, run_shot
+from warpdiff_host.runner import ShotResult, connect, run_shot
 
 from warpdiff_nuke.graph import Prepared, make_read, prepare
 
@@ -47,19 +47,38 @@ class _Reporter:
         self.task = None  # Nuke removes a ProgressTask when it is released
 
 
-def _execute(prepared: Prepared, address: str, reporter: _Reporter, stop: Callable[[], bool]):  # noqa: ANN202
+def _execute(
+    prepared: Prepared,
+    address: str,
+    reporter: _Reporter,
+    stop: Callable[[], bool],
+    as_frames: Callable[[], Prepared] | None = None,
+) -> tuple[Prepared, ShotResult]:
+    """Run the shot; a paths shot the server may not read is sent again as frames when
+    ``as_frames`` (the same shot rendered, made in the main thread) is given."""
     client = connect(address)
     try:
-        return run_shot(
-            prepared.job,
-            prepared.out_root,
-            client=client,
-            on_progress=reporter,
-            should_stop=lambda: stop() or reporter.cancelled(),
-        )
+        try:
+            return prepared, _send(client, prepared, reporter, stop)
+        except ShotFailed as exc:
+            if prepared.job.paths is None or as_frames is None or exc.code != "bad_request":
+                raise
+        prepared.cleanup()
+        prepared = as_frames()
+        return prepared, _send(client, prepared, reporter, stop)
     finally:
         client.close()
         prepared.cleanup()
+
+
+def _send(client: Any, prepared: Prepared, reporter: _Reporter, stop: Callable[[], bool]):  # noqa: ANN202
+    return run_shot(
+        prepared.job,
+        prepared.out_root,
+        client=client,
+        on_progress=reporter,
+        should_stop=lambda: stop() or reporter.cancelled(),
+    )
 
 
 def run(
@@ -78,10 +97,14 @@ def run(
     """Prepare, run and import in this thread (the main thread); returns the Read node."""
     address = settings.server_address(address)
     connect(address).close()  # fail fast, before any rendering, when no server answers
-    prepared = prepare(task, node, matte, first, last, handles, send, output_dir, address, params)
+    args = (task, node, matte, first, last, handles, send, output_dir, address, params)
+    prepared = prepare(*args)
+    as_frames = (lambda: prepare(*args[:6], "frames", *args[7:])) if send == "auto" else None
     reporter = _Reporter(f"{TITLE}: {prepared.job.label().splitlines()[0]} {node.name()}")
     try:
-        result = _execute(prepared, address, reporter, should_stop or (lambda: False))
+        prepared, result = _execute(
+            prepared, address, reporter, should_stop or (lambda: False), as_frames
+        )
     finally:
         reporter.close()
     return make_read(prepared, result)
@@ -90,8 +113,10 @@ def run(
 class Job:
     """A shot running in a worker thread; ``read`` is set (main thread) when it is imported."""
 
-    def __init__(self, prepared: Prepared, address: str) -> None:
-        self.prepared, self.address = prepared, address
+    def __init__(
+        self, prepared: Prepared, address: str, as_frames: Callable[[], Prepared] | None = None
+    ) -> None:
+        self.prepared, self.address, self.as_frames = prepared, address, as_frames
         self.read: Any = None
         self.error: BaseException | None = None
         self.cancel_event = threading.Event()
@@ -103,7 +128,12 @@ class Job:
     def _work(self) -> None:
         reporter = _Reporter(f"{TITLE}: {self.prepared.source.name()}")
         try:
-            result = _execute(self.prepared, self.address, reporter, self.cancel_event.is_set)
+            as_frames = None
+            if self.as_frames is not None:  # rendering touches the graph: main thread
+                as_frames = lambda: nuke.executeInMainThreadWithResult(self.as_frames)  # noqa: E731
+            self.prepared, result = _execute(
+                self.prepared, self.address, reporter, self.cancel_event.is_set, as_frames
+            )
         except Exception as exc:  # shown to the user in the main thread; nothing imported
             self.error = exc
             nuke.executeInMainThread(_show, args=(exc,))
@@ -138,15 +168,15 @@ def start(
     **params: Any,
 ) -> Job | None:
     """Prepare in the main thread, run in a worker; None (and a message) when it cannot start."""
-    address = settings.server_address(address)
     try:
+        address = settings.server_address(address)
+        args = (task, node, matte, first, last, handles, send, output_dir, address, params)
         connect(address).close()
-        prepared = prepare(
-            task, node, matte, first, last, handles, send, output_dir, address, params
-        )
+        prepared = prepare(*args)
     except HostError as exc:
         _show(exc)
         return None
-    job = Job(prepared, address)
+    as_frames = (lambda: prepare(*args[:6], "frames", *args[7:])) if send == "auto" else None
+    job = Job(prepared, address, as_frames)
     job.thread.start()
     return job

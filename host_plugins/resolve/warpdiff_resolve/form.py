@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from warpdiff_resolve.workflow import OUTPUTS, Settings
+from warpdiff_resolve.workflow import OUTPUTS, SENDS, Settings
 
 TASKS = ("inpaint", "upscale")
-SENDS = ("paths", "frames")
 
 
 def from_answers(answers: dict[str, Any]) -> Settings:
@@ -26,7 +25,7 @@ def from_answers(answers: dict[str, Any]) -> Settings:
     return Settings(
         task=str(answers.get("task") or "inpaint"),
         matte=matte,
-        send=str(answers.get("send") or "paths"),
+        send=str(answers.get("send") or "auto"),
         output=str(answers.get("output") or "exr"),
         place_on_track=bool(answers.get("place", True)),
         params=params,

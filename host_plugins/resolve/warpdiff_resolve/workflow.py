@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from warpdiff_host import settings as host_settings
-from warpdiff_host.errors import HostError
+from warpdiff_host.errors import HostError, ShotFailed
 from warpdiff_host.exr import read_exr
 from warpdiff_host.progress import Progress
 from warpdiff_host.runner import ShotResult, connect, run_shot
@@ -25,17 +25,22 @@ from warpdiff_resolve.source import MOVIE_EXTS, ItemSource, item_source, parse_m
 
 BIN = "Warped Diffusion"
 OUTPUTS = ("exr", "mov", "mp4")
+SENDS = ("auto", "paths", "frames")
 
 
 @dataclass
 class Settings:
-    """The form's answers. ``matte``: a matte file or sequence numbered like the source (white
-    = remove), or None for the clip's alpha. ``send``: ``paths`` (the server reads the media)
-    or ``frames``. ``output``: ``exr`` sequence, or also a ``mov`` (ProRes) / ``mp4`` movie."""
+    """The form's answers.
+
+    ``matte``: a matte file or sequence numbered like the source (white = remove), or None for
+    the clip's alpha. ``send``: ``paths`` (the server reads the media), ``frames``, or ``auto``
+    (paths, and frames when the server may not read them). ``output``: ``exr`` sequence, or
+    also a ``mov`` (ProRes) / ``mp4`` movie.
+    """
 
     task: str = "inpaint"
     matte: str | None = None
-    send: str = "paths"
+    send: str = "auto"
     output: str = "exr"
     place_on_track: bool = True
     output_dir: str | None = None
@@ -43,8 +48,8 @@ class Settings:
     params: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        if self.send not in ("paths", "frames"):
-            raise HostError(f"send: got {self.send!r}; accepted: paths, frames")
+        if self.send not in SENDS:
+            raise HostError(f"send: got {self.send!r}; accepted: {', '.join(SENDS)}")
         if self.task == "upscale" and self.matte is not None:
             raise HostError("matte: upscaling takes no matte; leave the matte empty")
         if self.output not in OUTPUTS:
@@ -98,11 +103,24 @@ def process_item(
     source = item_source(item, timeline)
     out_root = Path(settings.output_dir or host_settings.output_root(Path(source.path).parent))
     temp: list[Path] = []
+    send = settings.send
+    if send == "auto":
+        send = "paths" if host_settings.is_local(address) else "frames"
     try:
-        job = _job(source, settings, address, out_root, temp)
-        result = run_shot(
-            job, out_root, client=client, on_progress=on_progress, should_stop=should_stop
-        )
+        job = _job(source, settings, send, address, out_root, temp)
+        try:
+            result = run_shot(
+                job, out_root, client=client, on_progress=on_progress, should_stop=should_stop
+            )
+        except ShotFailed as exc:  # paths this server may not read: send the frames instead
+            if settings.send != "auto" or job.paths is None or exc.code != "bad_request":
+                raise
+            if not source.is_sequence:
+                raise
+            job = _job(source, settings, "frames", address, out_root, temp)
+            result = run_shot(
+                job, out_root, client=client, on_progress=on_progress, should_stop=should_stop
+            )
     finally:
         client.close()
         for path in temp:
@@ -114,7 +132,12 @@ def process_item(
 
 
 def _job(
-    source: ItemSource, settings: Settings, address: str, out_root: Path, temp: list[Path]
+    source: ItemSource,
+    settings: Settings,
+    send: str,
+    address: str,
+    out_root: Path,
+    temp: list[Path],
 ) -> ShotJob:
     movie = not source.is_sequence
     if movie and Path(source.path).suffix.lower() not in MOVIE_EXTS:
@@ -131,13 +154,13 @@ def _job(
         params=dict(settings.params),
     )
     if movie:
-        if settings.send != "paths" or source.first != 0 or matte is not None:
+        if send != "paths" or source.first != 0 or matte is not None:
             raise HostError(
                 f"{source.path}: a movie is sent whole as a path with its alpha as the matte; "
                 "for a trimmed item or a separate matte render the clip to an EXR sequence"
             )
         return ShotJob(**base, masks=alpha, paths={"frames": source.path, "masks": None})
-    if settings.send == "paths":
+    if send == "paths":
         if not host_settings.is_local(address):
             raise HostError(f"send=paths: the server at {address} cannot read this machine's files")
         links = input_links(out_root)
