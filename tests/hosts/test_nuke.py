@@ -229,9 +229,7 @@ def test_auto_falls_back_to_frames_when_the_server_may_not_read_the_path(
 ):
     clip = make_clip(outside_dir / "plate", 1, alpha=True)
     src = nuke.nodes.Read(file=clip.pattern, first=1, last=4)
-    read = warpdiff_nuke.remove_object(
-        src, address=server.address, output_dir=str(tmp_path / "out"), **PARAMS
-    )
+    read = warpdiff_nuke.remove_object(src, address=server.address, **PARAMS)  # out beside
     assert [e[1:] for e in nuke.fake.executed] == [(1, 4)]  # rendered after the refusal
     want = warpdiff_inpaint(
         folder_of(clip, range(1, 5), tmp_path / "ref_in"), "alpha", tmp_path / "ref", PARAMS

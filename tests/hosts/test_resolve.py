@@ -112,7 +112,7 @@ def test_movie_output_is_imported_and_placed(server, tmp_path, kind):
 def test_auto_sends_frames_when_the_server_may_not_read_the_media(server, tmp_path, outside_dir):
     clip = make_clip(outside_dir / "shot", 1, n=6, alpha=True)
     dvr.fake.add_item(dvr.fake.add_sequence_clip(clip.pattern, 1, 6), RECORD, 4, 1)
-    settings = Settings(address=server.address, output_dir=str(tmp_path / "o"), params=PARAMS)
+    settings = Settings(address=server.address, params=PARAMS)
     outcome = warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)
     want = warpdiff_inpaint(
         folder_of(clip, range(2, 6), tmp_path / "ref_in"), "alpha", tmp_path / "ref", PARAMS
