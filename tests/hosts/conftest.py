@@ -108,14 +108,17 @@ def warpdiff_inpaint(source: Path, mask: str | None, out: Path, params: dict) ->
     """What ``warpdiff inpaint SOURCE --mask MASK -o OUT --format exr-float`` writes (no
     ``mask``: what ``warpdiff upscale SOURCE ...`` writes)."""
     from warpcore.cli import main
+    from warpcore.colour import MODEL_SPACE
     from warpcore.video import open_frames
 
     task = ["inpaint", str(source), "--mask", mask] if mask else ["upscale", str(source)]
-    args = [*task, "-o", str(out), "--format", "exr-float"]
+    # The hosts send the values as they are (Nuke's working space, raw EXR): the CLI is told
+    # the frames are in the model's own space, so it converts nothing either.
+    args = [*task, "-o", str(out), "--format", "exr-float", "--colorspace", MODEL_SPACE]
     for k, v in params.items():
         args += [f"--{k}", str(v)]
     assert main([*args, "--quiet"]) == 0
-    return [np.asarray(f) for f in open_frames(out)]
+    return [np.asarray(f)[..., :3] for f in open_frames(out)]  # it keeps the input's alpha
 
 
 def folder_of(clip: Clip, frames: range, dest: Path, matte: bool = False) -> Path:
