@@ -59,3 +59,20 @@ def test_progress_text():
     assert Progress(2, 10, 1, 4, 75.0).text() == "frame 3 of 10, step 2/4, ETA 1 min 15 s"
     assert Progress(10, 10).text() == "frame 10 of 10" and Progress(10, 10).percent == 100
     assert Progress(0, 4, 3, 4).percent == 25
+
+
+def test_a_link_folder_leading_outside_the_allowed_paths_is_refused(server, tmp_path, outside_dir):
+    """Links inside an allowed folder to files outside it: refused, never read or cached."""
+    from warpdiff_host.exr import write_exr
+    from warpdiff_host.shot import link_frames
+
+    frames, masks = tiny_shot(4, 48, seed=8)
+    files = []
+    for i, (f, m) in enumerate(zip(frames, masks, strict=True)):
+        files.append(outside_dir / f"p.{i:04d}.exr")
+        write_exr(files[-1], np.dstack([f, m]))
+    links = link_frames(files, tmp_path / "links")
+    shot = ShotJob("inpaint", "p", 0, 4, dict(PARAMS), masks="alpha", paths={"frames": str(links)})
+    with pytest.raises(ShotFailed, match="links outside") as info:
+        runner.run_shot(shot, tmp_path / "out", address=server.address)
+    assert info.value.code == "bad_request"
