@@ -25,3 +25,8 @@ class ShotFailed(HostError):
     def __init__(self, message: str, code: str = "failed") -> None:
         super().__init__(message)
         self.code = code
+
+
+def refused_paths(exc: ShotFailed) -> bool:
+    """The server refused to read the files a ``paths`` shot names (send the frames instead)."""
+    return exc.code == "bad_request" and "paths" in str(exc)

@@ -14,7 +14,7 @@ from typing import Any
 
 import nuke
 from warpdiff_host import settings
-from warpdiff_host.errors import HostError, ShotFailed
+from warpdiff_host.errors import HostError, ShotFailed, refused_paths
 from warpdiff_host.progress import Progress
 from warpdiff_host.runner import ShotResult, connect, run_shot
 
@@ -61,7 +61,7 @@ def _execute(
         try:
             return prepared, _send(client, prepared, reporter, stop)
         except ShotFailed as exc:
-            if prepared.job.paths is None or as_frames is None or exc.code != "bad_request":
+            if prepared.job.paths is None or as_frames is None or not refused_paths(exc):
                 raise
         prepared.cleanup()
         prepared = as_frames()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from warpdiff_host import settings as host_settings
-from warpdiff_host.errors import HostError, ShotFailed
+from warpdiff_host.errors import HostError, ShotFailed, refused_paths
 from warpdiff_host.exr import read_exr
 from warpdiff_host.progress import Progress
 from warpdiff_host.runner import ShotResult, connect, run_shot
@@ -113,7 +113,7 @@ def process_item(
                 job, out_root, client=client, on_progress=on_progress, should_stop=should_stop
             )
         except ShotFailed as exc:  # paths this server may not read: send the frames instead
-            if settings.send != "auto" or job.paths is None or exc.code != "bad_request":
+            if settings.send != "auto" or job.paths is None or not refused_paths(exc):
                 raise
             if not source.is_sequence:
                 raise
