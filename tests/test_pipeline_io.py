@@ -329,6 +329,9 @@ def test_device_and_server_mistakes_are_one_line_and_quick(tmp_path: Path) -> No
         assert main([*base, *extra]) != 0
         assert time.perf_counter() - start < 3.0, extra
     assert not (tmp_path / "out").exists()
+    for command in (["demo", "-o", str(tmp_path / "d")], ["eval", "-o", str(tmp_path / "e")]):
+        assert main([*command, "--device", "gpu"]) == 2  # the other commands check it too
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
 @pytest.mark.timeout(30)

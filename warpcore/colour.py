@@ -83,23 +83,27 @@ def convert(rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
     src, dst = resolve(src), resolve(dst)
     if src == dst:
         return rgb
-    out = np.ascontiguousarray(rgb, dtype=np.float32).copy()
-    colour = np.ascontiguousarray(out[..., :3])
-    _cpu(src, dst).applyRGB(colour)
-    out[..., :3] = colour
+    import PyOpenColorIO as ocio
+
+    out = np.array(rgb, dtype=np.float32, order="C")  # a copy
+    colour = out if out.shape[-1] == 3 else np.ascontiguousarray(out[..., :3])
+    h, w = colour.shape[:2]
+    _cpu(src, dst).apply(ocio.PackedImageDesc(colour, w, h, 3))  # in place, no Python loop
+    if colour is not out:
+        out[..., :3] = colour
     return out
 
 
 def knee(x: np.ndarray) -> np.ndarray:
     """Compress values above :data:`KNEE` into (KNEE, 1): ``k + s t / (1 + t)``, t = (x-k)/s."""
-    t = np.maximum(x - KNEE, 0.0) / _KNEE_SCALE
-    return np.where(x > KNEE, KNEE + _KNEE_SCALE * t / (1.0 + t), x).astype(np.float32)
+    t = np.maximum(x - KNEE, 0.0) / _KNEE_SCALE  # 0 at and below the knee: y = x there
+    return (np.minimum(x, KNEE) + _KNEE_SCALE * t / (1.0 + t)).astype(np.float32)
 
 
 def unknee(y: np.ndarray) -> np.ndarray:
     """The inverse of :func:`knee` (model values are capped at 0.99 first)."""
-    s = (np.minimum(y, _KNEE_MAX) - KNEE) / _KNEE_SCALE
-    return np.where(y > KNEE, KNEE + _KNEE_SCALE * s / (1.0 - s), y).astype(np.float32)
+    s = np.maximum(np.minimum(y, _KNEE_MAX) - KNEE, 0.0) / _KNEE_SCALE
+    return (np.minimum(y, KNEE) + _KNEE_SCALE * s / (1.0 - s)).astype(np.float32)
 
 
 @dataclass(frozen=True)
