@@ -151,14 +151,34 @@ class ColourPlan:
         return convert(frame, self.input, self.output)
 
 
+_AP0 = (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767)
+_AP1 = (0.713, 0.293, 0.165, 0.830, 0.128, 0.044, 0.32168, 0.33767)
+# Spaces whose white is not D65: their published primaries (the XYZ-D65 route below would
+# give them chromatically adapted to D65).
+_NATIVE_PRIMARIES = {
+    "ACES2065-1": _AP0,
+    "ACEScg": _AP1,
+    "ACEScc": _AP1,
+    "ACEScct": _AP1,
+    "sRGB Encoded AP1": _AP1,
+    "Gamma 2.2 Encoded AP1": _AP1,
+}
+
+
 def chromaticities(name: str) -> tuple[float, ...] | None:
-    """EXR ``chromaticities`` (rx, ry, gx, gy, bx, by, wx, wy) of a space; None if unknown."""
+    """EXR ``chromaticities`` (rx, ry, gx, gy, bx, by, wx, wy) of a space; None if unknown.
+
+    ACES spaces get their published AP0/AP1 primaries and ACES white; other spaces are
+    measured through the config's CIE XYZ (D65) interchange space."""
+    canonical = resolve(name)
+    if canonical in _NATIVE_PRIMARIES:
+        return _NATIVE_PRIMARIES[canonical]
     cfg = config()
     if not cfg.hasRole("cie_xyz_d65_interchange"):
         return None
     xyz = cfg.getRoleColorSpace("cie_xyz_d65_interchange")
     try:
-        proc = _cpu(resolve(name), xyz)
+        proc = _cpu(canonical, xyz)
     except Exception:  # noqa: BLE001 -- no path to XYZ in this config: leave the header alone
         return None
     out: list[float] = []
