@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("warpcore.commands.train", "train or fine-tune a conditional UNet with GP noise"),
     "noise-demo": ("warpcore.commands.noise_demo", "video of every noise scheme on a camera move"),
     "serve": ("server.commands", "run the local GPU server"),
+    "panel": ("ui.command", "the preview panel: tune a shot, compare runs, see flicker"),
     "bench": ("warpcore.commands.bench", "benchmarks: noise, sampler, server"),
 }
 
