@@ -483,3 +483,40 @@ def test_analysis_requests_validate_and_match_metrics(server, clip_dir):
         with pytest.raises(ServerError, match="bad_request: path"):
             c.request("export", {"key": key, "path": str(clip_dir / "x.avi")})
         assert c.hello()["queue"] is not None  # the server still serves
+
+
+def test_panel_requests_survive_fuzzed_bodies(server, clip_dir, tmp_path):
+    """Random bodies for read_clip / analyze / export: a reply or a clear error, never a bug."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from server.client import ServerError
+
+    values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**40), 2**40),
+        st.floats(allow_nan=True),
+        st.text(max_size=8),
+        st.sampled_from([str(clip_dir / "clip"), str(clip_dir / "matte"), "", "ab" * 16]),
+        st.lists(st.integers(), max_size=2),
+    )
+    names = ["path", "start", "stop", "matte", "dtype", "key", "heatmaps", "flow", "fps", "format"]
+    bodies = st.dictionaries(st.sampled_from(names), values, max_size=6)
+    codes = {"bad_body", "bad_request", "unknown_shot", "not_ready"}
+    with Client(server.address, timeout=20) as c:
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(type_=st.sampled_from(["read_clip", "analyze", "export"]), body=bodies)
+        def check(type_: str, body: dict) -> None:
+            if type_ == "export" and isinstance(body.get("path"), str):
+                body["path"] = str(tmp_path / "export")  # never write outside the test folder
+            try:
+                reply = c.request(type_, body)
+            except ServerError as exc:
+                assert exc.code in codes, exc
+                return
+            assert reply.type == f"{type_}_reply"
+
+        check()
+        assert c.hello()["server"] == "warpdiff"
