@@ -520,3 +520,27 @@ def test_panel_requests_survive_fuzzed_bodies(server, clip_dir, tmp_path):
 
         check()
         assert c.hello()["server"] == "warpdiff"
+
+
+def test_warpdiff_panel_command_opens_clip_and_matte(qtbot, server, clip_dir):
+    from PySide6.QtWidgets import QApplication
+
+    from ui.panel import Panel
+    from warpcore.cli import main
+
+    app, opened = QApplication.instance(), []
+
+    def check() -> None:
+        for w in app.topLevelWidgets():
+            if isinstance(w, Panel) and w.isVisible() and w.clip is not None:
+                opened.append((w.clip.path, w.clip.matte, w.clip.n_frames))
+                w.close()  # shuts its connection down
+                app.quit()
+                return
+        QTimer.singleShot(50, check)
+
+    QTimer.singleShot(50, check)
+    QTimer.singleShot(20000, app.quit)  # a bound: the test fails below instead of hanging
+    clip, matte = str(clip_dir / "clip"), str(clip_dir / "matte")
+    assert main(["panel", clip, "--mask", matte, "--server", server.address]) == 0
+    assert opened == [(clip, matte, N)]
