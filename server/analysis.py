@@ -7,10 +7,12 @@
   (``warp_pixel_prev_matte``: the flicker of the generated region alone).
 - ``export``: write a shot's finished frames to a video or frame folder (the CLI's writer).
 
-Each body is parsed into a frozen dataclass first; a missing or mistyped field is ``bad_body``
-naming it, a file that cannot be read or written is ``bad_request`` naming it. These run on the
-server's message loop, so each request is bounded (``MAX_READ_FRAMES``, ``MAX_ANALYZE_FRAMES``,
-``MAX_REPLY_BYTES``): a client asks for a long clip in chunks.
+Each body is parsed into a frozen dataclass first (a route's parser, as in ``server.bodies``);
+a missing or mistyped field is ``bad_body`` naming it, a file that cannot be read or written
+is ``bad_request`` naming it. Paths are read and written only under the server's allowed
+folders (``--allow-paths``; the user's home for a loopback server), as ``submit``'s paths.
+These run on the server's message loop, so each request is bounded (``MAX_READ_FRAMES``,
+``MAX_ANALYZE_FRAMES``, ``MAX_REPLY_BYTES``): a client asks for a long clip in chunks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from server.bodies import Policy, allowed_path, shot_key
 from server.protocol import (
     DTYPES,
     Message,
@@ -53,8 +56,15 @@ def _dtype(body: dict[str, Any], default: str) -> str:
 def _path(body: dict[str, Any], name: str) -> str:
     value = body_field(body, name, str, "a file or folder path on the server machine")
     if not value or "\x00" in value:
-        raise ProtocolError("bad_body", f"{name}: expected a non-empty path, got {value!r}")
+        raise ProtocolError("bad_body", f"{name}: expected a non-empty path, got {value!r:.80}")
     return value
+
+
+def _writable_path(value: str, name: str, policy: Policy) -> str:
+    """An output path whose folder exists under the allowed roots (the file may not, yet)."""
+    path = Path(value).expanduser()
+    parent = allowed_path(str(path.parent), name, policy.allowed_roots)
+    return str(parent / path.name)
 
 
 @dataclass(frozen=True)
@@ -67,14 +77,16 @@ class ReadClip:
     matte: bool = False
     dtype: str = "float16"
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> ReadClip:
-        start = int_field(body, "start", 0, MAX_INDEX, 0)
-        stop = int_field(body, "stop", 0, MAX_INDEX, None)
-        if stop is not None and stop < start:
-            raise ProtocolError("bad_body", f"stop: expected >= start ({start}), got {stop}")
-        matte = body_field(body, "matte", bool, "true or false", False)
-        return cls(_path(body, "path"), start, stop, matte, _dtype(body, "float16"))
+
+def parse_read_clip(msg: Message, policy: Policy) -> ReadClip:
+    body = msg.body
+    start = int_field(body, "start", 0, MAX_INDEX, 0)
+    stop = int_field(body, "stop", 0, MAX_INDEX, None)
+    if stop is not None and stop < start:
+        raise ProtocolError("bad_body", f"stop: expected >= start ({start}), got {stop}")
+    matte = body_field(body, "matte", bool, "true or false", False)
+    path = allowed_path(_path(body, "path"), "path", policy.allowed_roots)
+    return ReadClip(str(path), start, stop, matte, _dtype(body, "float16"))
 
 
 def _open(path: str, what: str) -> Any:
@@ -93,8 +105,7 @@ def to_matte(frame: np.ndarray) -> np.ndarray:
     return _to_mask(np.asarray(frame, np.float32))[..., None]
 
 
-def read_clip(server: Server, peer: Peer, msg: Message) -> None:
-    req = ReadClip.parse(msg.body)
+def read_clip(server: Server, peer: Peer, msg: Message, req: ReadClip) -> None:
     source = _open(req.path, "path")
     n = len(source)
     channels = 1 if req.matte else source.channels
@@ -137,27 +148,27 @@ class Analyze:
     heatmaps: bool = False
     flow: str = "dis"
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> Analyze:
-        from warpcore.request import FLOW_METHODS
 
-        key = body_field(body, "key", str, "a shot key from submit_reply")
-        start = int_field(body, "start", 0, MAX_INDEX, 0)
-        stop = int_field(body, "stop", 0, MAX_INDEX, None)
-        heatmaps = body_field(body, "heatmaps", bool, "true or false", False)
-        flow = body_field(body, "flow", str, f"one of {list(FLOW_METHODS)}", "dis")
-        if flow not in FLOW_METHODS:
-            raise ProtocolError("bad_body", f"flow: got {flow!r}; accepted: {list(FLOW_METHODS)}")
-        return cls(key, start, stop, heatmaps, flow)
+def parse_analyze(msg: Message, policy: Policy) -> Analyze:
+    from warpcore.request import FLOW_METHODS
+
+    body = msg.body
+    key = shot_key(body.get("key"))
+    start = int_field(body, "start", 0, MAX_INDEX, 0)
+    stop = int_field(body, "stop", 0, MAX_INDEX, None)
+    heatmaps = body_field(body, "heatmaps", bool, "true or false", False)
+    flow = body_field(body, "flow", str, f"one of {list(FLOW_METHODS)}", "dis")
+    if flow not in FLOW_METHODS:
+        raise ProtocolError("bad_body", f"flow: got {flow!r:.40}; accepted: {list(FLOW_METHODS)}")
+    return Analyze(key, start, stop, heatmaps, flow)
 
 
-def analyze(server: Server, peer: Peer, msg: Message) -> None:
+def analyze(server: Server, peer: Peer, msg: Message, req: Analyze) -> None:
     from server.handlers import _shot
     from server.shots import ShotInputs
     from warpcore.metrics import E_WARP_KEY, ClipScorer
 
-    req = Analyze.parse(msg.body)
-    state = _shot(server, msg.body)
+    state = _shot(server, req.key)
     meta, done = state.meta, state.done
     stop = min(done, meta.n_frames if req.stop is None else req.stop)
     start = min(req.start, stop)
@@ -205,28 +216,29 @@ class Export:
     fps: float = 24.0
     format: str | None = None
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> Export:
-        from warpcore.video import FOLDER_FORMATS
 
-        key = body_field(body, "key", str, "a shot key from submit_reply")
-        fps = body_field(body, "fps", (int, float), "a number in (0, 1000]", 24.0)
-        if isinstance(fps, bool) or not 0 < fps <= 1000:
-            raise ProtocolError("bad_body", f"fps: expected a number in (0, 1000], got {fps!r}")
-        fmt = body_field(body, "format", str, f"one of {list(FOLDER_FORMATS)}", None)
-        if fmt is not None and fmt not in FOLDER_FORMATS:
-            raise ProtocolError(
-                "bad_body", f"format: got {fmt!r}; accepted: {list(FOLDER_FORMATS)}"
-            )
-        return cls(key, _path(body, "path"), float(fps), fmt)
+def parse_export(msg: Message, policy: Policy) -> Export:
+    from warpcore.writers import FOLDER_FORMATS
+
+    body = msg.body
+    key = shot_key(body.get("key"))
+    fps = body_field(body, "fps", (int, float), "a number in (0, 1000]", 24.0)
+    if not 0 < fps <= 1000:  # also NaN
+        raise ProtocolError("bad_body", f"fps: expected a number in (0, 1000], got {fps!r}")
+    fmt = body_field(body, "format", str, f"one of {list(FOLDER_FORMATS)}", None)
+    if fmt is not None and fmt not in FOLDER_FORMATS:
+        raise ProtocolError(
+            "bad_body", f"format: got {fmt!r:.40}; accepted: {list(FOLDER_FORMATS)}"
+        )
+    path = _writable_path(_path(body, "path"), "path", policy)
+    return Export(key, path, float(fps), fmt)
 
 
-def export(server: Server, peer: Peer, msg: Message) -> None:
+def export(server: Server, peer: Peer, msg: Message, req: Export) -> None:
     from server.handlers import _shot
-    from warpcore.video import FrameWriter
+    from warpcore.writers import FrameWriter
 
-    req = Export.parse(msg.body)
-    state = _shot(server, msg.body)
+    state = _shot(server, req.key)
     if state.done == 0:
         raise ProtocolError("not_ready", f"shot {req.key}: no finished frame to export yet")
     try:
@@ -238,8 +250,8 @@ def export(server: Server, peer: Peer, msg: Message) -> None:
     server.reply(peer, msg, {"key": req.key, "path": str(Path(req.path)), "frames": state.done})
 
 
-HANDLERS: dict[str, Callable[[Server, Peer, Message], None]] = {
-    "read_clip": read_clip,
-    "analyze": analyze,
-    "export": export,
+ROUTES: dict[str, tuple[Callable[[Message, Policy], Any], Callable[..., None]]] = {
+    "read_clip": (parse_read_clip, read_clip),
+    "analyze": (parse_analyze, analyze),
+    "export": (parse_export, export),
 }

@@ -26,7 +26,8 @@ from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from server.client import Client  # noqa: E402
 from server.testing import ServerProcess, tiny_shot  # noqa: E402
 from ui.viewer import FrameViewer, heat_rgba  # noqa: E402
-from warpcore.video import FrameWriter, open_frames  # noqa: E402
+from warpcore.video import open_frames  # noqa: E402
+from warpcore.writers import FrameWriter  # noqa: E402
 
 N = 6
 SIZE = 32
@@ -59,7 +60,9 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    with ServerProcess(tmp_path_factory.mktemp("panel_cache"), "--model", "builtin") as proc:
+    cache, allowed = tmp_path_factory.mktemp("panel_cache"), tmp_path_factory.getbasetemp()
+    args = ("--model", "builtin", "--allow-paths", str(allowed))  # the clips and exports
+    with ServerProcess(cache, *args) as proc:
         yield proc
 
 
@@ -176,14 +179,14 @@ def test_range_and_preview_region(qtbot, panel, clip_dir):
     _open(qtbot, panel, clip_dir)
     panel.range_start.setValue(1)
     panel.range_stop.setValue(4)
-    for box, value in zip(panel.crop, (4, 6, 16, 12), strict=True):
+    for box, value in zip(panel.crop, (4, 6, 16, 20), strict=True):
         box.setValue(value)
     run = _run(qtbot, panel, {**FAST, "seed": 17})
     assert run.n_frames == 3 and sorted(run.frames) == [0, 1, 2]
-    assert run.frames[0].shape == (12, 16, 3)
+    assert run.frames[0].shape == (20, 16, 3)
     source = open_frames(clip_dir / "clip")
     for i in range(3):
-        want = to_display(source.read(1 + i)[6:18, 4:20])
+        want = to_display(source.read(1 + i)[6:26, 4:20])
         np.testing.assert_array_equal(panel.clip.inputs[i], want)
 
 
@@ -476,6 +479,10 @@ def test_analysis_requests_validate_and_match_metrics(server, clip_dir):
             c.request("analyze", {"key": "ab" * 16})
         with pytest.raises(ServerError, match="bad_body: path"):
             c.request("read_clip", {"path": 7})
+        with pytest.raises(ServerError, match="bad_request: path: not a file or folder this"):
+            c.request("read_clip", {"path": "/etc"})  # outside --allow-paths
+        with pytest.raises(ServerError, match="bad_request: path: not a file or folder this"):
+            c.request("export", {"key": key, "path": "/etc/out"})
         with pytest.raises(ServerError, match="bad_body: stop"):
             c.request("read_clip", {"path": str(clip_dir / "clip"), "start": 3, "stop": 1})
         with pytest.raises(ServerError, match="bad_body: fps"):
