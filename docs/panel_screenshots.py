@@ -88,6 +88,8 @@ def main() -> int:
             panel.set_heat_visible(True)
             panel.plot_region.setCurrentIndex(1)
             panel.slider.setValue(9)
+            while panel.connection.state != "ready":  # the next heartbeat says the queue is empty
+                wait(panel.connection.state_changed, 10)
             grab(app, panel, DOCS / "panel_flicker.png")
             panel.shutdown()
     return 0

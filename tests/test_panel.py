@@ -146,6 +146,8 @@ def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, ser
     arrived, steps = [], []
     panel.frame_arrived.connect(lambda run, frame: arrived.append(frame))
     panel.step_bar.valueChanged.connect(steps.append)
+    states = []
+    panel.connection.state_changed.connect(lambda state, text: states.append((state, text)))
     panel.params.set_request({**FAST, "seed": 11})
     with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=60000) as done:
         panel.run()
@@ -160,6 +162,8 @@ def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, ser
     expected = _expected_frames(server.address, run.key, N)
     for i in range(N):
         np.testing.assert_array_equal(run.frames[i], expected[i])
+    busy = [text for state, text in states if state == "busy"]  # the heartbeat saw the run
+    assert busy and busy[0].startswith(f"busy: running {run.key[:8]}"), states
     assert probe.longest_ours < STALL_LIMIT_S, f"GUI stalled {probe.longest_ours * 1000:.0f} ms"
 
 
