@@ -385,12 +385,16 @@ def test_server_down_is_a_message(qtbot, clip_dir):
         p.shutdown()
 
 
-def test_start_server_shows_state_and_log(qtbot, tmp_path):
+def test_start_server_shows_state_and_log(qtbot, tmp_path, monkeypatch):
     from ui.panel import Panel
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    python = tmp_path / "server-python"  # the server environment's interpreter, as a host sets it
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setenv("WARPDIFF_PYTHON", str(python))
     p = Panel(f"tcp://127.0.0.1:{port}")
     qtbot.addWidget(p)
     states = []
@@ -399,6 +403,7 @@ def test_start_server_shows_state_and_log(qtbot, tmp_path):
         p.connection.start_server(["--cache", str(tmp_path / "cache"), "--model", "builtin"])
         qtbot.waitUntil(lambda: p.connection.state == "ready", timeout=30000)
         assert states[0] == "starting"
+        assert p.connection.log[0].startswith(f"$ {python} -m warpcore.cli serve")
         assert any("listening on" in line for line in p.connection.log)
         assert "ready: model builtin on cpu" in p.state_label.text()
         pid = p.connection.process.processId()
@@ -423,6 +428,10 @@ def test_presets_round_trip_and_bad_preset(qtbot, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"noise": "sparkly", "steps": 3}))
     with pytest.raises(ValueError, match="noise: got 'sparkly'"):
         form.load_preset(tmp_path / "bad.json")
+    # Wrong after some fields were applied: the form goes back to what it was.
+    (tmp_path / "bad2.json").write_text(json.dumps({"noise": "gp", "steps": 3, "guidance": "x"}))
+    with pytest.raises(ValueError, match="guidance: expected a number"):
+        form.load_preset(tmp_path / "bad2.json")
     assert form.request()["noise"] == "integral" and form.request()["steps"] == 12
 
 
