@@ -197,6 +197,11 @@ class Server:
             except zmq.Again:
                 return
             msg = decode(frames, Limits(max_parts=8, max_part_bytes=2**40, max_total_bytes=2**41))
+            if msg.type == "upload":  # the upload writer stored a batch (server/upload.py)
+                from server.upload import on_done
+
+                on_done(self, msg)
+                continue
             if msg.type != "worker":
                 continue
             try:

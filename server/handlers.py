@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from server import upload
 from server.protocol import (
     DTYPES,
     PROTOCOL_VERSION,
@@ -231,6 +232,7 @@ HANDLERS: dict[str, Handler] = {
     "shutdown": shutdown,
     "echo": echo,
 }
+HANDLERS.update(upload.HANDLERS)  # open_shot / add_frames / start_shot (chunked upload)
 
 
 def on_worker_event(server: Server, msg: Message) -> None:
