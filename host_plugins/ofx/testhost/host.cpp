@@ -635,7 +635,12 @@ int main(int argc, char** argv) {
   const OfxStatus identity = call(kOfxImageEffectActionIsIdentity, inst.get(), &id_in, &id_out);
 
   OfxStatus process_status = kOfxStatOK;
-  if (opt.process) process_status = changed("process");
+  double process_s = 0;
+  if (opt.process) {
+    const auto p0 = Clock::now();
+    process_status = changed("process");
+    process_s = since(p0);
+  }
 
   const int ow = static_cast<int>(std::lround(rod[2] - rod[0])), oh = static_cast<int>(std::lround(rod[3] - rod[1]));
   std::vector<float> result(static_cast<std::size_t>(opt.n) * oh * ow * 4, 0.f);
@@ -729,6 +734,7 @@ int main(int argc, char** argv) {
      << ", \"roi\": [";
   for (std::size_t i = 0; i < roi.size(); ++i) js << (i ? ", " : "") << roi[i];
   js << "], \"identity\": " << identity << ", \"process\": " << process_status
+     << ", \"process_s\": " << process_s
      << ", \"output_components\": " << esc(prefs.s("OfxImageClipPropComponents_Output"))
      << ", \"status\": " << esc(status) << ", \"shot\": " << esc(shot) << ", \"persistent\": " << esc(persistent)
      << ", \"abort_at\": " << abort_at << ", \"repeat_s\": [";

@@ -1,0 +1,105 @@
+"""``python -m server.bench_ofx``: what the OpenFX plugin adds, at 1920x1080 RGBA float (JSON).
+
+- ``upload_mb_s``: "Process shot" through our OFX test host: the plugin reads ``frames``
+  frames through the host, packs them and sends them in batches of 4 (``open_shot``,
+  ``add_frames``, ``start_shot``); input bytes (float32 RGBA) / wall time of the action. The
+  same upload from the Python client (``Client.upload``) is reported beside it.
+- ``cached_round_trip_ms``: renders of a frame the server has already made: the host's
+  render action from entry to return (``get_frame`` on loopback, 33 MB back, unpacked into
+  the host's float image). ``first_render_s``: the render that made the frame (built-in
+  model, 1 step, no propagation).
+
+The server runs in its own process (``warpdiff serve --model builtin``); the plugin and host
+are built with ``server.ofx_build`` into ``build/ofx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from server.ofx_build import REPO, build_ofx
+
+H, W = 1080, 1920
+
+
+def _clip(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    base = rng.random((H, W, 4), dtype=np.float32)
+    frames = np.repeat(base[None], n, 0)
+    frames[..., 3] = 0.0
+    frames[:, 500:540, 900:960, 3] = 1.0  # a small object to remove
+    for t in range(n):
+        frames[t, ..., 0] = np.roll(base[..., 0], t, 1)
+    return frames
+
+
+def run(n_frames: int = 8, repeats: int = 7) -> dict:
+    from server.client import Client
+    from server.testing import ServerProcess
+
+    build = build_ofx(REPO / "build" / "ofx")
+    host = build / "ofx_testhost"
+    result: dict = {"frame": f"{W}x{H} RGBA float32", "frames": n_frames}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServerProcess(Path(tmp) / "cache", "--model", "builtin", threads=None) as srv,
+    ):
+        clip = _clip(n_frames)
+        clip.tofile(Path(tmp) / "in.f32")
+        env = dict(os.environ, OFX_PLUGIN_PATH=str(build))
+        params = ["--param", f"server={srv.address}", "--param", "steps=1"]
+        params += ["--param", "propagate=0", "--param", "timeout=60"]
+        cmd = [str(host), "--input", str(Path(tmp) / "in.f32"), "--size", f"{n_frames},{H},{W}"]
+        cmd += [*params, "--process", "--frames", "0", "--repeat", "0", "--threads", "1"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        report = json.loads(done.stdout)
+        result["upload_mb_s"] = clip.nbytes / report["process_s"] / 1e6
+        result["upload_s"] = report["process_s"]
+        first = report["renders"][0]
+        result["first_render_s"] = first["end"] - first["start"]
+        cached = [s * 1e3 for s in report["repeat_s"]]
+        for _ in range((repeats - 1) // 3):  # more samples: the host repeats 3 renders a run
+            again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            cached += [s * 1e3 for s in json.loads(again.stdout)["repeat_s"]]
+        result["cached_round_trip_ms"] = statistics.median(cached)
+        result["cached_round_trip_ms_all"] = [round(v, 2) for v in cached]
+        result["released_every_image"] = report["fetched"] == report["released"]
+        with Client(srv.address) as c:
+            t0 = time.perf_counter()
+            c.upload(
+                {"task": "inpaint", "seed": 1},
+                iter(clip),
+                n_frames,
+                "alpha",
+                subscribe=False,
+                timeout=120,
+            )
+            result["python_client_upload_mb_s"] = clip.nbytes / (time.perf_counter() - t0) / 1e6
+    result["targets"] = {"upload_mb_s": 500, "cached_round_trip_ms": 20}
+    result["cpus"] = os.cpu_count()
+    result["load_average"] = os.getloadavg()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.bench_ofx", description=__doc__)
+    parser.add_argument("--frames", type=int, default=8, help="frames uploaded (33 MB each)")
+    parser.add_argument("--repeats", type=int, default=7, help="cached renders to time")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.frames, args.repeats), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
