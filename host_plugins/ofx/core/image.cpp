@@ -153,6 +153,30 @@ void unpack_into(const float* src, int h, int w, int c, const Rect& source_rect,
     throw std::invalid_argument("result: its size differs from the output's region");
   const Rect win{std::max(render_window.x1, dst.bounds.x1), std::max(render_window.y1, dst.bounds.y1),
                  std::min(render_window.x2, dst.bounds.x2), std::min(render_window.y2, dst.bounds.y2)};
+  if (dst.depth == Depth::F32 && dst.components == 4 && (c == 3 || c == 4)) {
+    // The common case (float RGBA hosts: Nuke, Resolve): straight row loops.
+    for (int y = win.y1; y < win.y2; ++y) {
+      float* out = reinterpret_cast<float*>(row_ptr(dst, y)) + (win.x1 - dst.bounds.x1) * 4;
+      const bool have_row = y >= source_rect.y1 && y < source_rect.y2;
+      const int xa = std::max(win.x1, source_rect.x1), xb = std::min(win.x2, source_rect.x2);
+      if (!have_row || xa >= xb) {
+        std::memset(out, 0, static_cast<std::size_t>(win.width()) * 16);
+        continue;
+      }
+      std::memset(out, 0, static_cast<std::size_t>(xa - win.x1) * 16);
+      const float* s = src + (static_cast<std::size_t>(source_rect.y2 - 1 - y) * w +
+                              (xa - source_rect.x1)) * c;
+      float* o = out + (xa - win.x1) * 4;
+      for (int x = xa; x < xb; ++x, s += c, o += 4) {
+        o[0] = s[0];
+        o[1] = s[1];
+        o[2] = s[2];
+        o[3] = c == 4 ? s[3] : 1.f;
+      }
+      std::memset(o, 0, static_cast<std::size_t>(win.x2 - xb) * 16);
+    }
+    return;
+  }
   for (int y = win.y1; y < win.y2; ++y) {
     std::uint8_t* row = row_ptr(dst, y);
     const bool have_row = y >= source_rect.y1 && y < source_rect.y2;

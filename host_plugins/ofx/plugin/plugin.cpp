@@ -338,8 +338,7 @@ OfxStatus render(Instance& inst, OfxPropertySetHandle in) {
   if (std::fabs(render_scale - 1.0) > 1e-9 || !c.range.contains(frame)) {
     Image src(inst.source, t);
     if (!src.valid()) throw Failure("the host gave no source image");
-    const int f = std::fabs(render_scale - 1.0) > 1e-9 ? 1 : factor;
-    wd::copy_image(src.view(), dst, window, f);
+    wd::copy_image(src.view(), dst, window, factor);  // both are at the same render scale
     return kOfxStatOK;
   }
   std::lock_guard<std::mutex> lock(inst.mutex);
@@ -642,7 +641,6 @@ OfxStatus on_load() {
   else if (gHostName.find("nuke") != std::string::npos) gHostKind = HostKind::Nuke;
   else if (gHostName.find("Natron") != std::string::npos) gHostKind = HostKind::Natron;
   else gHostKind = HostKind::Generic;
-  if (gHostKind == HostKind::Resolve) gMsg2 = nullptr;  // some versions hand out a broken one
   return kOfxStatOK;
 }
 

@@ -276,9 +276,16 @@ OfxStatus eClipGetImage(OfxImageClipHandle clip, OfxTime t, const OfxRectD*, Ofx
   const int step = tScale < 1.0 ? static_cast<int>(std::lround(1.0 / tScale)) : 1;
   const int w = opt.w / step, h = opt.h / step, nc = is_mask ? 1 : 4;
   auto buf = std::make_shared<Buffer>(make_buffer(w, h, nc, opt.depth));
+  const bool is_float = opt.depth == kOfxBitDepthFloat;
   for (int y = 0; y < h; ++y) {  // y up: row y holds file row h-1-y
     void* row = row_of(buf->data, buf->row_bytes, y);
     const int r = (h - 1 - y) * step;
+    if (is_float && step == 1) {
+      const float* from = (is_mask ? gMask.data() : gInput.data()) +
+                          (static_cast<std::size_t>(f) * opt.h + r) * opt.w * nc;
+      std::memcpy(row, from, static_cast<std::size_t>(w) * nc * 4);
+      continue;
+    }
     for (int x = 0; x < w; ++x)
       for (int c = 0; c < nc; ++c) {
         const std::size_t i = ((static_cast<std::size_t>(f) * opt.h + r) * opt.w + x * step) * nc + c;
@@ -669,7 +676,11 @@ int main(int argc, char** argv) {
     const double end = since(t0);
     tRender = RenderTarget{};
     tScale = 1.0;
-    if (s == kOfxStatOK && scale == 1.0)
+    if (s == kOfxStatOK && scale == 1.0 && opt.depth == kOfxBitDepthFloat)
+      for (int y = 0; y < h; ++y)
+        std::memcpy(&result[((static_cast<std::size_t>(f) * oh + (h - 1 - y)) * ow) * 4],
+                    row_of(out.data, out.row_bytes, y), static_cast<std::size_t>(w) * 16);
+    else if (s == kOfxStatOK && scale == 1.0)
       for (int y = 0; y < h; ++y) {
         const void* row = row_of(out.data, out.row_bytes, y);
         for (int x = 0; x < w; ++x)
