@@ -1,6 +1,7 @@
 #include "shot.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -174,11 +175,18 @@ void Session::cancel(const std::string& key) {
   });
 }
 
-std::string describe(const ShotStatus& s) {
+double eta_seconds(const ShotStatus& s, int done0, double elapsed_s) {
+  if (s.done <= done0 || elapsed_s <= 0) return -1;
+  return elapsed_s / (s.done - done0) * (s.n_frames - s.done);
+}
+
+std::string describe(const ShotStatus& s, double eta_s) {
   std::ostringstream os;
   if (s.state == "finished") os << "done (" << s.n_frames << " frames)";
-  else if (s.state == "running" || s.state == "paused" || s.state == "idle")
+  else if (s.state == "running" || s.state == "paused" || s.state == "idle") {
     os << s.state << ": frame " << std::min(s.done + 1, s.n_frames) << " of " << s.n_frames;
+    if (eta_s >= 0) os << ", ETA " << static_cast<long>(std::lround(eta_s)) << " s";
+  }
   else if (s.state == "error") os << "error: " << s.message;
   else os << s.state << (s.message.empty() ? "" : ": " + s.message);
   return os.str();

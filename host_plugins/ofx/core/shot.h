@@ -79,7 +79,12 @@ class Session {
   std::unique_ptr<Client> client_;
 };
 
-// "queued" / "frame 3 of 10" / "done (10 frames)" / "error: ..." for the status line.
-std::string describe(const ShotStatus& s);
+// "queued" / "running: frame 3 of 10, ETA 42 s" / "done (10 frames)" / "error: ..." for the
+// status line; `eta_s` < 0: unknown.
+std::string describe(const ShotStatus& s, double eta_s = -1);
+
+// Seconds left at the pace seen since `done0` frames were finished `elapsed_s` ago; -1 when
+// no frame was finished since.
+double eta_seconds(const ShotStatus& s, int done0, double elapsed_s);
 
 }  // namespace wd

@@ -4,6 +4,7 @@
 // leaves OfxPluginMain.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -106,7 +107,8 @@ struct Instance {
   std::string key, key_signature;
   wd::FrameRange key_range;
   wd::Rect key_window;
-  std::atomic<bool> cancel_requested{false};
+  std::chrono::steady_clock::time_point processed_at;  // for the status line's ETA
+  int done_at_process = 0;
 };
 
 Instance* instance_of(OfxImageEffectHandle effect) {
@@ -308,6 +310,8 @@ void process_shot(Instance& inst, const ShotConfig& c, const wd::AbortFn& abort)
   };
   const std::string key = session.upload(c.params, layout, frame, matte, abort);
   inst.key = key;
+  inst.processed_at = std::chrono::steady_clock::now();
+  inst.done_at_process = session.status(key).done;  // frames from the cache: not in the ETA
   inst.key_signature = c.signature();
   inst.key_range = c.range;
   inst.key_window = window;
@@ -363,7 +367,10 @@ OfxStatus render(Instance& inst, OfxPropertySetHandle in) {
 void update_status(Instance& inst) {  // inst.mutex held
   if (inst.key.empty() || !inst.session) return;
   try {
-    set_string(inst, P::status, wd::describe(inst.session->status(inst.key)));
+    const wd::ShotStatus s = inst.session->status(inst.key);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                         inst.processed_at).count();
+    set_string(inst, P::status, wd::describe(s, wd::eta_seconds(s, inst.done_at_process, elapsed)));
   } catch (const wd::Error& e) {
     set_string(inst, P::status, std::string("error: ") + e.what());
   }

@@ -141,6 +141,12 @@ static void test_ranges_and_params() {
   CHECK(steps && steps->via.u64 == 3);
   CHECK(!map_find(oh.get(), "strength") && !map_find(oh.get(), "propagate"));
   CHECK(map_find(oh.get(), "scale"));
+  ShotStatus st{"running", 4, 10, ""};
+  CHECK(std::fabs(eta_seconds(st, 0, 8.0) - 12.0) < 1e-9);  // 2 s a frame, 6 frames left
+  CHECK(eta_seconds(st, 4, 8.0) < 0);
+  CHECK(describe(st, 12.0) == "running: frame 5 of 10, ETA 12 s");
+  CHECK(describe({"finished", 10, 10, ""}) == "done (10 frames)");
+  CHECK(describe({"error", 3, 10, "model missing"}) == "error: model missing");
 }
 
 static void test_timeout_and_abort() {
