@@ -141,7 +141,8 @@ def test_core_unit_tests(build):
 
 
 def test_matte_from_alpha_equals_cli_inpaint(build, server, clip):
-    report, image, _ = run_host(build, clip, *common(server), "--repeat", "2")
+    args = ("--repeat", "2", "--param", "uploadBatch=3")  # two batches, pipelined
+    report, image, _ = run_host(build, clip, *common(server), *args)
     assert_clean(report)
     assert all(r["status"] == 0 for r in report["renders"]), report["renders"]
     assert report["frames_needed"] == [0, N - 1]  # temporal access: the whole shot
@@ -156,7 +157,16 @@ def test_matte_from_alpha_equals_cli_inpaint(build, server, clip):
 def test_matte_from_mask_clip_equals_cli_inpaint(build, server, clip):
     mask = str(clip["root"] / "mask.f32")
     report, image, _ = run_host(
-        build, clip, *common(server), "--context", "general", "--mask", mask, "--process"
+        build,
+        clip,
+        *common(server),
+        "--context",
+        "general",
+        "--mask",
+        mask,
+        "--process",
+        "--param",
+        "uploadBatch=1",  # four batches of a frame and its matte, pipelined
     )
     assert_clean(report)
     assert report["process"] == 0 and len(report["shot"]) == 32

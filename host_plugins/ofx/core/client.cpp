@@ -1,5 +1,6 @@
 #include "client.h"
 
+#include <algorithm>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -102,8 +103,7 @@ void Client::reset() {
   socket_->connect(address_);
 }
 
-std::string Client::send(const std::string& type, const BodyFn& body,
-                         const std::vector<const Packed*>& parts) {
+std::string Client::send(const std::string& type, const BodyFn& body, const Parts& parts) {
   const std::string id = prefix_ + std::to_string(next_id_++);
   msgpack::sbuffer buf;
   Packer pk(buf);
@@ -126,7 +126,11 @@ std::string Client::send(const std::string& type, const BodyFn& body,
     throw Error("unreachable", "");
   for (std::size_t i = 0; i < parts.size(); ++i) {
     const auto flag = i + 1 < parts.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-    socket_->send(zmq::const_buffer(parts[i]->bytes.data(), parts[i]->bytes.size()), flag);
+    auto* hold = new std::shared_ptr<const Packed>(parts[i]);  // freed by ZeroMQ when sent
+    zmq::message_t m(const_cast<std::uint8_t*>(parts[i]->bytes.data()), parts[i]->bytes.size(),
+                     [](void*, void* h) { delete static_cast<std::shared_ptr<const Packed>*>(h); },
+                     hold);
+    socket_->send(m, flag);
   }
   return id;
 }
@@ -163,6 +167,8 @@ bool Client::receive(Reply& out, std::string& parent, int timeout_ms) {
 
 void Client::unreachable(const std::string& what, double seconds) {
   reset();  // drop whatever is queued for a server that is not answering
+  early_.clear();
+  posted_.clear();
   std::ostringstream os;
   os << "no reply to " << what << " from the warpdiff server at " << address_ << " within "
      << seconds << " s. Start the server with: warpdiff serve (or set the Server address "
@@ -170,16 +176,21 @@ void Client::unreachable(const std::string& what, double seconds) {
   throw Error("unreachable", os.str());
 }
 
-Reply Client::request(const std::string& type, const BodyFn& body,
-                      const std::vector<const Packed*>& parts, const AbortFn& abort,
-                      bool long_wait) {
+Reply Client::request(const std::string& type, const BodyFn& body, const Parts& parts,
+                      const AbortFn& abort, bool long_wait) {
+  const std::string id = post(type, body, parts, abort);
+  return await(id, type, abort, long_wait);
+}
+
+std::string Client::post(const std::string& type, const BodyFn& body, const Parts& parts,
+                         const AbortFn& abort) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string id;
   const auto start = Clock::now();
   while (true) {  // no connected server yet (or any more): wait for one, up to reply_s
     try {
-      id = send(type, body, parts);
-      break;
+      std::string id = send(type, body, parts);
+      posted_.push_back(id);
+      return id;
     } catch (const Error&) {
       if (abort && abort()) throw Aborted();
       if (std::chrono::duration<double>(Clock::now() - start).count() > timeouts_.reply_s)
@@ -188,6 +199,30 @@ Reply Client::request(const std::string& type, const BodyFn& body,
       zmq::poll(&item, 1, std::chrono::milliseconds(25));
     }
   }
+}
+
+Reply Client::await(const std::string& id, const std::string& type, const AbortFn& abort,
+                    bool long_wait) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  struct Forget {  // however this ends, `id` is no longer awaited
+    Client& c;
+    const std::string& id;
+    ~Forget() {
+      c.posted_.erase(std::remove(c.posted_.begin(), c.posted_.end(), id), c.posted_.end());
+    }
+  } forget{*this, id};
+  auto finish = [&](Reply& reply) -> Reply {
+    if (reply.type == "error")
+      throw Error(reply.str("code", "internal"), reply.str("message", "the server reported an error"));
+    return std::move(reply);
+  };
+  for (auto it = early_.begin(); it != early_.end(); ++it)
+    if (it->first == id) {
+      Reply r = std::move(it->second);
+      early_.erase(it);
+      return finish(r);
+    }
+  const auto start = Clock::now();
   auto last_sign = start;  // the last time the server showed it is alive
   std::string heartbeat_id;
   auto heartbeat_sent = start;
@@ -197,18 +232,14 @@ Reply Client::request(const std::string& type, const BodyFn& body,
     Reply reply;
     std::string parent;
     if (receive(reply, parent, 25)) {
-      if (parent == id) {
-        if (reply.type == "error") {
-          std::string code = reply.str("code", "internal");
-          throw Error(code, reply.str("message", "the server reported an error"));
-        }
-        return reply;
-      }
+      if (parent == id) return finish(reply);
       if (!heartbeat_id.empty() && parent == heartbeat_id) {
         heartbeat_id.clear();
         last_sign = Clock::now();
+      } else if (std::find(posted_.begin(), posted_.end(), parent) != posted_.end()) {
+        early_.emplace_back(parent, std::move(reply));  // a pipelined request's reply
       }
-      continue;  // a late reply to a request we gave up on
+      continue;  // else: a late reply to a request we gave up on
     }
     const auto now = Clock::now();
     const double waited = std::chrono::duration<double>(now - start).count();

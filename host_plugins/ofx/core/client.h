@@ -34,6 +34,8 @@ struct Aborted : std::runtime_error {
 using AbortFn = std::function<bool()>;
 using Packer = msgpack::packer<msgpack::sbuffer>;
 using BodyFn = std::function<void(Packer&)>;  // packs the body map
+// Binary parts: shared so that ZeroMQ sends them without a copy and frees them when done.
+using Parts = std::vector<std::shared_ptr<const Packed>>;
 
 struct Reply {
   std::string type;
@@ -71,14 +73,19 @@ class Client {
   // Sends one request and waits for its reply. `long_wait`: the reply may take long (a frame
   // being made): heartbeats check that the server is alive every `liveness_s`. Throws Error
   // (error reply, unreachable), Aborted (abort() became true).
-  Reply request(const std::string& type, const BodyFn& body,
-                const std::vector<const Packed*>& parts = {}, const AbortFn& abort = {},
-                bool long_wait = false);
+  Reply request(const std::string& type, const BodyFn& body, const Parts& parts = {},
+                const AbortFn& abort = {}, bool long_wait = false);
+
+  // The two halves of request(), to keep several requests in flight (pipelined upload):
+  // post() sends and returns the request's id; await() waits for that id's reply.
+  std::string post(const std::string& type, const BodyFn& body, const Parts& parts = {},
+                   const AbortFn& abort = {});
+  Reply await(const std::string& id, const std::string& type, const AbortFn& abort = {},
+              bool long_wait = false);
 
  private:
   void reset();
-  std::string send(const std::string& type, const BodyFn& body,
-                   const std::vector<const Packed*>& parts);
+  std::string send(const std::string& type, const BodyFn& body, const Parts& parts);
   bool receive(Reply& out, std::string& parent, int timeout_ms);
   [[noreturn]] void unreachable(const std::string& what, double seconds);
 
@@ -89,6 +96,8 @@ class Client {
   std::unique_ptr<zmq::socket_t> socket_;
   std::uint64_t next_id_ = 1;
   std::string prefix_;
+  std::vector<std::pair<std::string, Reply>> early_;  // replies to posted, not awaited ids
+  std::vector<std::string> posted_;
 };
 
 }  // namespace wd

@@ -102,19 +102,20 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
   }, {}, abort);
   const std::string token = opened.str("upload");
   batch = std::max(1, batch);
+  // Two batches in flight (the server's limit): batch k+1 is read and sent while the server
+  // stores batch k. Each batch is held until its reply, so at most two batches live here.
+  std::string in_flight;
   for (int start = 0; start < layout.n_frames; start += batch) {
     const int n = std::min(batch, layout.n_frames - start);
-    std::vector<Packed> images;  // frames, then mattes: at most one batch held here
-    images.reserve(static_cast<std::size_t>(n) * 2);
+    Parts parts;  // frames, then mattes
+    parts.reserve(static_cast<std::size_t>(n) * 2);
     for (int i = 0; i < n; ++i) {
       if (abort && abort()) throw Aborted();
-      images.push_back(frames(start + i));
+      parts.push_back(std::make_shared<const Packed>(frames(start + i)));
     }
     if (layout.matte == MatteMode::Masks)
-      for (int i = 0; i < n; ++i) images.push_back(mattes(start + i));
-    std::vector<const Packed*> parts;
-    for (const Packed& p : images) parts.push_back(&p);
-    client_->request("add_frames", [&](Packer& pk) {
+      for (int i = 0; i < n; ++i) parts.push_back(std::make_shared<const Packed>(mattes(start + i)));
+    const std::string id = client_->post("add_frames", [&](Packer& pk) {
       pk.pack_map(3 + (layout.matte == MatteMode::Masks));
       pk.pack("upload");
       pk.pack(token);
@@ -122,15 +123,20 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
       pk.pack(start);
       pk.pack("frames");
       pk.pack_array(n);
-      for (int i = 0; i < n; ++i) pack_descriptor(pk, i, images[i]);
+      for (int i = 0; i < n; ++i) pack_descriptor(pk, i, *parts[i]);
       if (layout.matte == MatteMode::Masks) {
         pk.pack("masks");
         pk.pack_array(n);
-        for (int i = 0; i < n; ++i) pack_descriptor(pk, n + i, images[n + i]);
+        for (int i = 0; i < n; ++i) pack_descriptor(pk, n + i, *parts[n + i]);
       }
     }, parts, abort);
-    if (progress) progress(start + n, layout.n_frames);
+    parts.clear();  // ZeroMQ holds them until sent
+    if (!in_flight.empty()) client_->await(in_flight, "add_frames", abort);
+    in_flight = id;
+    if (progress) progress(start, layout.n_frames);
   }
+  if (!in_flight.empty()) client_->await(in_flight, "add_frames", abort);
+  if (progress) progress(layout.n_frames, layout.n_frames);
   Reply started = client_->request("start_shot", [&](Packer& pk) {
     pk.pack_map(2);
     pk.pack("upload");

@@ -42,6 +42,7 @@ constexpr const char* range = "range";
 constexpr const char* first = "firstFrame";
 constexpr const char* last = "lastFrame";
 constexpr const char* handles = "handles";
+constexpr const char* batch = "uploadBatch";
 constexpr const char* matte = "matte";
 constexpr const char* channel = "matteChannel";
 constexpr const char* invert = "invertMatte";
@@ -199,6 +200,7 @@ struct ShotConfig {
   bool invert = false;
   std::string address;
   double timeout = 10;
+  int batch = 4;
   std::string signature() const {
     return params.signature() + "|" + std::to_string(range.first) + ":" +
            std::to_string(range.last) + "|" + std::to_string(static_cast<int>(matte)) + "|" +
@@ -235,6 +237,7 @@ ShotConfig read_config(const Instance& inst) {
   c.address = get_string(inst, P::server);
   if (c.address.empty()) c.address = kDefaultServer;
   c.timeout = get_double(inst, P::timeout);
+  c.batch = std::max(1, get_int(inst, P::batch));
   const wd::FrameRange clip = clip_range(inst.source);
   OfxPropertySetHandle effect_props = nullptr;
   gEffect->getPropertySet(inst.handle, &effect_props);
@@ -308,7 +311,7 @@ void process_shot(Instance& inst, const ShotConfig& c, const wd::AbortFn& abort)
                           ": connect a matte, or set Matte to 'Source alpha'");
     return wd::pack_matte(img.view(), window, c.channel, c.invert);
   };
-  const std::string key = session.upload(c.params, layout, frame, matte, abort);
+  const std::string key = session.upload(c.params, layout, frame, matte, abort, {}, c.batch);
   inst.key = key;
   inst.processed_at = std::chrono::steady_clock::now();
   inst.done_at_process = session.status(key).done;  // frames from the cache: not in the ETA
@@ -603,6 +606,9 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   define_double(s, P::timeout, "Timeout (s)",
                 "How long to wait for the server to answer before reporting it missing", 10.0,
                 0.1, 600.0);
+  define_int(s, P::batch, "Upload batch",
+             "Frames per upload message (two in flight): memory on both sides is about twice "
+             "this many frames", 4, 1, 64);
   define_choice(s, P::range, "Frame range",
                 "Which frames form the shot (all are read and uploaded, with the handles)",
                 {"Whole clip", "In/out", "Custom"}, 0);
