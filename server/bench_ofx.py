@@ -7,7 +7,8 @@
 - ``cached_round_trip_ms``: renders of a frame the server has already made: the host's
   render action from entry to return (``get_frame`` on loopback, 33 MB back, unpacked into
   the host's float image). ``first_render_s``: the render that made the frame (built-in
-  model, 1 step, no propagation).
+  model, 1 step, no propagation). ``python_client_get_frame_ms``: the same cached frame by the
+  Python client (server + transport alone, for comparison).
 
 The server runs in its own process (``warpdiff serve --model builtin``); the plugin and host
 are built with ``server.ofx_build`` into ``build/ofx``.
@@ -76,6 +77,14 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
         result["cached_round_trip_ms_all"] = [round(v, 2) for v in cached]
         result["released_every_image"] = report["fetched"] == report["released"]
         with Client(srv.address) as c:
+            key = next(s["key"] for s in c.list_shots() if s["done"] > 0)
+            c.get_frame(key, 0)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                c.get_frame(key, 0)
+                times.append((time.perf_counter() - t0) * 1e3)
+            result["python_client_get_frame_ms"] = statistics.median(times)
             t0 = time.perf_counter()
             c.upload(
                 {"task": "inpaint", "seed": 1},
