@@ -5,27 +5,32 @@ model, so ``hello`` and ``heartbeat`` answer while the worker computes. Every re
 is checked (limits, envelope, version, body) and anything wrong gets an ``error`` reply; an
 exception in a handler becomes an ``internal`` error reply, never a dead server.
 
-Sending never blocks either: with ``ROUTER_MANDATORY`` a message to a vanished peer fails at
-once (its subscriptions are dropped) and a message to a peer whose pipe is full waits in a
-bounded per-peer backlog (a peer over the bound is dropped as hopelessly slow).
+Sending never blocks either (:mod:`server.outbox`: each peer's unsent backlog is bounded in
+bytes). Slow work (hashing and storing a submit's inputs) runs on the intake thread
+(:mod:`server.intake`), so no message waits behind it. ZeroMQ refuses any message part over
+the part limit before it is buffered (``ZMQ_MAXMSGSIZE``; the sender is disconnected).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
-from server.cache import ShotCache
+from server.bodies import Policy
+from server.cache import CacheFull, ShotCache
 from server.engine import Engine
+from server.intake import Intake
+from server.outbox import Outbox
 from server.protocol import (
     PROTOCOL_VERSION,
     Limits,
@@ -54,8 +59,41 @@ class ServerConfig:
     queue_limit: int = 16
     curve_keys: str | None = None
     limits: Limits = field(default_factory=Limits)
-    send_hwm: int = 64  # messages queued in ZeroMQ per peer before our backlog takes over
+    send_hwm: int = 16  # messages queued in ZeroMQ per peer before our backlog takes over
     max_backlog: int = 4096  # messages held per peer before the peer is dropped as too slow
+    max_backlog_bytes: int = 256 * 2**20  # bytes held per peer before it is dropped
+    allow_paths: tuple[str, ...] | None = None  # None: home for loopback, none otherwise
+    cache_max_bytes: int | None = None  # None: a share of the free disk (ShotCache)
+    insecure_no_auth: bool = False  # serve a non-loopback address without CURVE keys
+
+
+class InsecureBind(ValueError):
+    """A non-loopback address without CURVE keys (and without ``insecure_no_auth``)."""
+
+
+def is_loopback(bind: str) -> bool:
+    """True for tcp:// on a loopback host, ipc:// and inproc:// (this machine only)."""
+    if not bind.startswith("tcp://"):
+        return True
+    host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
+
+
+def allowed_roots(config: ServerConfig) -> tuple[Path, ...]:
+    """The folders clients may name in ``paths``, resolved (symlinks followed)."""
+    if config.allow_paths is None:
+        return (Path.home().resolve(),) if is_loopback(config.bind) else ()
+    return tuple(Path(os.path.expanduser(p)).resolve() for p in config.allow_paths)
+
+
+def return_freed_memory() -> None:
+    """glibc: large buffers always mmapped, so freeing them gives the memory back to the
+    system at once (its default threshold grows to 32 MiB and keeps freed frames)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, fixed
+    except (OSError, AttributeError):
+        pass
 
 
 def bind_endpoint(bind: str) -> str:
@@ -67,9 +105,20 @@ class Server:
     """Create, then :meth:`serve_forever` (blocking) or :meth:`start` (a background thread)."""
 
     def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+        if not is_loopback(config.bind) and not config.curve_keys and not config.insecure_no_auth:
+            raise InsecureBind(
+                f"refusing to serve {config.bind} without authentication: anyone who can reach "
+                "it could use this machine. Give --curve-keys DIR (make them with --make-keys), "
+                "bind tcp://127.0.0.1:PORT, or pass --insecure-no-auth on a trusted network"
+            )
+        return_freed_memory()
         self.config = config
         self.engine = engine or Engine(config.model, config.device)
-        self.cache = ShotCache(config.cache_dir)
+        models = tuple(sorted({self.engine.default_model, "builtin", "gaussian"}))
+        self.policy = Policy(
+            allowed_roots(config), models, self.engine.default_model, self.engine.device
+        )
+        self.cache = ShotCache(config.cache_dir, config.cache_max_bytes, self._busy)
         keys = None
         if config.curve_keys:
             from server.keys import server_keys
@@ -92,9 +141,14 @@ class Server:
         self.worker = Worker(
             self.context, self.events_address, self.cache, self.engine, config.queue_limit
         )
+        self.intake = Intake(self.context, self.events_address)
         self.registry = Registry(self.cache, self, self.worker.state)
-        self.backlog: dict[Peer, deque[list[Any]]] = {}
+        self.outbox = Outbox(
+            self.router, self.registry.drop_peer, config.max_backlog, config.max_backlog_bytes
+        )
         self.started = time.time()
+        self.max_stall_s = 0.0  # the longest (wall time) the loop went between two polls
+        self.max_busy_s = 0.0  # the most CPU time the loop thread spent between two polls
         self.stopping = False
         self._thread: threading.Thread | None = None
         self.received = 0
@@ -104,10 +158,11 @@ class Server:
         r.setsockopt(zmq.ROUTER_MANDATORY, 1)
         r.setsockopt(zmq.SNDHWM, self.config.send_hwm)
         r.setsockopt(zmq.LINGER, 0)
+        limits = self.config.limits
+        r.setsockopt(zmq.MAXMSGSIZE, max(limits.max_part_bytes, limits.max_envelope_bytes))
         endpoint = bind_endpoint(self.config.bind)
         r.bind(endpoint)
-        host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
-        if endpoint.startswith("tcp://") and host not in LOOPBACK_HOSTS and self.auth is None:
+        if not is_loopback(endpoint) and self.auth is None:
             log.warning(
                 "listening on %s without CURVE keys: anyone who can reach it may use it", endpoint
             )
@@ -145,9 +200,14 @@ class Server:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def _busy(self, key: str) -> bool:
+        """A shot the cache must not evict: listened to, waited for or being made."""
+        return key in self.registry.shots or self.worker.state(key) is not None
+
     def serve_forever(self) -> None:
         """Run the loop until ``shutdown`` or :meth:`stop`; then close everything."""
         self.worker.start()
+        self.intake.start()
         log.info(
             "warpdiff server on %s (pid %d, cache %s)",
             self.address,
@@ -158,6 +218,7 @@ class Server:
             self._loop()
         finally:
             self.worker.close()
+            self.intake.close()
             self._drain_events()
             self._close_sockets()
 
@@ -174,8 +235,9 @@ class Server:
         poller.register(self.events, zmq.POLLIN)
         pending = False
         while not self.stopping:
-            timeout = 0 if pending else (20 if self.backlog else 500)
+            timeout = 0 if pending else (20 if len(self.outbox) else 500)
             ready = dict(poller.poll(timeout))
+            t0, c0 = time.perf_counter(), time.thread_time()
             if self.events in ready:
                 self._drain_events()
             if self.router in ready:
@@ -185,8 +247,10 @@ class Server:
                     except zmq.Again:
                         break
                     self.handle(frames)
-            self._flush_backlog()
+            self.outbox.flush()
             pending = self.registry.pump()
+            self.max_stall_s = max(self.max_stall_s, time.perf_counter() - t0)
+            self.max_busy_s = max(self.max_busy_s, time.thread_time() - c0)
 
     def _drain_events(self) -> None:
         from server.handlers import on_worker_event
@@ -197,10 +261,8 @@ class Server:
             except zmq.Again:
                 return
             msg = decode(frames, Limits(max_parts=8, max_part_bytes=2**40, max_total_bytes=2**41))
-            if msg.type == "upload":  # the upload writer stored a batch (server/upload.py)
-                from server.upload import on_done
-
-                on_done(self, msg)
+            if msg.type == "intake":
+                self.intake.deliver()
                 continue
             if msg.type != "worker":
                 continue
@@ -212,7 +274,7 @@ class Server:
     # -- receiving ----------------------------------------------------------------------------
     def handle(self, frames: Sequence[Any]) -> None:
         """One ROUTER message: [identity, (empty delimiter), envelope, parts...]."""
-        from server.handlers import HANDLERS
+        from server.handlers import HANDLERS, ROUTES
 
         self.received += 1
         req = len(frames) > 2 and len(frames[1]) == 0  # REQ: [identity, b"", envelope, ...]
@@ -222,80 +284,60 @@ class Server:
         try:
             msg = decode(body_frames, self.config.limits)
             parent = msg.id
-            handler = HANDLERS.get(msg.type)
-            if handler is None:
+            route = ROUTES.get(msg.type)
+            if route is not None:
+                parser, handler = route
+                handler(self, peer, msg, parser(msg, self.policy))
+            elif msg.type in HANDLERS:
+                HANDLERS[msg.type](self, peer, msg)
+            else:
+                accepted = ", ".join(sorted({*ROUTES, *HANDLERS}))
                 raise ProtocolError(
                     "unknown_type",
-                    f"type {msg.type!r} is not a request; accepted: {', '.join(sorted(HANDLERS))}",
+                    f"type {msg.type!r:.80} is not a request; accepted: {accepted}",
                     msg.id,
                 )
-            handler(self, peer, msg)
         except ProtocolError as exc:
-            self.send(peer, "error", error_body(exc.code, exc.message), (), exc.parent or parent)
+            self.send_error(peer, exc.code, exc.message, exc.parent or parent)
         except Exception as exc:  # a bug: say so, keep serving
-            log.exception("internal error on a message from %s", peer.identity.hex())
-            message = f"internal server error ({type(exc).__name__}: {exc}); the server goes on"
-            self.send(peer, "error", error_body("internal", message), (), parent)
+            self.send_internal(peer, exc, parent)
+
+    def send_internal(self, peer: Peer, exc: BaseException, parent: Any) -> None:
+        """An ``internal`` error: an error id for the client, the detail in the log only."""
+        error_id = uuid.uuid4().hex[:12]
+        log.error(
+            "internal error %s on a message from %s", error_id, peer.identity.hex(), exc_info=exc
+        )
+        message = (
+            f"internal server error {error_id} ({type(exc).__name__}); the server goes on and "
+            "its log has the detail"
+        )
+        self.send_error(peer, "internal", message, parent)
+
+    def on_intake_error(self, peer: Peer, msg: Message, exc: BaseException) -> None:
+        """A request whose intake work failed: the client hears why."""
+        if isinstance(exc, ProtocolError):
+            self.send_error(peer, exc.code, exc.message, msg.id)
+        elif isinstance(exc, CacheFull):
+            self.send_error(peer, "disk_full", str(exc), msg.id)
+        else:
+            self.send_internal(peer, exc, msg.id)
 
     # -- sending ------------------------------------------------------------------------------
     def reply(self, peer: Peer, msg: Message, body: dict[str, Any], parts: Sequence = ()) -> None:
         self.send(peer, f"{msg.type}_reply", body, parts, msg.id)
 
+    def send_error(self, peer: Peer, code: str, message: str, parent: Any) -> None:
+        self.send(peer, "error", error_body(code, message), (), parent)
+
     def send(
         self, peer: Peer, type: str, body: dict[str, Any], parts: Sequence[Any], parent: Any
     ) -> None:
-        """Queue or send without ever blocking; see the module docstring."""
-        frames = [
-            peer.identity,
-            *((b"",) if peer.req else ()),
-            *encode(type, body, parent=parent, parts=parts),
-        ]
-        queue = self.backlog.get(peer)
-        if queue is not None:
-            self._hold(peer, queue, frames)
-            return
-        self._try_send(peer, frames)
-
-    def _try_send(self, peer: Peer, frames: list[Any]) -> bool:
-        try:
-            self.router.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
-            self._hold(peer, self.backlog.setdefault(peer, deque()), frames)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            self._drop_peer(peer, "disconnected")
-        return False
-
-    def _hold(self, peer: Peer, queue: deque[list[Any]], frames: list[Any]) -> None:
-        if len(queue) >= self.config.max_backlog:
-            self._drop_peer(peer, f"more than {self.config.max_backlog} messages behind")
-            return
-        queue.append(frames)
-
-    def _flush_backlog(self) -> None:
-        for peer in list(self.backlog):
-            queue = self.backlog.get(peer)
-            while queue:
-                try:
-                    self.router.send_multipart(queue[0], zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                except zmq.ZMQError:
-                    self._drop_peer(peer, "disconnected")
-                    break
-                queue.popleft()
-            if peer in self.backlog and not self.backlog[peer]:
-                del self.backlog[peer]
+        """Queue or send without ever blocking (:class:`server.outbox.Outbox`)."""
+        self.outbox.send(peer, type, body, parts, parent)
 
     def backlogged(self, peer: Peer) -> bool:
-        return peer in self.backlog
-
-    def _drop_peer(self, peer: Peer, why: str) -> None:
-        log.info("dropping peer %s: %s", peer.identity.hex(), why)
-        self.backlog.pop(peer, None)
-        self.registry.drop_peer(peer)
+        return self.outbox.backlogged(peer)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -305,6 +347,16 @@ class Server:
             "pid": os.getpid(),
             "queue": self.worker.snapshot(),
             "active_shots": len(self.registry.shots),
-            "backlogged_peers": len(self.backlog),
+            "backlogged_peers": len(self.outbox),
+            "backlog_bytes": self.outbox.bytes_held(),
+            "dropped_peers": self.outbox.dropped,
             "messages_received": self.received,
+            "loop_stall_max_ms": round(self.max_stall_s * 1e3, 3),
+            "loop_cpu_max_ms": round(self.max_busy_s * 1e3, 3),
+            "cache": {
+                "bytes": self.cache.used,
+                "peak_bytes": self.cache.peak,
+                "max_bytes": self.cache.max_bytes,
+                "evicted": self.cache.evicted,
+            },
         }

@@ -12,15 +12,25 @@ Every file is written to a temporary name and renamed (atomic on POSIX), and a s
 built under a temporary name and renamed into place, so a server killed with ``kill -9`` leaves
 only whole files. A frame is written before the state that counts it, so ``next`` never points
 past a frame that is missing. No fsync: this survives a killed process, not a power cut.
+
+Size: the cache holds at most ``max_bytes``. Before a write that would pass it, the least
+recently used shots that are not ``busy`` (no job, no listener) are removed; if that cannot
+make room, or the disk itself is full, the write raises :class:`CacheFull` (an error for that
+shot; nothing else is touched). ``<key>/error.json`` keeps why a shot failed until it is
+submitted again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +39,28 @@ import numpy as np
 
 META = "meta.json"
 STATE = "state.safetensors"
+ERROR = "error.json"
+DEFAULT_FREE_FRACTION = 0.5  # default limit: this share of the disk's free space (+ held)
+
+log = logging.getLogger("warpdiff.server")
+
+
+class CacheFull(Exception):
+    """No room for a write: the cache's size limit (every other shot busy) or a full disk."""
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 if it is gone)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -73,10 +105,81 @@ def save_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class ShotCache:
     """Per-shot folders under ``root``. Safe for one writer (the worker) and many readers."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        max_bytes: int | None = None,
+        busy: Callable[[str], bool] = lambda key: False,
+    ) -> None:
+        """``max_bytes`` None: :data:`DEFAULT_FREE_FRACTION` of the free disk plus what the
+        cache holds now. ``busy(key)``: True for shots that must not be evicted."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
+        self.busy = busy
+        self._lock = threading.Lock()
+        self.used = tree_bytes(self.root)
+        if max_bytes is None:
+            free = shutil.disk_usage(self.root).free
+            max_bytes = self.used + int(DEFAULT_FREE_FRACTION * free)
+        self.max_bytes = max_bytes
+        self.peak = self.used
+        self.evicted = 0
+
+    # -- size ---------------------------------------------------------------------------------
+    def _make_room(self, nbytes: int, keep: str) -> None:
+        """Evict least recently used idle shots (never ``keep``) until ``nbytes`` fit."""
+        with self._lock:
+            if self.used + nbytes <= self.max_bytes:
+                return
+            candidates = []
+            for key in self.list_keys():
+                if key == keep or self.busy(key):
+                    continue
+                try:
+                    candidates.append((os.stat(self.root / key).st_mtime, key))
+                except OSError:
+                    continue
+            for _, key in sorted(candidates):
+                if self.used + nbytes <= self.max_bytes:
+                    break
+                self._remove_locked(key)
+                self.evicted += 1
+                log.info("cache over its limit: evicted shot %s", key)
+            if self.used + nbytes > self.max_bytes:
+                raise CacheFull(
+                    f"the server's shot cache is full ({self.used} of {self.max_bytes} bytes "
+                    f"held by shots in use; {nbytes} more needed); retry when a shot finishes, "
+                    "or ask the operator to raise --cache-max-gb"
+                )
+
+    def _grew(self, nbytes: int) -> None:
+        with self._lock:
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+
+    def touch(self, key: str) -> None:
+        """Mark a shot as just used (least-recently-used eviction goes by this)."""
+        with contextlib.suppress(OSError, ValueError):
+            os.utime(self.folder(key))
+
+    def _write(self, key: str, path: Path, nbytes: int, write: Callable[[Path], None]) -> None:
+        """Room for ``nbytes``, then ``write(tmp)`` and rename over ``path``; counted."""
+        self._make_room(nbytes, key)
+        old = path.stat().st_size if path.is_file() else 0
+        tmp = _tmp_name(path)
+        try:
+            write(tmp)
+            size = tmp.stat().st_size
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if _disk_full(exc):
+                raise CacheFull(
+                    "the server's disk is full; free space on it or lower --cache-max-gb"
+                ) from None
+            raise
+        self._grew(size - old)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and folders of a killed server are never renamed into place."""
@@ -101,24 +204,60 @@ class ShotCache:
         meta: ShotMeta,
         frames: Sequence[np.ndarray] = (),
         masks: Sequence[np.ndarray] = (),
-    ) -> None:
-        """Store a new shot's meta and inputs atomically (no-op if the shot is already there)."""
+    ) -> bool:
+        """Store a new shot's meta and inputs atomically; False if the shot is already there.
+
+        Raises :class:`CacheFull` (nothing left behind) when there is no room."""
         final = self.folder(meta.key)
         if self.exists(meta.key):
-            return
+            self.touch(meta.key)
+            return False
+        nbytes = sum(a.nbytes + 128 for a in (*frames, *masks)) + 4096
+        self._make_room(nbytes, meta.key)
         tmp = _tmp_name(final)
-        (tmp / "inputs").mkdir(parents=True)
-        (tmp / "frames").mkdir()
-        for i, frame in enumerate(frames):
-            np.save(tmp / "inputs" / f"f{i:05d}.npy", frame, allow_pickle=False)
-        for i, mask in enumerate(masks):
-            np.save(tmp / "inputs" / f"m{i:05d}.npy", mask, allow_pickle=False)
-        (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
         try:
-            os.rename(tmp, final)
-        except OSError:  # a leftover folder without meta.json, or a concurrent create
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(tmp, final)
+            (tmp / "inputs").mkdir(parents=True)
+            (tmp / "frames").mkdir()
+            for i, frame in enumerate(frames):
+                np.save(tmp / "inputs" / f"f{i:05d}.npy", frame, allow_pickle=False)
+            for i, mask in enumerate(masks):
+                np.save(tmp / "inputs" / f"m{i:05d}.npy", mask, allow_pickle=False)
+            (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
+            size = tree_bytes(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # a leftover folder without meta.json, or a concurrent create
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _disk_full(exc):
+                raise CacheFull(
+                    "the server's disk is full; free space on it or lower --cache-max-gb"
+                ) from None
+            raise
+        self._grew(size)
+        return True
+
+    def reserve(self, nbytes: int) -> None:
+        """Room for ``nbytes`` more (idle shots evicted); :class:`CacheFull` when there is none."""
+        self._make_room(nbytes, "")
+
+    def adopt(self, folder: Path, meta: ShotMeta) -> bool:
+        """A shot folder built under the root (``inputs/``, ``frames/``; a chunked upload):
+        its meta is written and it is renamed into place, counted. False (and the folder
+        removed) when the shot is already there."""
+        if self.exists(meta.key):
+            shutil.rmtree(folder, ignore_errors=True)
+            self.touch(meta.key)
+            return False
+        (folder / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
+        size = tree_bytes(folder)
+        final = self.folder(meta.key)
+        shutil.rmtree(final, ignore_errors=True)  # a leftover folder without meta.json
+        os.rename(folder, final)
+        self._grew(size)
+        return True
 
     def meta(self, key: str) -> ShotMeta:
         return ShotMeta.from_json(json.loads((self.folder(key) / META).read_text()))
@@ -133,7 +272,13 @@ class ShotCache:
         return self.folder(key) / "frames" / f"{index:05d}.npy"
 
     def write_frame(self, key: str, index: int, frame: np.ndarray) -> None:
-        save_npy_atomic(self.frame_path(key, index), np.asarray(frame, dtype=np.float32))
+        array = np.ascontiguousarray(frame, dtype=np.float32)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+
+        self._write(key, self.frame_path(key, index), array.nbytes + 128, save)
 
     def read_frame(self, key: str, index: int) -> np.ndarray:
         """A finished frame, float32 (H, W, 3)."""
@@ -144,10 +289,12 @@ class ShotCache:
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        path = self.folder(key) / STATE
-        tmp = _tmp_name(path)
-        save_file(tensors, str(tmp), metadata={"next": str(next_index)})
-        os.replace(tmp, path)
+        nbytes = sum(t.numel() * t.element_size() for t in tensors.values()) + 4096
+
+        def save(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata={"next": str(next_index)})
+
+        self._write(key, self.folder(key) / STATE, nbytes, save)
 
     def load_state(self, key: str) -> tuple[int, dict[str, Any]]:
         """(next frame index, state_dict) of the last finished frame; (0, {}) if none."""
@@ -176,4 +323,29 @@ class ShotCache:
         return done
 
     def remove(self, key: str) -> None:
-        shutil.rmtree(self.folder(key), ignore_errors=True)
+        with self._lock:
+            self._remove_locked(key)
+
+    def _remove_locked(self, key: str) -> None:
+        folder = self.folder(key)
+        size = tree_bytes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        self.used -= size - tree_bytes(folder)
+
+    # -- why a shot failed --------------------------------------------------------------------
+    def write_error(self, key: str, message: str) -> None:
+        """Keep why the shot failed (until :meth:`clear_error`, on a new submit)."""
+        try:
+            save_json_atomic(self.folder(key) / ERROR, {"state": "error", "message": message})
+        except OSError:
+            log.warning("could not keep the error of shot %s", key)
+
+    def error(self, key: str) -> str | None:
+        """The message of the shot's last failure, or None."""
+        try:
+            return str(json.loads((self.folder(key) / ERROR).read_text())["message"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def clear_error(self, key: str) -> None:
+        (self.folder(key) / ERROR).unlink(missing_ok=True)

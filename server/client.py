@@ -104,6 +104,7 @@ class Client:
         self._streams: dict[Any, queue.SimpleQueue] = {}
         self._key_stream: dict[str, queue.SimpleQueue] = {}
         self._closed = False
+        self.last_submit: dict[str, Any] = {}
         keys = (
             CurveKeys.from_dir(curve_keys)
             if isinstance(curve_keys, (str, os.PathLike))
@@ -327,6 +328,7 @@ class Client:
             body["masks"] = [_add(parts, m) for m in shot.masks]
         reply = self.request("submit", body, parts, timeout, stream=subscribe)
         self._bind_stream(reply, subscribe)
+        self.last_submit = reply.body  # the whole submit_reply (state, position, check_s...)
         return reply.body["key"]
 
     def upload(

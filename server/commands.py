@@ -1,7 +1,11 @@
 """``warpdiff serve``: run the local server (one process, the model stays in memory).
 
     warpdiff serve --bind tcp://127.0.0.1:5557 --model builtin --device cpu \\
-        --cache ~/.cache/warpdiff/shots --queue-limit 16 [--curve-keys DIR [--make-keys]]
+        --cache ~/.cache/warpdiff/shots --queue-limit 16 [--curve-keys DIR [--make-keys]] \\
+        [--allow-paths DIR ...] [--cache-max-gb GB] [--insecure-no-auth]
+
+A non-loopback ``--bind`` needs ``--curve-keys`` (or ``--insecure-no-auth``): without them the
+server refuses to start and says why on stderr.
 
 The first line on stdout is ``warpdiff server listening on ADDRESS`` (the real port when
 ``--bind`` ends in ``:0``); SIGTERM and Ctrl-C stop it cleanly (finished frames are kept).
@@ -36,7 +40,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-limit", type=int, default=16, help="most shots waiting")
     parser.add_argument("--curve-keys", default=None, help="CURVE key folder: refuse other clients")
     parser.add_argument(
-        "--make-keys", action="store_true", help="create the key folder (server + one client)"
+        "--make-keys",
+        action="store_true",
+        help="create the key folder (server + one client); refuses if keys are there already",
+    )
+    parser.add_argument(
+        "--add-client",
+        default=None,
+        metavar="NAME",
+        help="add a client key pair NAME beside the existing keys (--curve-keys DIR)",
+    )
+    parser.add_argument(
+        "--allow-paths",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="clients may name files under DIR in 'paths' (repeatable; symlinks resolved). "
+        "Default: your home folder on a loopback bind, nothing otherwise",
+    )
+    parser.add_argument(
+        "--cache-max-gb",
+        type=float,
+        default=None,
+        help="largest shot cache; least recently used finished shots are evicted "
+        "(default: half the free disk)",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without CURVE keys (anyone who reaches it may use it)",
     )
     parser.add_argument(
         "--max-part-mb", type=int, default=512, help="largest binary part accepted (MiB)"
@@ -47,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from server.app import Server, ServerConfig
+    from server.app import InsecureBind, Server, ServerConfig
     from server.protocol import Limits
 
     if args.queue_limit < 1:
@@ -60,13 +92,23 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    if args.make_keys:
+    if args.cache_max_gb is not None and not args.cache_max_gb > 0:
+        raise InvalidInput(f"--cache-max-gb: expected a number > 0, got {args.cache_max_gb}")
+    if args.make_keys or args.add_client:
         if not args.curve_keys:
-            raise InvalidInput("--make-keys: give the folder with --curve-keys DIR")
-        from server.keys import make_keys
+            raise InvalidInput("--make-keys / --add-client: give the folder with --curve-keys DIR")
+        from server.keys import add_client, make_keys
 
-        folder = make_keys(args.curve_keys)
-        print(f"keys written to {folder}: give hosts client.key_secret and server.key")
+        try:
+            if args.make_keys:
+                folder = make_keys(args.curve_keys)
+                name = "client"
+            else:
+                name = args.add_client
+                folder = add_client(args.curve_keys, name)
+        except FileExistsError as exc:
+            raise InvalidInput(str(exc)) from None
+        print(f"keys written to {folder}: give hosts {name}.key_secret and server.key")
     limits = Limits(max_part_bytes=args.max_part_mb * 2**20)
     config = ServerConfig(
         cache_dir=args.cache,
@@ -76,9 +118,15 @@ def run(args: argparse.Namespace) -> int:
         queue_limit=args.queue_limit,
         curve_keys=args.curve_keys,
         limits=limits,
+        allow_paths=tuple(args.allow_paths) if args.allow_paths is not None else None,
+        cache_max_bytes=None if args.cache_max_gb is None else int(args.cache_max_gb * 2**30),
+        insecure_no_auth=args.insecure_no_auth,
     )
     try:
         server = Server(config)
+    except InsecureBind as exc:  # on stderr whatever the log level
+        print(f"warpdiff serve: {exc}", file=sys.stderr, flush=True)
+        return 2
     except FileNotFoundError as exc:
         raise InvalidInput(str(exc)) from None
     except zmq.ZMQError as exc:  # address in use, bad interface

@@ -1,25 +1,35 @@
-"""Request handlers: one function per message type, ``handler(server, peer, msg) -> None``.
+"""Request handlers: one per message type, registered in :data:`ROUTES`.
 
-A handler validates its body (raising :class:`ProtocolError` with what was wrong and what is
-accepted), acts, and replies with ``<type>_reply`` (parent = the request's id).
+A route is ``(parser, handler)``: the parser (:mod:`server.bodies`) turns the raw body into a
+typed, validated value or raises :class:`ProtocolError`; the handler takes that value,
+``handler(server, peer, msg, body) -> None``, acts and replies with ``<type>_reply`` (parent =
+the request's id). Handlers never read ``msg.body``. A new request type is one line::
+
+    ROUTES["open_shot"] = (parse_open_shot, open_shot)
+
+``HANDLERS`` holds raw handlers ``(server, peer, msg)`` of types without a typed body.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from server import upload
-from server.protocol import (
-    DTYPES,
-    PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
-    Message,
-    ProtocolError,
-    body_field,
-    int_field,
-    unpack_array,
+from server import bodies, upload
+from server.bodies import (
+    MAX_FETCH,
+    Echo,
+    Empty,
+    Fetch,
+    GetFrame,
+    Listen,
+    ShotRef,
+    Status,
+    Submit,
+    Subscribe,
 )
+from server.protocol import DTYPES, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Message, ProtocolError
 from server.registry import Peer, ShotState, Subscriber, Waiter
 from server.worker import QueueFull
 
@@ -27,10 +37,10 @@ if TYPE_CHECKING:
     from server.app import Server
 
 Handler = Callable[["Server", Peer, Message], None]
-MAX_FETCH = 256
+TypedHandler = Callable[["Server", Peer, Message, Any], None]
 
 
-def hello(server: Server, peer: Peer, msg: Message) -> None:
+def hello(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
     import warpcore
 
     server.reply(
@@ -44,89 +54,135 @@ def hello(server: Server, peer: Peer, msg: Message) -> None:
             "models": {
                 "default": server.engine.default_model,
                 "loaded": server.engine.loaded(),
-                "available": sorted({server.engine.default_model, "builtin", "gaussian"}),
+                "available": list(server.policy.models),
             },
             **server.engine.device_info(),
             "queue": server.worker.snapshot(),
             "limits": vars(server.config.limits),
-            "requests": sorted(HANDLERS),
+            "paths": bool(server.policy.allowed_roots),
+            "requests": sorted({*ROUTES, *HANDLERS}),
             "dtypes": list(DTYPES),
         },
     )
 
 
-def heartbeat(server: Server, peer: Peer, msg: Message) -> None:
+def heartbeat(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
     snap = server.worker.snapshot()
     server.reply(peer, msg, {"busy": snap["running"] is not None, **snap})
 
 
-def _dtype(body: dict[str, Any]) -> str:
-    dtype = body_field(body, "dtype", str, f"one of {list(DTYPES)}", "float32")
-    if dtype not in DTYPES:
-        raise ProtocolError("bad_body", f"dtype: got {dtype!r}; accepted: {list(DTYPES)}")
-    return dtype
+def _subscriber(peer: Peer, msg: Message, listen: Listen) -> Subscriber:
+    return Subscriber(peer, msg.id, listen.stream, listen.previews, listen.dtype)
 
 
-def _subscriber(peer: Peer, msg: Message) -> Subscriber:
-    body = msg.body
-    stream = body_field(body, "stream", bool, "true or false", True)
-    previews = body_field(body, "previews", bool, "true or false", False)
-    return Subscriber(peer, msg.id, stream, previews, _dtype(body))
-
-
-def _shot(server: Server, body: dict[str, Any]) -> ShotState:
-    key = body_field(body, "key", str, "a shot key from submit_reply")
+def _shot(server: Server, key: str) -> ShotState:
     state = server.registry.get(key)
     if state is None:
         raise ProtocolError(
             "unknown_shot",
-            f"no shot {key!r:.80} on this server; submit it first (list_shots "
-            "shows the known ones)",
+            f"no shot {key} on this server; submit it first (list_shots shows the known ones)",
         )
     return state
 
 
 def _run_to(server: Server, state: ShotState, target: int, previews: bool = False) -> int | None:
-    """Make sure frames up to ``target`` are being made; the queue position, None if done."""
+    """Make sure frames up to ``target`` are being made; the queue position, None if done.
+
+    A refused job (queue full) leaves the shot as it was: not activated, nothing kept."""
     target = min(target, state.meta.n_frames - 1)
     if target < state.done:
         return None
-    server.registry.activate(state)
     try:
         position = server.worker.enqueue(state.meta.key, target, previews)
     except QueueFull as exc:
         raise ProtocolError("queue_full", f"{exc}; retry later") from None
+    state = server.registry.activate(state)
+    if state.status == "error":
+        server.cache.clear_error(state.meta.key)
+        state.message = ""
     if state.status != "running":
         state.status = "queued"
     return position
 
 
-def submit(server: Server, peer: Peer, msg: Message) -> None:
-    from server.shots import parse_submit
+def submit(server: Server, peer: Peer, msg: Message, body: Submit) -> None:
+    """Validated here; hashed, checked and stored on the intake thread; then started."""
+    from server.shots import prepare
 
     if server.stopping:
         raise ProtocolError("shutting_down", "the server is stopping; submit to another one")
-    spec = parse_submit(msg.body, msg.parts, server.engine.default_model, server.engine.device)
-    sub = _subscriber(peer, msg) if body_field(msg.body, "subscribe", bool, "bool", True) else None
-    server.cache.create(spec.meta, spec.frames, spec.masks)
-    _start(server, peer, msg, server.registry.get(spec.meta.key), sub)
+    if server.worker.full():  # refuse before reading or storing anything
+        raise ProtocolError(
+            "queue_full", f"the queue is full (limit {server.worker.queue_limit}); retry later"
+        )
+    roots = server.policy.allowed_roots
+
+    def work() -> tuple[Any, bool | None, dict[str, float]]:
+        t0 = time.perf_counter()
+        spec = prepare(body, roots)
+        t1 = time.perf_counter()
+        if server.worker.full() and not server.worker.state(spec.meta.key):
+            return spec, None, {}  # refused below, nothing stored
+        created = server.cache.create(spec.meta, spec.frames, spec.masks)
+        return spec, created, {"check_s": t1 - t0, "store_s": time.perf_counter() - t1}
+
+    def done(result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            server.on_intake_error(peer, msg, error)
+        else:
+            _submitted(server, peer, msg, body, *result)
+
+    server.intake.run(work, done)
 
 
-def subscribe(server: Server, peer: Peer, msg: Message) -> None:
-    state = _shot(server, msg.body)
-    sub = _subscriber(peer, msg)
-    sub.next = int_field(msg.body, "from", 0, state.meta.n_frames, 0)
-    if not body_field(msg.body, "resume", bool, "true or false", True):
+def _submitted(
+    server: Server,
+    peer: Peer,
+    msg: Message,
+    body: Submit,
+    spec: Any,
+    created: bool | None,
+    intake: dict[str, float],
+) -> None:
+    key = spec.meta.key
+    try:
+        state = server.registry.get(key) if created is not None else None
+        if state is None:
+            raise ProtocolError(
+                "queue_full", f"the queue is full (limit {server.worker.queue_limit}); retry later"
+            )
+        server.cache.clear_error(key)
+        if state.status == "error":
+            state.status, state.message = "idle", ""
+        sub = _subscriber(peer, msg, body.listen) if body.listen is not None else None
+        _start(server, peer, msg, state, sub, intake)
+    except ProtocolError as exc:
+        if created and key not in server.registry.shots:  # a refused shot leaves no trace
+            server.intake.run(lambda: server.cache.remove(key), lambda *_: None)
+        server.send_error(peer, exc.code, exc.message, msg.id)
+
+
+def subscribe(server: Server, peer: Peer, msg: Message, body: Subscribe) -> None:
+    state = _shot(server, body.key)
+    server.cache.touch(body.key)
+    sub = _subscriber(peer, msg, body.listen)
+    sub.next = min(body.start, state.meta.n_frames)
+    if not body.resume:
         _reply_started(server, peer, msg, state, None, sub)
         return
     _start(server, peer, msg, state, sub)
 
 
 def _start(
-    server: Server, peer: Peer, msg: Message, state: ShotState, sub: Subscriber | None
+    server: Server,
+    peer: Peer,
+    msg: Message,
+    state: ShotState,
+    sub: Subscriber | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     position = _run_to(server, state, state.meta.n_frames - 1, bool(sub and sub.previews))
-    _reply_started(server, peer, msg, state, position, sub)
+    _reply_started(server, peer, msg, state, position, sub, extra)
 
 
 def _reply_started(
@@ -136,8 +192,9 @@ def _reply_started(
     state: ShotState,
     position: int | None,
     sub: Subscriber | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    body = {**state.summary(), "position": position}
+    body = {**state.summary(), "position": position, **(extra or {})}
     server.reply(peer, msg, body)
     if sub is not None:
         state = server.registry.activate(state)
@@ -147,39 +204,43 @@ def _reply_started(
         server.registry.advance_all(state)
 
 
-def get_frame(server: Server, peer: Peer, msg: Message) -> None:
-    state = _shot(server, msg.body)
-    index = int_field(msg.body, "frame", 0, state.meta.n_frames - 1)
-    dtype = _dtype(msg.body)
-    if index < state.done:
-        server.registry.reply_frame(peer, msg.id, state, index, dtype)
+def get_frame(server: Server, peer: Peer, msg: Message, body: GetFrame) -> None:
+    state = _shot(server, body.key)
+    n = state.meta.n_frames
+    if body.frame >= n:
+        raise ProtocolError(
+            "bad_body", f"frame: expected an integer in [0, {n - 1}], got {body.frame}"
+        )
+    server.cache.touch(body.key)
+    if body.frame < state.done:
+        server.registry.reply_frame(peer, msg.id, state, body.frame, body.dtype)
         return
-    if not body_field(msg.body, "wait", bool, "true or false", True):
+    if not body.wait:
         raise ProtocolError(
             "not_ready",
-            f"frame {index} is not finished ({state.done} of "
-            f"{state.meta.n_frames} are); ask with wait=true to have it made",
+            f"frame {body.frame} is not finished ({state.done} of "
+            f"{n} are); ask with wait=true to have it made",
         )
-    _run_to(server, state, index)
-    server.registry.activate(state).waiters.append(Waiter(peer, msg.id, index, dtype))
+    _run_to(server, state, body.frame)
+    server.registry.activate(state).waiters.append(Waiter(peer, msg.id, body.frame, body.dtype))
 
 
-def fetch(server: Server, peer: Peer, msg: Message) -> None:
-    state = _shot(server, msg.body)
+def fetch(server: Server, peer: Peer, msg: Message, body: Fetch) -> None:
+    state = _shot(server, body.key)
     n = state.meta.n_frames
-    start = int_field(msg.body, "start", 0, n, 0)
-    stop = min(int_field(msg.body, "stop", 0, n, n), state.done, start + MAX_FETCH)
-    dtype = _dtype(msg.body)
+    server.cache.touch(body.key)
+    start = min(body.start, n)
+    stop = min(n if body.stop is None else body.stop, state.done, start + MAX_FETCH)
     frames, parts = [], []
     for i in range(start, max(start, stop)):
-        desc, buf = server.registry.frame_parts(state, i, dtype)
+        desc, buf = server.registry.frame_parts(state, i, body.dtype)
         frames.append({"frame": i, "image": dict(desc, part=len(parts))})
         parts.append(buf)
     server.reply(peer, msg, {**state.summary(), "frames": frames}, parts)
 
 
-def cancel(server: Server, peer: Peer, msg: Message) -> None:
-    state = _shot(server, msg.body)
+def cancel(server: Server, peer: Peer, msg: Message, body: ShotRef) -> None:
+    state = _shot(server, body.key)
     was = server.worker.cancel(state.meta.key)
     if was == "queued":  # never started: the worker reports nothing, so do it here
         server.registry.stop(state, "cancelled", "cancelled while queued")
@@ -187,52 +248,47 @@ def cancel(server: Server, peer: Peer, msg: Message) -> None:
     server.reply(peer, msg, {"key": state.meta.key, "was": was, "done": state.done})
 
 
-def status(server: Server, peer: Peer, msg: Message) -> None:
-    if msg.body.get("key") is None:
+def status(server: Server, peer: Peer, msg: Message, body: Status) -> None:
+    if body.key is None:
         server.reply(peer, msg, server.info())
         return
-    server.reply(peer, msg, _shot(server, msg.body).summary())
+    server.reply(peer, msg, _shot(server, body.key).summary())
 
 
-def list_shots(server: Server, peer: Peer, msg: Message) -> None:
+def list_shots(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
     shots = []
     for key in server.cache.list_keys():
-        state = server.registry.shots.get(key)
-        if state is None:
-            meta = server.cache.meta(key)
-            state = ShotState(meta, server.cache.done(key))
-            state.status = "finished" if state.done >= meta.n_frames else "idle"
-        shots.append(state.summary())
+        state = server.registry.get(key)
+        if state is not None:
+            shots.append(state.summary())
     server.reply(peer, msg, {"shots": shots})
 
 
-def shutdown(server: Server, peer: Peer, msg: Message) -> None:
+def shutdown(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
     server.reply(peer, msg, {"stopping": True})
     server.stopping = True
 
 
-def echo(server: Server, peer: Peer, msg: Message) -> None:
+def echo(server: Server, peer: Peer, msg: Message, body: Echo) -> None:
     """Diagnostics and benchmarks: the body's ``arrays`` are checked, the parts sent back."""
-    arrays = body_field(msg.body, "arrays", list, "a list of {part, dtype, shape}", [])
-    for i, desc in enumerate(arrays):
-        unpack_array(desc, msg.parts, f"arrays[{i}]")
-    server.reply(peer, msg, {"arrays": arrays}, msg.parts)
+    server.reply(peer, msg, {"arrays": list(body.arrays)}, body.parts)
 
 
-HANDLERS: dict[str, Handler] = {
-    "hello": hello,
-    "heartbeat": heartbeat,
-    "submit": submit,
-    "subscribe": subscribe,
-    "get_frame": get_frame,
-    "fetch": fetch,
-    "cancel": cancel,
-    "status": status,
-    "list_shots": list_shots,
-    "shutdown": shutdown,
-    "echo": echo,
+ROUTES: dict[str, tuple[bodies.Parser, TypedHandler]] = {
+    "hello": (bodies.parse_empty, hello),
+    "heartbeat": (bodies.parse_empty, heartbeat),
+    "submit": (bodies.parse_submit, submit),
+    "subscribe": (bodies.parse_subscribe, subscribe),
+    "get_frame": (bodies.parse_get_frame, get_frame),
+    "fetch": (bodies.parse_fetch, fetch),
+    "cancel": (bodies.parse_shot_ref, cancel),
+    "status": (bodies.parse_status, status),
+    "list_shots": (bodies.parse_empty, list_shots),
+    "shutdown": (bodies.parse_empty, shutdown),
+    "echo": (bodies.parse_echo, echo),
 }
-HANDLERS.update(upload.HANDLERS)  # open_shot / add_frames / start_shot (chunked upload)
+ROUTES.update(upload.ROUTES)  # open_shot / add_frames / start_shot (chunked upload)
+HANDLERS: dict[str, Handler] = {}
 
 
 def on_worker_event(server: Server, msg: Message) -> None:

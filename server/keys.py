@@ -14,11 +14,14 @@ keys come from ``zmq.curve_keypair``. Imports pyzmq only: the client uses this m
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
+
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _TEMPLATE = """#   ZeroMQ CURVE certificate written by warpdiff ({kind})
 metadata
@@ -54,30 +57,63 @@ class CurveKeys:
         return cls(public, secret, server_public)
 
 
+def _write_new(path: Path, text: str, mode: int) -> None:
+    """Create ``path`` with ``mode`` from the start (never there with wider permissions);
+    refuses to replace a file that exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def write_key_pair(folder: Path, name: str, public: bytes, secret: bytes | None) -> None:
-    """Write ``NAME.key`` (public) and, given a secret, ``NAME.key_secret`` (mode 0600)."""
+    """Write ``NAME.key`` (public) and, given a secret, ``NAME.key_secret`` (created 0600).
+
+    Raises ``FileExistsError`` rather than replace a key that exists."""
+    if not NAME.fullmatch(name):
+        raise ValueError(f"key name: expected letters, digits, '-' or '_', got {name!r}")
     folder.mkdir(parents=True, exist_ok=True)
+    for path in (folder / f"{name}.key", folder / f"{name}.key_secret"):
+        if path.exists():
+            raise FileExistsError(f"curve keys: {path} exists; keys are never replaced")
+    if secret is not None:
+        line = f'    secret-key = "{secret.decode()}"\n'
+        text = _TEMPLATE.format(kind="secret", public=public.decode(), secret_line=line)
+        _write_new(folder / f"{name}.key_secret", text, 0o600)
     pub = _TEMPLATE.format(kind="public", public=public.decode(), secret_line="")
-    (folder / f"{name}.key").write_text(pub)
-    if secret is None:
-        return
-    secret_path = folder / f"{name}.key_secret"
-    line = f'    secret-key = "{secret.decode()}"\n'
-    secret_path.write_text(
-        _TEMPLATE.format(kind="secret", public=public.decode(), secret_line=line)
-    )
-    secret_path.chmod(0o600)
+    _write_new(folder / f"{name}.key", pub, 0o644)
 
 
 def make_keys(folder: str | os.PathLike[str], clients: tuple[str, ...] = ("client",)) -> Path:
-    """Create a server key pair (if missing) and a key pair per named client; returns the folder."""
+    """Create a new key folder: a server key pair and a key pair per named client.
+
+    Refuses (``FileExistsError``) when the folder already holds keys: the keys handed out
+    would stop working. Add a host to an existing folder with :func:`add_client`."""
     folder = Path(folder)
-    if not (folder / "server.key_secret").is_file():
-        write_key_pair(folder, "server", *zmq.curve_keypair())
+    if (folder / "server.key_secret").exists() or (folder / "server.key").exists():
+        raise FileExistsError(
+            f"curve keys: {folder} already holds keys; making new ones would lock out every "
+            f"host that has them. Add a host with `warpdiff serve --curve-keys {folder} "
+            "--add-client NAME`"
+        )
+    write_key_pair(folder, "server", *zmq.curve_keypair())
     for name in clients:
-        public, secret = zmq.curve_keypair()
-        write_key_pair(folder, name, public, secret)
-        write_key_pair(folder / "clients", name, public, None)
+        add_client(folder, name)
+    return folder
+
+
+def add_client(folder: str | os.PathLike[str], name: str) -> Path:
+    """A new client key pair beside the existing ones; the server lets it in at its next
+    start. Refuses (``FileExistsError``) a name already used."""
+    folder = Path(folder)
+    if not (folder / "server.key").is_file():
+        raise FileNotFoundError(
+            f"curve keys: no server key in {folder}; make the folder with --make-keys first"
+        )
+    if (folder / "clients" / f"{name}.key").exists():
+        raise FileExistsError(f"curve keys: a client named {name!r} exists in {folder}")
+    public, secret = zmq.curve_keypair()
+    write_key_pair(folder, name, public, secret)
+    write_key_pair(folder / "clients", name, public, None)
     return folder
 
 

@@ -66,6 +66,7 @@ ERROR_CODES = (
     "cancelled",  # the shot was cancelled before the frame was made
     "failed",  # the shot failed; the message says why
     "shutting_down",  # the server is stopping
+    "disk_full",  # the shot cache is at its size limit (every shot in use) or the disk is full
     "internal",  # a server bug; the server keeps serving
 )
 

@@ -70,6 +70,7 @@ class ShotState:
     waiters: list[Waiter] = field(default_factory=list)
     latest: tuple[int, Any, Any] | None = None  # (index, frame part, preview part) from worker
     compute_s: dict[int, float] = field(default_factory=dict)  # seconds in the model, per frame
+    timing: dict[int, dict[str, float]] = field(default_factory=dict)  # source/model/cache s
 
     def summary(self) -> dict[str, Any]:
         m = self.meta
@@ -107,6 +108,9 @@ class Registry:
             meta = self.cache.meta(key)
             done = self.cache.done(key)
             state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
+            error = self.cache.error(key)
+            if error is not None and done < meta.n_frames:
+                state.status, state.message = "error", error
         return state
 
     def activate(self, state: ShotState) -> ShotState:
@@ -144,6 +148,8 @@ class Registry:
             if self.outbox.backlogged(sub.peer):
                 return False
             extra = {"compute_s": state.compute_s[sub.next]} if sub.next in state.compute_s else {}
+            if sub.next in state.timing:
+                extra["timing"] = state.timing[sub.next]
             if sub.stream:
                 desc, buf = self.frame_parts(state, sub.next, sub.dtype)
                 self.event(sub, state, "frame", (buf,), frame=sub.next, image=desc, **extra)
@@ -217,6 +223,8 @@ class Registry:
         state.done = max(state.done, index + 1)
         state.latest = (index, image, parts[1] if len(parts) > 1 else None)
         state.compute_s[index] = float(body.get("compute_s", 0.0))
+        if isinstance(body.get("timing"), dict):
+            state.timing[index] = dict(body["timing"])
         for sub in state.subscribers:
             if not sub.stream and sub.next == index:  # in step: told now, with its preview
                 sub.next = index + 1
@@ -226,6 +234,8 @@ class Registry:
                     extra["preview"] = dict(body["preview"], part=0)
                     send_parts = (state.latest[2],)
                 extra["compute_s"] = state.compute_s[index]
+                if index in state.timing:
+                    extra["timing"] = state.timing[index]
                 self.event(sub, state, "frame", send_parts, frame=index, **extra)
         self.answer_waiters(state)
 

@@ -1,4 +1,4 @@
-"""A ``submit`` body -> a validated shot with its content-hash key, and reading a shot's inputs.
+"""A parsed ``submit`` -> a shot with its content-hash key, and reading a shot's inputs.
 
 The shot key is a blake2b hash of the request's key (every output-relevant parameter, not the
 device), the mask mode and the bytes, dtypes and shapes of every input frame and matte (or the
@@ -16,103 +16,54 @@ from typing import Any
 
 import numpy as np
 
+from server.bodies import MIN_SIDE, PathsInput, Policy, Submit, check_pixels
+from server.bodies import parse_submit as parse_submit_body
 from server.cache import ShotCache, ShotMeta
-from server.protocol import ProtocolError, body_field, unpack_array
+from server.protocol import Message, ProtocolError
 from warpcore.errors import InvalidInput
 from warpcore.request import RestoreRequest
 
-MAX_FRAMES = 100_000
 KEY_PREFIX = b"warpdiff-shot-v1"
 
 
 @dataclass
 class ShotSpec:
-    """A parsed submit: the shot's meta and its input arrays (views of the message parts)."""
+    """A validated submit: the shot's meta and its input arrays (views of the message parts)."""
 
     meta: ShotMeta
     frames: list[np.ndarray]
     masks: list[np.ndarray]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.frames, *self.masks))
 
-def parse_request(data: Any, default_model: str, device: str) -> RestoreRequest:
-    """The body's ``request`` map -> RestoreRequest (server model by default, server device)."""
-    if not isinstance(data, dict):
-        raise ProtocolError(
-            "bad_body", "request: expected a map of restoration parameters with at least 'task'"
-        )
-    values = dict(data)
-    values.setdefault("model", default_model)
-    values["device"] = device
-    try:
-        return RestoreRequest.from_dict(values)
-    except InvalidInput as exc:
-        raise ProtocolError("bad_request", str(exc)) from None
-    except TypeError as exc:  # a value of a type the dataclass cannot take
-        raise ProtocolError("bad_request", f"request: {exc}") from None
+
+def prepare(submit: Submit, roots: Sequence[Path] = ()) -> ShotSpec:
+    """Pixel checks, file sources and the content hash of a parsed submit.
+
+    Reads every input byte: the server runs it on the intake thread, never on the loop.
+    """
+    request = submit.request
+    if isinstance(submit.source, PathsInput):
+        return _from_paths(submit.source, request, roots)
+    source = submit.source
+    check_pixels(source)
+    key = shot_key(request, source.mask_mode, [*source.frames, *source.masks])
+    height, width = source.frames[0].shape[:2]
+    meta = ShotMeta(
+        key, request.to_dict(), len(source.frames), height, width, source.mask_mode, "parts"
+    )
+    return ShotSpec(meta, list(source.frames), list(source.masks))
 
 
 def parse_submit(
     body: dict[str, Any], parts: Sequence[memoryview], default_model: str, device: str
 ) -> ShotSpec:
-    """Validate a submit body and build its shot (no compute, no model)."""
-    request = parse_request(body.get("request"), default_model, device)
-    if "frames" in body and "paths" in body:
-        raise ProtocolError("bad_body", "give either 'frames' (binary parts) or 'paths', not both")
-    if body.get("paths") is not None:
-        return _from_paths(body, request)
-    descs = body_field(body, "frames", list, "a list of {part, dtype, shape}, or 'paths'")
-    if not 0 < len(descs) <= MAX_FRAMES:
-        raise ProtocolError(
-            "bad_body", f"frames: expected 1 to {MAX_FRAMES} frames, got {len(descs)}"
-        )
-    frames = [unpack_array(d, parts, f"frames[{i}]") for i, d in enumerate(descs)]
-    height, width, channels = frames[0].shape
-    for i, f in enumerate(frames):
-        if f.shape != frames[0].shape or channels not in (3, 4):
-            raise ProtocolError(
-                "bad_body",
-                f"frames[{i}]: every frame must be [H, W, 3] or [H, W, 4] of one size; "
-                f"frames[0] is {list(frames[0].shape)}, frames[{i}] is {list(f.shape)}",
-            )
-    mask_mode, masks = _masks(body, parts, request, len(frames), (height, width), channels)
-    key = shot_key(request, mask_mode, [*frames, *masks])
-    meta = ShotMeta(key, request.to_dict(), len(frames), height, width, mask_mode, "parts")
-    return ShotSpec(meta, frames, masks)
-
-
-def _masks(
-    body: dict[str, Any],
-    parts: Sequence[memoryview],
-    request: RestoreRequest,
-    n_frames: int,
-    size: tuple[int, int],
-    channels: int,
-) -> tuple[str, list[np.ndarray]]:
-    masks = body.get("masks")
-    if request.task == "upscale":
-        if masks is not None:
-            raise ProtocolError("bad_body", "masks: the upscale task takes no masks; leave it out")
-        return "none", []
-    if masks == "alpha":
-        if channels != 4:
-            raise ProtocolError(
-                "bad_body",
-                f"masks: 'alpha' needs RGBA frames [H, W, 4]; the frames have {channels} channels",
-            )
-        return "alpha", []
-    if not isinstance(masks, list) or len(masks) != n_frames:
-        raise ProtocolError(
-            "bad_body",
-            f"masks: inpaint needs one matte per frame ({n_frames} descriptors "
-            "{part, dtype, shape [H, W, 1]}) or 'alpha' (1 = region to fill)",
-        )
-    arrays = [unpack_array(d, parts, f"masks[{i}]") for i, d in enumerate(masks)]
-    for i, m in enumerate(arrays):
-        if m.shape != (*size, 1):
-            raise ProtocolError(
-                "bad_body", f"masks[{i}]: expected shape {[*size, 1]}, got {list(m.shape)}"
-            )
-    return "masks", arrays
+    """A raw submit body -> validated shot (tests and tools; the server parses in two halves)."""
+    models = tuple(sorted({default_model, "builtin", "gaussian"}))
+    policy = Policy((), models, default_model, device)
+    return prepare(parse_submit_body(Message("submit", "x", None, body, list(parts)), policy))
 
 
 def shot_key(request: RestoreRequest, mask_mode: str, arrays: Sequence[np.ndarray]) -> str:
@@ -125,21 +76,21 @@ def shot_key(request: RestoreRequest, mask_mode: str, arrays: Sequence[np.ndarra
     return h.hexdigest()
 
 
-def _hash_file_tree(h: Any, path: Path) -> None:
+def _hash_file_tree(h: Any, path: Path, roots: Sequence[Path]) -> None:
+    """Hash every file of a folder (or the one file); files whose real path leaves the
+    allowed roots (symlinks out) are skipped unread."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
+        real = p.resolve()
+        if roots and not any(real.is_relative_to(root) for root in roots):
+            continue
         h.update(f"|{p.relative_to(path) if path.is_dir() else p.name}|".encode())
-        with open(p, "rb") as f:
+        with open(real, "rb") as f:
             while chunk := f.read(1 << 22):
                 h.update(chunk)
 
 
-def _open_source(path: Any, what: str) -> Any:
-    if not isinstance(path, str) or not Path(path).exists():
-        raise ProtocolError(
-            "bad_body",
-            f"paths.{what}: expected a file or folder on the server machine, got {path!r}",
-        )
+def _open_source(path: Path, what: str) -> Any:
     try:
         from warpcore.video import open_frames
     except ImportError:
@@ -151,32 +102,37 @@ def _open_source(path: Any, what: str) -> Any:
     try:
         return open_frames(path)
     except (InvalidInput, OSError, ValueError) as exc:
-        raise ProtocolError("bad_body", f"paths.{what}: {exc}") from None
+        raise ProtocolError("bad_request", f"paths.{what}: {exc}") from None
 
 
-def _from_paths(body: dict[str, Any], request: RestoreRequest) -> ShotSpec:
-    paths = body_field(body, "paths", dict, "{frames: path, masks: path or null}")
-    source = _open_source(paths.get("frames"), "frames")
-    n_frames = len(source)
-    height, width, channels = np.shape(source.read(0))
+def _from_paths(source: PathsInput, request: RestoreRequest, roots: Sequence[Path]) -> ShotSpec:
+    frames = _open_source(source.frames, "frames")
+    n_frames = len(frames)
+    height, width, channels = np.shape(frames.read(0))
+    if min(height, width) < MIN_SIDE:
+        raise ProtocolError(
+            "bad_request",
+            f"paths.frames: {height}x{width} is too small for optical flow; accepted: at "
+            f"least {MIN_SIDE} pixels a side",
+        )
     mask_mode = "none" if request.task == "upscale" else "masks"
-    if body.get("masks") == "alpha" and request.task == "inpaint":
-        mask_mode = "alpha" if channels == 4 else ""
-    elif mask_mode == "masks":
-        masks = _open_source(paths.get("masks"), "masks")
+    if source.alpha and request.task == "inpaint":
+        if channels != 4:
+            raise ProtocolError("bad_body", "masks: 'alpha' needs RGBA input frames")
+        mask_mode = "alpha"
+    elif mask_mode == "masks" and source.masks is not None:
+        masks = _open_source(source.masks, "masks")
         if len(masks) != n_frames or np.shape(masks.read(0))[:2] != (height, width):
             raise ProtocolError(
                 "bad_body", f"paths.masks: expected {n_frames} mattes of {height}x{width}"
             )
-    if not mask_mode:
-        raise ProtocolError("bad_body", "masks: 'alpha' needs RGBA input frames")
     h = hashlib.blake2b(KEY_PREFIX, digest_size=16)
     h.update(f"{request.key()}|{mask_mode}|paths".encode())
-    kept = {"frames": str(Path(paths["frames"]).resolve()), "masks": None}
-    _hash_file_tree(h, Path(kept["frames"]))
-    if mask_mode == "masks":
-        kept["masks"] = str(Path(paths["masks"]).resolve())
-        _hash_file_tree(h, Path(kept["masks"]))
+    kept: dict[str, str | None] = {"frames": str(source.frames), "masks": None}
+    _hash_file_tree(h, source.frames, roots)
+    if mask_mode == "masks" and source.masks is not None:
+        kept["masks"] = str(source.masks)
+        _hash_file_tree(h, source.masks, roots)
     meta = ShotMeta(
         h.hexdigest(), request.to_dict(), n_frames, height, width, mask_mode, "paths", kept
     )

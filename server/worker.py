@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from server.cache import ShotCache
+from server.cache import CacheFull, ShotCache
 from server.engine import Engine
 from server.protocol import array_part, encode
 from server.shots import ShotInputs, request_for_device
@@ -85,6 +86,11 @@ class Worker:
             self._cond.notify()
             return self._position_locked(key)
 
+    def full(self) -> bool:
+        """True when a new shot would be refused."""
+        with self._cond:
+            return len(self._queue) >= self.queue_limit
+
     def extend_locked(self, key: str, target: int, previews: bool) -> bool:
         for job in [self._current, *self._queue]:
             if job is not None and job.key == key and not job.stop.is_set():
@@ -143,9 +149,11 @@ class Worker:
                 try:
                     kind, body = self._run(job, push)
                 except Exception as exc:  # never lose the worker: report and take the next job
-                    log.error("shot %s failed:\n%s", job.key, traceback.format_exc())
+                    message = _describe(exc)
+                    log.error("shot %s failed (%s):\n%s", job.key, message, traceback.format_exc())
                     self._live = None
-                    kind, body = "error", {"message": _describe(exc)}
+                    kind, body = "error", {"message": message}
+                    self.cache.write_error(job.key, message)
                 with self._cond:  # before the last event: the loop then sees the job gone
                     self._current = None
                 _emit(push, job.key, kind, **body)
@@ -174,6 +182,7 @@ class Worker:
         while index <= min(job.target, n - 1):
             if job.stop.is_set():
                 return "cancelled", {"frame": index, "n_frames": n}
+            t_source = time.perf_counter()
             frame, mask = source(index)
             sink = _progress_sink(push, job.key)
             t0 = time.perf_counter()
@@ -184,9 +193,20 @@ class Worker:
             except Cancelled:
                 return "cancelled", {"frame": index, "n_frames": n}
             compute_s = time.perf_counter() - t0
+            if not np.isfinite(out).all():
+                raise ShotFailed(
+                    f"frame {index}: the model returned NaN or infinite pixels; the frame was "
+                    "not kept (try another seed or model)"
+                )
+            t_cache = time.perf_counter()
             self.cache.write_frame(job.key, index, out)
             self.cache.write_state(job.key, index + 1, restorer.state_dict())
-            _emit_frame(push, job.key, index, n, out, compute_s, job.previews)
+            timing = {
+                "source_s": t0 - t_source,  # input read (+ propagation: fill and plate flows)
+                "model_s": compute_s,  # restorer.process: denoiser steps, warps, guidance
+                "cache_s": time.perf_counter() - t_cache,  # frame + resume state written
+            }
+            _emit_frame(push, job.key, index, n, out, compute_s, job.previews, timing)
             index += 1
         return ("finished" if index >= n else "paused"), {"frame": index - 1, "n_frames": n}
 
@@ -233,10 +253,18 @@ def _frame_source(inputs: ShotInputs, request: Any, n: int) -> tuple[Source, Any
     return propagator.fill, propagator.flows
 
 
+class ShotFailed(Exception):
+    """A shot cannot go on; the message says why (for the client)."""
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (InvalidInput, ModelNotFound)):
+    """What the client is told: our own messages as they are; anything else an error id
+    (the log has the detail, which may name server files)."""
+    if isinstance(exc, (InvalidInput, ModelNotFound, ShotFailed, CacheFull)):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    error_id = uuid.uuid4().hex[:12]
+    log.error("error id %s: %s: %s", error_id, type(exc).__name__, exc)
+    return f"internal error {error_id} ({type(exc).__name__}); the server log has the detail"
 
 
 def _emit(push: zmq.Socket, key: str, kind: str, parts: tuple = (), **body: Any) -> None:
@@ -272,10 +300,13 @@ def _emit_frame(
     out: np.ndarray,
     compute_s: float,
     previews: bool,
+    timing: dict[str, float] | None = None,
 ) -> None:
     desc, buf = array_part(out, 0)
     parts: tuple = (buf,)
     body: dict[str, Any] = {"frame": index, "n_frames": n, "compute_s": compute_s, "image": desc}
+    if timing is not None:
+        body["timing"] = timing
     if previews:
         pdesc, pbuf = array_part(preview(out), 1)
         body["preview"], parts = pdesc, (buf, pbuf)

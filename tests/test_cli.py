@@ -94,7 +94,9 @@ def test_inpaint_through_the_server(tmp_path: Path) -> None:
     frames, masks = write_clip(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "remote"
     assert main(["inpaint", str(frames), "--mask", str(masks), "-o", str(local), *FAST]) == 0
-    with running_server(tmp_path / "cache", model="gaussian") as server:
+    with running_server(
+        tmp_path / "cache", model="gaussian", allow_paths=(str(tmp_path),)
+    ) as server:
         args = [
             "inpaint",
             str(frames),

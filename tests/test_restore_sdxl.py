@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from skimage import data, transform
@@ -46,6 +48,13 @@ def test_tiny_sdxl_restores_a_clip_with_guidance(tiny_sdxl_dirs, task: str, chan
     assert all(f.shape == (size, size, 3) and np.isfinite(f).all() for _, f in out)
     warp_errors = [e.data["warp_error"] for e in events if e.kind == "progress" and e.frame > 0]
     assert warp_errors and all(v is not None and v > 0 for v in warp_errors)  # guidance ran
+    # The guidance step is applied, not only measured: the same request without guidance
+    # gives the same frame 0 (no previous frame) and different later frames.
+    unguided = dict(restore_clip(replace(request, guidance=0.0), model, frames, masks))
+    np.testing.assert_array_equal(unguided[0], out[0][1])
+    for j in (1, 2):
+        region = masks[j] > 0.5 if masks is not None else np.ones((size, size), bool)
+        assert np.abs(unguided[j] - out[j][1])[region].mean() > 1e-4, j
     if masks is not None:  # known pixels are kept exactly
         keep = masks[1] < 0.5
         np.testing.assert_array_equal(out[1][1][keep], frames[1][keep])

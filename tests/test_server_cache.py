@@ -55,13 +55,13 @@ def test_the_shot_key_follows_parameters_and_pixels_not_the_device():
 @pytest.mark.parametrize(
     "frames_masks_request, code, words",
     [
-        ((tiny_shot(2, 8)[0], None, {}), "bad_body", "one matte per frame"),
-        ((tiny_shot(2, 8)[0], "alpha", {}), "bad_body", "needs RGBA"),
-        ((*tiny_shot(2, 8), {"task": "upscale"}), "bad_body", "takes no masks"),
-        ((tiny_shot(2, 8)[0], tiny_shot(1, 8)[1], {}), "bad_body", "one matte per frame"),
-        ((*tiny_shot(1, 8), {"sampler": "dpm"}), "bad_request", "accepted: euler, heun"),
-        ((*tiny_shot(1, 8), {"colour": 1}), "bad_request", "unknown fields"),
-        (([np.zeros((8, 8, 3), np.float32), np.zeros((8, 9, 3), np.float32)], None, {}),
+        ((tiny_shot(2, 16)[0], None, {}), "bad_body", "one matte per frame"),
+        ((tiny_shot(2, 16)[0], "alpha", {}), "bad_body", "needs RGBA"),
+        ((*tiny_shot(2, 16), {"task": "upscale"}), "bad_body", "takes no masks"),
+        ((tiny_shot(2, 16)[0], tiny_shot(1, 16)[1], {}), "bad_body", "one matte per frame"),
+        ((*tiny_shot(1, 16), {"sampler": "dpm"}), "bad_request", "accepted: euler, heun"),
+        ((*tiny_shot(1, 16), {"colour": 1}), "bad_request", "unknown fields"),
+        (([np.zeros((16, 16, 3), np.float32), np.zeros((16, 17, 3), np.float32)], None, {}),
          "bad_body", "of one size"),
     ],
 )  # fmt: skip
@@ -73,7 +73,7 @@ def test_submit_validation_names_what_is_wrong(frames_masks_request, code, words
 
 
 def test_inputs_come_back_as_float_frames_and_masks(tmp_path):
-    frames, masks = tiny_shot(2, 8)
+    frames, masks = tiny_shot(2, 16)
     rgba = [np.concatenate([f, m], -1) for f, m in zip(frames, masks, strict=True)]
     as_u8 = [(f * 255 + 0.5).astype(np.uint8) for f in rgba]
     cache = ShotCache(tmp_path)
@@ -81,7 +81,7 @@ def test_inputs_come_back_as_float_frames_and_masks(tmp_path):
     cache.create(spec.meta, spec.frames, spec.masks)
     inputs = ShotInputs(cache, cache.meta(spec.meta.key))
     frame, mask = inputs.frame_and_mask(1)
-    assert frame.dtype == np.float32 and frame.shape == (8, 8, 3)
+    assert frame.dtype == np.float32 and frame.shape == (16, 16, 3)
     np.testing.assert_allclose(frame, frames[1], atol=0.5 / 255 + 1e-6)
     np.testing.assert_array_equal(mask, masks[1][..., 0])
     assert cache.input_frame(spec.meta.key, 0).dtype == np.uint8  # stored as received

@@ -30,7 +30,9 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("cache"), model="gaussian", queue_limit=8) as srv:
+    roots = (str(tmp_path_factory.getbasetemp()),)  # the paths test writes its frames there
+    cache = tmp_path_factory.mktemp("cache")
+    with running_server(cache, model="gaussian", queue_limit=8, allow_paths=roots) as srv:
         yield srv
 
 
@@ -219,7 +221,7 @@ def test_a_shot_given_as_file_paths_on_the_server(server, client, tmp_path):
     assert client.submit(shot, subscribe=False) == key  # same files, same key
     with pytest.raises(ServerError) as info:
         client.submit(Shot(FAST, paths={"frames": str(tmp_path / "nothing")}))
-    assert info.value.code == "bad_body" and "paths.frames" in info.value.message
+    assert info.value.code == "bad_request" and "paths.frames" in info.value.message
 
 
 def test_previews_without_frames_then_shutdown_mid_shot(tmp_path):

@@ -54,7 +54,7 @@ def test_streamed_events_after_start_shot(client, shot):
 
 
 def _open(client: Client, **body):
-    base = {"request": REQUEST, "n_frames": 2, "height": 8, "width": 8, "masks": "masks"}
+    base = {"request": REQUEST, "n_frames": 2, "height": 16, "width": 16, "masks": "masks"}
     return client.request("open_shot", {**base, **body}).body["upload"]
 
 
@@ -63,6 +63,7 @@ def _open(client: Client, **body):
     [
         ({"n_frames": 0}, "bad_body", "n_frames"),
         ({"height": 20000}, "bad_body", "height"),
+        ({"height": 8}, "bad_body", "height"),
         ({"width": "8"}, "bad_body", "width"),
         ({"channels": 2}, "bad_body", "channels"),
         ({"dtype": "float64"}, "bad_body", "dtype"),
@@ -81,8 +82,8 @@ def test_open_shot_validates_every_field(client, body, code, field):
 
 def test_add_frames_and_start_shot_validate(client):
     token = _open(client)
-    frame = np.zeros((8, 8, 4), np.float32)
-    matte = np.zeros((8, 8, 1), np.float32)
+    frame = np.zeros((16, 16, 4), np.float32)
+    matte = np.zeros((16, 16, 1), np.float32)
     from server.protocol import array_part
 
     def send(start, frames, masks, **extra):
@@ -106,11 +107,21 @@ def test_add_frames_and_start_shot_validate(client):
         (lambda: send(0, [frame] * 3, [matte] * 3), "bad_body", "frames"),
         (lambda: send(0, [frame], [matte[:4]]), "bad_body", "masks[0]"),
         (lambda: send(0, [frame], [matte], upload="nope"), "unknown_shot", "upload"),
+        (lambda: send(0, [frame], [matte], upload="0" * 32), "unknown_shot", "upload"),
     ]
     for call, code, field in cases:
         with pytest.raises(ServerError) as err:
             call()
         assert err.value.code == code and field in err.value.message, err.value
+    nan = frame.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ServerError) as err:  # checked on the intake thread; the upload is gone
+        send(0, [nan], [matte])
+    assert err.value.code == "bad_request" and "frames[0]" in err.value.message
+    with pytest.raises(ServerError) as err:
+        send(0, [frame], [matte])
+    assert err.value.code == "unknown_shot"
+    token = _open(client)
     assert send(0, [frame], [matte]).body["received"] == 1
     with pytest.raises(ServerError) as err:  # one frame still missing
         client.request("start_shot", {"upload": token})

@@ -17,7 +17,7 @@ from warpcore.models.builtin import load_builtin
 from warpcore.training.batches import make_batch
 from warpcore.training.builtin_backend import BuiltinBackend
 from warpcore.training.config import TrainConfig
-from warpcore.training.data import NoiseBank, Photo, degrade, random_crop
+from warpcore.training.data import NoiseBank, Photo, degrade, load_photos, random_crop
 from warpcore.training.export import export_run
 from warpcore.training.loop import latest_checkpoint, train
 from warpcore.training.masks import SHAPES, random_mask
@@ -190,3 +190,26 @@ def test_sdxl_finetune_widens_conv_in_and_resumes(
     assert not torch.equal(start["conv_out.weight"], trained["conv_out.weight"])
     unet_dir = export_run(tmp_path / "a", "best", tmp_path / "export")
     assert UNet2DConditionModel.from_pretrained(unet_dir).config.in_channels == 9
+
+
+def test_unusable_training_images_are_named_not_dropped(tmp_path: Path) -> None:
+    """A user's data folder with a corrupt file and a too-small still is an error naming both
+    (they used to vanish silently); the good still alone loads."""
+    import cv2
+
+    folder = tmp_path / "my stills"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "good.png"), rng.integers(0, 255, (128, 160, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "tiny.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(InvalidInput) as err:
+        load_photos(64, (str(folder),), log=lambda _m: None)
+    assert "broken.jpg" in str(err.value) and "tiny.png" in str(err.value)
+    assert "good.png" not in str(err.value)
+    (folder / "broken.jpg").unlink()
+    (folder / "tiny.png").unlink()
+    names = {p.name for p in load_photos(64, (str(folder),), log=lambda _m: None)}
+    assert "my stills/good.png" in names
+    with pytest.raises(InvalidInput, match="not a folder"):
+        load_photos(64, (str(tmp_path / "missing"),), log=lambda _m: None)

@@ -13,6 +13,7 @@ import math
 import torch
 
 from warpcore.bench.common import machine, median_ms
+from warpcore.bench.schema import MACHINE, MapOf
 from warpcore.noise import GPNoise, grid_coords, nufft_available
 from warpcore.warps import SCHEMES, make_warper
 
@@ -35,10 +36,26 @@ def rotation_zoom(size: int, degrees: float = 1.0, zoom: float = 1.01) -> tuple:
     return move(a, zoom), move(-a, 1.0 / zoom)
 
 
-def run_benchmark(quick: bool = False) -> dict:
-    """{"schemes": {name: {"ms_128", "ms_1024"}}, "gp_noise": {...}, "machine": {...}}."""
+SMOKE_SIZE = 32
+
+# {"schemes": {name: {"ms_<size>": ms}}, "gp_noise": {...}, "machine": {...}}
+SCHEMA = {
+    "schemes": MapOf(MapOf(float)),
+    "gp_noise": {
+        "grid_ms_128": float,
+        "at_ms_128": float,
+        "at_exact_ms_128": float,
+        "at_method": str,
+    },
+    "machine": MACHINE,
+}
+
+
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict:
+    """Median ms per frame of every scheme at each grid size; ``smoke``: one tiny grid."""
     schemes: dict[str, dict[str, float]] = {name: {} for name in SCHEMES}
-    for size in SIZES:
+    quick = quick or smoke
+    for size in (SMOKE_SIZE,) if smoke else SIZES:
         flows = rotation_zoom(size)
         slow = size >= 1024
         for name in SCHEMES:
@@ -50,7 +67,7 @@ def run_benchmark(quick: bool = False) -> dict:
             schemes[name][f"ms_{size}"] = round(ms, 2)
     field = GPNoise(channels=4, n_features=3000, res=128)
     coords = grid_coords(128, 128)
-    reps = 3 if quick else 15
+    reps = 1 if smoke else 3 if quick else 15
     gp = {
         "grid_ms_128": round(median_ms(lambda: field.grid(128, 128), reps), 2),
         "at_ms_128": round(median_ms(lambda: field.at(coords), reps), 2),
@@ -64,9 +81,10 @@ def run_benchmark(quick: bool = False) -> dict:
 
 def format_result(result: dict) -> str:
     """A small table for people."""
-    lines = [f"{'scheme':<12} {'128^2 ms':>10} {'1024^2 ms':>11}"]
+    sizes = next(iter(result["schemes"].values()))
+    lines = [f"{'scheme':<12} " + " ".join(f"{k.removeprefix('ms_') + '^2 ms':>10}" for k in sizes)]
     for name, row in result["schemes"].items():
-        lines.append(f"{name:<12} {row['ms_128']:>10.2f} {row['ms_1024']:>11.2f}")
+        lines.append(f"{name:<12} " + " ".join(f"{v:>10.2f}" for v in row.values()))
     gp = result["gp_noise"]
     lines.append(
         f"GPNoise.grid 128^2: {gp['grid_ms_128']:.2f} ms, .at: {gp['at_ms_128']:.2f} ms"

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from warpcore.bench.common import machine
+from warpcore.bench.schema import MACHINE, MapOf
 
 SIZES = ((540, 960), (1080, 1920))
 RADIUS = 8
@@ -44,15 +45,34 @@ def _clip(h: int, w: int, n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], 
     return pairs, plates
 
 
-def run_benchmark(quick: bool = False) -> dict[str, Any]:
+SMOKE_SIZE = (90, 160)
+
+# {"machine", "radius", "frames", "sizes": {"HxW": {...}}}
+SCHEMA = {
+    "machine": MACHINE,
+    "radius": int,
+    "frames": int,
+    "sizes": MapOf(
+        {
+            "median_s_per_frame": float,
+            "first_frame_s": float,
+            "filled_share": float,
+            "filled_psnr_db": float,
+        }
+    ),
+}
+
+
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
+    """Propagation timing and accuracy per frame size; ``smoke``: one tiny size, 6 frames."""
     import torch
 
     from warpcore.propagate import Propagator
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    sizes = SIZES[:1] if quick else SIZES
-    n = 6 if quick else 14
+    sizes = (SMOKE_SIZE,) if smoke else SIZES[:1] if quick else SIZES
+    n = 6 if quick or smoke else 14
     result: dict[str, Any] = {"machine": machine(), "radius": RADIUS, "frames": n, "sizes": {}}
     for h, w in sizes:
         pairs, plates = _clip(h, w, n)

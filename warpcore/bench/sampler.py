@@ -31,6 +31,7 @@ import torch
 from skimage import data, transform
 
 from warpcore.bench.common import machine
+from warpcore.bench.schema import MACHINE, AnyOf, MapOf
 from warpcore.errors import ModelNotFound
 from warpcore.metrics import ClipScorer
 from warpcore.progress import Event
@@ -95,19 +96,18 @@ def _run_variant(model, frames, masks, steps: int, shift: int, fields: dict) -> 
         per_frame.append((times[-1] - times[0]) / max(len(times) - 1, 1))
     summary = scorer.summary()
     return {
-        "s_per_step": round(statistics.median(per_frame), 4),
+        "s_per_step": round(statistics.median(per_frame), 6),
         "warp_err": summary["mean"]["warp_pixel_prev"],
     }
 
 
-def _bench_model(model, frames, masks, steps: int, shift: int) -> dict:
+def _bench_model(model, frames, masks, steps: int, shift: int, names: tuple[str, ...]) -> dict:
     variants = {
-        name: _run_variant(model, frames, masks, steps, shift, fields)
-        for name, fields in VARIANTS.items()
+        name: _run_variant(model, frames, masks, steps, shift, VARIANTS[name]) for name in names
     }
     base = variants["unguided"]["s_per_step"]
     for v in variants.values():
-        v["ratio"] = round(v["s_per_step"] / base, 3)
+        v["ratio"] = round(v["s_per_step"] / max(base, 1e-9), 3)
     best = variants[CHEAP_GUIDED]
     return {
         "s_per_step_unguided": base,
@@ -127,14 +127,37 @@ def _tiny_sdxl(folder: Path):
     return load_denoiser(str(make_tiny_sdxl(folder / "tiny_sdxl_inpaint", 9)), "inpaint")
 
 
-def run_benchmark(quick: bool = False) -> dict:
-    """{"models": {name: {...}}, "machine": {...}}; quick: fewer frames and steps."""
-    n, steps = (3, 3) if quick else (4, 8)
+_VARIANT = {"s_per_step": float, "warp_err": (float, None), "ratio": float}
+_MODEL = {
+    "s_per_step_unguided": float,
+    "s_per_step_guided": float,
+    "ratio": float,
+    "warp_err_unguided": (float, None),
+    "warp_err_guided": (float, None),
+    "guided_variant": str,
+    "variants": MapOf(_VARIANT),  # every name of VARIANTS; --smoke: unguided and output
+}
+# {"models": {"<model>-<latent or frame size>": {...} or {"skipped": why}}, ...}
+SCHEMA = {
+    "models": MapOf(AnyOf((_MODEL, {"skipped": str}))),
+    "steps": int,
+    "frames": int,
+    "machine": MACHINE,
+}
+
+
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict:
+    """{"models": {name: {...}}, "machine": {...}}; quick: fewer frames and steps; smoke: the
+    smallest sizes (a 16x16 latent, 64x64 built-in frames), 2 frames of 3 steps, and only the
+    unguided and the default guided variants."""
+    n, steps = (2, 3) if smoke else (3, 3) if quick else (4, 8)
+    names = ("unguided", CHEAP_GUIDED) if smoke else tuple(VARIANTS)
+    sdxl_size, builtin_size = (128, 64) if smoke else (512, 128)
     models: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sdxl = _tiny_sdxl(Path(tmp))
-        frames, masks = _clip(n, 512, shift=8)  # 64x64 latent, one latent cell a frame
-        models["tiny-sdxl-64"] = _bench_model(sdxl, frames, masks, steps, 8)
+        frames, masks = _clip(n, sdxl_size, shift=8)  # one latent cell a frame
+        models[f"tiny-sdxl-{sdxl_size // 8}"] = _bench_model(sdxl, frames, masks, steps, 8, names)
     try:
         from warpcore.models.builtin import load_builtin
 
@@ -142,8 +165,8 @@ def run_benchmark(quick: bool = False) -> dict:
     except (ModelNotFound, FileNotFoundError) as exc:
         models["builtin"] = {"skipped": str(exc)}
     else:
-        frames, masks = _clip(n, 128, shift=2)
-        models["builtin-128"] = _bench_model(builtin, frames, masks, steps, 2)
+        frames, masks = _clip(n, builtin_size, shift=2)
+        models[f"builtin-{builtin_size}"] = _bench_model(builtin, frames, masks, steps, 2, names)
     return {"models": models, "steps": steps, "frames": n, "machine": machine()}
 
 

@@ -4,25 +4,47 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
+
+from warpcore.bench.schema import check
+from warpcore.errors import InvalidInput
 
 TARGETS = {
     "noise": "warpcore.bench.noise",
     "propagate": "warpcore.bench.propagate",
     "sampler": "warpcore.bench.sampler",
     "server": "server.bench",
+    "soak": "server.soak",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=sorted(TARGETS), help="what to benchmark")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest sizes, one repeat: checks the command and its JSON, not speed",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="how long to run (targets that take it: soak)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(TARGETS[args.target])
-    result = module.run_benchmark(quick=args.quick)
+    kwargs = {"quick": args.quick, "smoke": args.smoke}
+    if args.seconds is not None:
+        if "seconds" not in inspect.signature(module.run_benchmark).parameters:
+            raise InvalidInput(f"--seconds: bench {args.target} runs a fixed amount of work")
+        if not args.seconds > 0:
+            raise InvalidInput(f"--seconds: expected a number > 0, got {args.seconds}")
+        kwargs["seconds"] = args.seconds
+    result = module.run_benchmark(**kwargs)
+    check(result, module.SCHEMA)  # the documented shape, or a clear error naming the key
     if args.json:
         print(json.dumps(result, indent=2))
     else:

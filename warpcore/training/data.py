@@ -122,7 +122,13 @@ def _skimage_photos(max_side: int) -> list[Photo]:
     return photos
 
 
-def _folder_photos(folder: Path, prefix: str, skip: tuple[str, ...], max_side: int) -> list[Photo]:
+MIN_SIDE = 96  # a still smaller than this cannot give a training crop
+
+
+def _folder_photos(
+    folder: Path, prefix: str, skip: tuple[str, ...], max_side: int, problems: list[str]
+) -> list[Photo]:
+    """The stills of ``folder``; files that cannot be used are appended to ``problems``."""
     photos = []
     if not folder.is_dir():
         return photos
@@ -131,19 +137,42 @@ def _folder_photos(folder: Path, prefix: str, skip: tuple[str, ...], max_side: i
         if path.suffix.lower() not in (".jpg", ".jpeg", ".png") or low.startswith(skip):
             continue
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None or min(bgr.shape[:2]) < 96:
-            continue
-        photos.append(Photo(f"{prefix}/{path.name}", _fit(bgr[..., ::-1], max_side)))
+        if bgr is None:
+            problems.append(f"{path}: not a readable JPEG/PNG image")
+        elif min(bgr.shape[:2]) < MIN_SIDE:
+            problems.append(f"{path}: {bgr.shape[1]}x{bgr.shape[0]}, smaller than {MIN_SIDE} px")
+        else:
+            photos.append(Photo(f"{prefix}/{path.name}", _fit(bgr[..., ::-1], max_side)))
     return photos
 
 
-def load_photos(max_side: int = 512, extra_dirs: tuple[str, ...] = ()) -> list[Photo]:
-    """Every available still, sorted by name (the order is part of the data's determinism)."""
+def load_photos(
+    max_side: int = 512,
+    extra_dirs: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> list[Photo]:
+    """Every available still, sorted by name (the order is part of the data's determinism).
+
+    A file in one of the user's ``extra_dirs`` that cannot be used (unreadable, or smaller than
+    the training crops) is an error naming it; one in the packages' folders is skipped with a
+    line in ``log`` (a package may ship an odd file; the user cannot fix it).
+    """
     photos = _skimage_photos(max_side)
-    photos += _folder_photos(OPENCV_DIR, "opencv", OPENCV_SKIP, max_side)
-    photos += _folder_photos(MATE_DIR, "mate", (), max_side)
+    shipped: list[str] = []
+    photos += _folder_photos(OPENCV_DIR, "opencv", OPENCV_SKIP, max_side, shipped)
+    photos += _folder_photos(MATE_DIR, "mate", (), max_side, shipped)
+    for problem in shipped:
+        log(f"training data: skipped {problem}")
     for d in extra_dirs:
-        photos += _folder_photos(Path(d), Path(d).name, (), max_side)
+        if not Path(d).is_dir():
+            raise InvalidInput(f"extra_data: {d!r} is not a folder of JPEG/PNG images")
+        theirs: list[str] = []
+        photos += _folder_photos(Path(d), Path(d).name, (), max_side, theirs)
+        if theirs:
+            raise InvalidInput(
+                "extra_data: these files cannot be used for training (remove or fix them): "
+                + "; ".join(theirs)
+            )
     return sorted(photos, key=lambda p: p.name)
 
 

@@ -1,0 +1,133 @@
+"""Pins on the method's formulas: each test here failed on a one-line mutant that the rest of
+the suite let through (issue 11). The mutant each one guards is named in its docstring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import warpcore.metrics as metrics_module
+from warpcore.guidance import EquivarianceGuidance
+from warpcore.metrics import ClipScorer
+from warpcore.noise import GPNoise
+from warpcore.warps import make_warper
+
+
+def test_noise_variance_is_one_at_every_point_across_seeds() -> None:
+    """Mutant: the RFF phases ``b`` set to 0 (variance ~2 at the origin, ~1 elsewhere).
+
+    The variance of one point over many seeds is exactly 1 for uniform phases; an average over
+    space hides a point-dependent variance, so each point is checked on its own.
+    """
+    points = torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.0, 1.0]], dtype=torch.float64)
+    values = torch.stack(
+        [
+            GPNoise(channels=4, n_features=64, res=32, seed=s).at(points, method="exact")
+            for s in range(400)
+        ]
+    )  # (seeds, C, points)
+    var = values.double().pow(2).mean(dim=(0, 1))  # zero mean by construction
+    # 1,600 samples per point: the variance's standard error is ~0.035 for a Gaussian field.
+    assert torch.allclose(var, torch.ones_like(var), atol=0.15), var
+
+
+def _rotation_zoom_back_map(h: int, w: int, angle: float, zoom: float) -> torch.Tensor:
+    """The exact displacement Phi(x) - x of x -> c + R(angle) (x - c) / zoom, (2, H, W)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    dx, dy = xs - cx, ys - cy
+    px = cx + (math.cos(angle) * dx - math.sin(angle) * dy) / zoom
+    py = cy + (math.sin(angle) * dx + math.cos(angle) * dy) / zoom
+    return torch.stack((px - xs, py - ys))
+
+
+def test_gp_warp_composes_a_rotation_and_zoom_over_twenty_frames() -> None:
+    """Mutant: the ``gp`` composition adds the new backward flow to the previous displacement
+    without resampling it at the moved points (9 px off after 20 frames instead of ~0)."""
+    h = w = 48
+    angle, zoom, n = math.radians(3.0), 1.01, 20
+    forward = _rotation_zoom_back_map(h, w, angle, 1.0 / zoom).float()  # one frame's motion
+    backward = _rotation_zoom_back_map(h, w, -angle, zoom).float()  # and its inverse
+    warper = make_warper("gp", 2, h, w, seed=3)
+    warper.first()
+    for _ in range(n):
+        noise = warper.next(forward, backward)
+    got = warper.state_dict()["displacement"]
+    want = _rotation_zoom_back_map(h, w, -n * angle, zoom**n)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    radius = torch.hypot(xs - (w - 1) / 2, ys - (h - 1) / 2)
+    inside = radius < 0.45 * h / zoom**n  # every intermediate point stayed in frame
+    err = (got - want).pow(2).sum(0).sqrt()[inside]
+    assert float(err.mean()) < 1e-3 and float(err.max()) < 1e-2, float(err.mean())
+    # ... and the frame's noise is the one field evaluated at those composed points.
+    unit = torch.stack(((xs + 0.5 + want[0]) / w, (ys + 0.5 + want[1]) / h), dim=-1)
+    field = GPNoise(channels=2, seed=3, res=(w, h))
+    expected = field.at(unit, method="exact")
+    assert torch.allclose(noise[:, inside], expected[:, inside], atol=1e-3)
+
+
+def test_guidance_pairs_each_step_with_the_same_step_of_the_previous_frame() -> None:
+    """Mutant: ``previous[k]`` replaced by the previous frame's last estimate ``previous[-1]``
+    (or its first): the error must be taken against step k's own estimate."""
+    steps, c, h, w = 4, 3, 8, 8
+    previous = torch.stack([torch.full((c, h, w), float(k)) for k in range(steps)])
+    guidance = EquivarianceGuidance(
+        strength=1.0,
+        forward=torch.zeros(2, h, w),
+        mask=torch.ones(1, h, w),
+        previous=previous,
+        active=frozenset(range(steps)),
+        grad_mode="output",
+    )
+    current = torch.full((c, h, w), 1.5)
+    for k in range(steps):
+        want = (1.5 - k) ** 2 * c * h * w
+        assert float(guidance.error(current, k)) == pytest.approx(want), k
+
+
+def test_first_frame_warping_error_composes_flows_in_the_right_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutant: ``compose(B_j, Phi_{j-1})`` swapped to ``compose(Phi_{j-1}, B_j)``.
+
+    A 3-frame clip with two shears that do not commute (B_1 shears x by y, B_2 shears y by x)
+    and given flows: Phi_2(x) = x + B_2(x) + B_1(x + B_2(x)) = (x + a y + a b x, y + b x).
+    Output frame 2 is output frame 0 (a linear ramp, which bilinear sampling reproduces
+    exactly) at Phi_2, plus 0.1: the answer is 0.1^2 = 0.01 exactly. The swapped order maps
+    to (x + a y, y + b x + a b y), off by (a b x, -a b y) pixels.
+    """
+    h, w, a, b = 32, 32, 0.2, 0.15
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    zero = torch.zeros(h, w)
+    back = {1: torch.stack((a * ys, zero)), 2: torch.stack((zero, b * xs))}  # B_j: j -> j-1
+    calls = iter((1, 2))
+
+    def given_flows(prev: object, cur: object, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        bwd = back[next(calls)]
+        return -bwd, bwd  # forward only feeds e_warp, not checked here
+
+    monkeypatch.setattr(metrics_module, "flow_pair", given_flows)
+
+    def ramp(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        img = torch.stack((x / w, y / h, 0.5 * (x + y) / (w + h)), dim=-1)
+        return (0.2 + 0.5 * img).numpy()
+
+    o0 = ramp(xs, ys)
+    o1 = ramp(xs + a * ys, ys)  # frame 0 at x + B_1(x)
+    o2 = ramp(xs + a * ys + a * b * xs, ys + b * xs) + 0.1
+    inputs = [np.zeros((h, w, 3), np.float32)] * 3  # the flows are given
+    scorer = ClipScorer()
+    for out, inp in zip((o0, o1, o2), inputs, strict=True):
+        scorer.add(out.astype(np.float32), inp)
+    first = scorer.per_frame["warp_pixel_first"]
+    assert first[1] == pytest.approx(0.0, abs=1e-10)
+    assert first[2] == pytest.approx(0.01, rel=1e-3)

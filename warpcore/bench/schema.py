@@ -1,0 +1,70 @@
+"""The documented shape of each benchmark's JSON, checked before it is printed.
+
+A schema is a type (or a tuple of types: ``(float, None)`` allows null), a dict of exact keys
+to schemas (every key required, no others), or :class:`MapOf` (any string keys, one schema for
+every value). ``bool`` never passes for ``int`` or ``float``; an ``int`` passes for ``float``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A JSON object with any keys whose values all match ``values``."""
+
+    values: Any
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A value matching at least one of ``options``."""
+
+    options: tuple
+
+
+def _type_ok(value: object, types: tuple) -> bool:
+    if value is None:
+        return None in types or type(None) in types
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, tuple(t for t in types if isinstance(t, type)))
+
+
+def check(value: object, schema: Any, path: str = "$") -> None:
+    """Raise ``ValueError`` naming the first place where ``value`` does not match ``schema``."""
+    if isinstance(schema, AnyOf):
+        errors = []
+        for option in schema.options:
+            try:
+                check(value, option, path)
+                return
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(" / ".join(errors))
+    if isinstance(schema, MapOf):
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"{path}: expected a non-empty object, got {value!r:.80}")
+        for key, item in value.items():
+            check(item, schema.values, f"{path}.{key}")
+    elif isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object, got {value!r:.80}")
+        missing, extra = set(schema) - set(value), set(value) - set(schema)
+        if missing or extra:
+            raise ValueError(f"{path}: missing keys {sorted(missing)}, unexpected {sorted(extra)}")
+        for key, sub in schema.items():
+            check(value[key], sub, f"{path}.{key}")
+    else:
+        types = schema if isinstance(schema, tuple) else (schema,)
+        if not _type_ok(value, types):
+            raise ValueError(f"{path}: expected {types}, got {value!r:.80}")
+
+
+MACHINE = MapOf((str, int, float))
