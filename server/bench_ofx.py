@@ -6,7 +6,8 @@
   same upload from the Python client (``Client.upload``) is reported beside it.
 - ``cached_round_trip_ms``: renders of a frame the server has already made: the host's
   render action from entry to return (``get_frame`` on loopback, 33 MB back, unpacked into
-  the host's float image). ``first_render_s``: the render that made the frame (built-in
+  the host's float image); ``plugin_get_frame_ms`` / ``plugin_unpack_ms`` split it (the
+  plugin's ``WD_OFX_TIMING`` diagnostics). ``first_render_s``: the render that made the frame (built-in
   model, 1 step, no propagation). ``python_client_get_frame_ms``: the same cached frame by the
   Python client (server + transport alone, for comparison).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -43,6 +45,12 @@ def _clip(n: int) -> np.ndarray:
     return frames
 
 
+def _timings(stderr: str) -> list[tuple[float, float]]:
+    """(get_frame ms, unpack ms) of each render, from the plugin's WD_OFX_TIMING lines."""
+    found = re.findall(r"get_frame ([0-9.]+) ms, unpack ([0-9.]+) ms", stderr)
+    return [(float(a), float(b)) for a, b in found]
+
+
 def run(n_frames: int = 8, repeats: int = 7) -> dict:
     from server.client import Client
     from server.testing import ServerProcess
@@ -56,7 +64,7 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
     ):
         clip = _clip(n_frames)
         clip.tofile(Path(tmp) / "in.f32")
-        env = dict(os.environ, OFX_PLUGIN_PATH=str(build))
+        env = dict(os.environ, OFX_PLUGIN_PATH=str(build), WD_OFX_TIMING="1")
         params = ["--param", f"server={srv.address}", "--param", "steps=1"]
         params += ["--param", "propagate=0", "--param", "timeout=60"]
         cmd = [str(host), "--input", str(Path(tmp) / "in.f32"), "--size", f"{n_frames},{H},{W}"]
@@ -70,9 +78,13 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
         first = report["renders"][0]
         result["first_render_s"] = first["end"] - first["start"]
         cached = [s * 1e3 for s in report["repeat_s"]]
+        split = _timings(done.stderr)[1:]  # the first render made the frame
         for _ in range((repeats - 1) // 3):  # more samples: the host repeats 3 renders a run
             again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
             cached += [s * 1e3 for s in json.loads(again.stdout)["repeat_s"]]
+            split += _timings(again.stderr)
+        result["plugin_get_frame_ms"] = statistics.median(t[0] for t in split)
+        result["plugin_unpack_ms"] = statistics.median(t[1] for t in split)
         result["cached_round_trip_ms"] = statistics.median(cached)
         result["cached_round_trip_ms_all"] = [round(v, 2) for v in cached]
         result["released_every_image"] = report["fetched"] == report["released"]
