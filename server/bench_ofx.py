@@ -7,9 +7,9 @@
 - ``cached_round_trip_ms``: renders of a frame the server has already made: the host's
   render action from entry to return (``get_frame`` on loopback, 33 MB back, unpacked into
   the host's float image); ``plugin_get_frame_ms`` / ``plugin_unpack_ms`` split it (the
-  plugin's ``WD_OFX_TIMING`` diagnostics). ``first_render_s``: the render that made the frame (built-in
-  model, 1 step, no propagation). ``python_client_get_frame_ms``: the same cached frame by the
-  Python client (server + transport alone, for comparison).
+  plugin's ``WD_OFX_TIMING`` diagnostics). ``first_render_s``: the render that made the
+  frame (built-in model, 1 step, no propagation). ``python_client_get_frame_ms``: the same
+  cached frame by the Python client (server + transport alone, for comparison).
 
 The server runs in its own process (``warpdiff serve --model builtin``); the plugin and host
 are built with ``server.ofx_build`` into ``build/ofx``.
