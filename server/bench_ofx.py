@@ -4,12 +4,13 @@
   frames through the host, packs them and sends them in batches of 4 (``open_shot``,
   ``add_frames``, ``start_shot``); input bytes (float32 RGBA) / wall time of the action. The
   same upload from the Python client (``Client.upload``) is reported beside it.
-- ``cached_round_trip_ms``: renders of a frame the server has already made: the host's
-  render action from entry to return (``get_frame`` on loopback, 33 MB back, unpacked into
-  the host's float image); ``plugin_get_frame_ms`` / ``plugin_unpack_ms`` split it (the
-  plugin's ``WD_OFX_TIMING`` diagnostics). ``first_render_s``: the render that made the
-  frame (built-in model, 1 step, no propagation). ``python_client_get_frame_ms``: the same
-  cached frame by the Python client (server + transport alone, for comparison).
+- ``cached_round_trip_ms``: renders of a frame the server has already made (a one-frame shot,
+  so the worker is idle): the host's render action from entry to return (``get_frame`` on
+  loopback, 25 MB back, unpacked into the host's float RGBA image); ``plugin_get_frame_ms`` /
+  ``plugin_unpack_ms`` split it (the plugin's ``WD_OFX_TIMING`` diagnostics).
+  ``first_render_s``: the render that made the frame (built-in model, 1 step, no
+  propagation). ``python_client_get_frame_ms``: the same cached frame by the Python client
+  (server + transport alone, for comparison).
 
 The server runs in its own process (``warpdiff serve --model builtin``); the plugin and host
 are built with ``server.ofx_build`` into ``build/ofx``.
@@ -51,6 +52,14 @@ def _timings(stderr: str) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in found]
 
 
+def _host(host: Path, clip: Path, n: int, env: dict, *args: str) -> tuple[dict, str]:
+    cmd = [str(host), "--input", str(clip), "--size", f"{n},{H},{W}", "--threads", "1", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout), done.stderr
+
+
 def run(n_frames: int = 8, repeats: int = 7) -> dict:
     from server.client import Client
     from server.testing import ServerProcess
@@ -61,56 +70,62 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
     with (
         tempfile.TemporaryDirectory() as tmp,
         ServerProcess(Path(tmp) / "cache", "--model", "builtin", threads=None) as srv,
+        Client(srv.address) as client,
     ):
         clip = _clip(n_frames)
         clip.tofile(Path(tmp) / "in.f32")
+        clip[:1].tofile(Path(tmp) / "one.f32")
         env = dict(os.environ, OFX_PLUGIN_PATH=str(build), WD_OFX_TIMING="1")
         params = ["--param", f"server={srv.address}", "--param", "steps=1"]
-        params += ["--param", "propagate=0", "--param", "timeout=60"]
-        cmd = [str(host), "--input", str(Path(tmp) / "in.f32"), "--size", f"{n_frames},{H},{W}"]
-        cmd += [*params, "--process", "--frames", "0", "--repeat", "0", "--threads", "1"]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-3000:])
-        report = json.loads(done.stdout)
+        params += ["--param", "propagate=0", "--param", "timeout=60", "--process"]
+        # 1. Upload: Process shot of the whole clip, no render; then stop the shot it started.
+        report, _ = _host(host, Path(tmp) / "in.f32", n_frames, env, *params, "--no-render")
         result["upload_mb_s"] = clip.nbytes / report["process_s"] / 1e6
         result["upload_s"] = report["process_s"]
-        first = report["renders"][0]
-        result["first_render_s"] = first["end"] - first["start"]
+        result["released_every_image"] = report["fetched"] == report["released"]
+        client.cancel(report["shot"])
+        # 2. A one-frame shot: its render makes the frame, the repeats read it from the cache
+        #    while the worker is idle.
+        one = Path(tmp) / "one.f32"
+        args = (*params, "--frames", "0", "--repeat", "0")
+        report, stderr = _host(host, one, 1, env, *args)
+        result["first_render_s"] = report["renders"][0]["end"] - report["renders"][0]["start"]
         cached = [s * 1e3 for s in report["repeat_s"]]
-        split = _timings(done.stderr)[1:]  # the first render made the frame
-        for _ in range((repeats - 1) // 3):  # more samples: the host repeats 3 renders a run
-            again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-            cached += [s * 1e3 for s in json.loads(again.stdout)["repeat_s"]]
-            split += _timings(again.stderr)
-        result["plugin_get_frame_ms"] = statistics.median(t[0] for t in split)
-        result["plugin_unpack_ms"] = statistics.median(t[1] for t in split)
+        split = _timings(stderr)[1:]  # the first render made the frame
+        while len(cached) < repeats:
+            report, stderr = _host(host, one, 1, env, *args)
+            cached += [s * 1e3 for s in report["repeat_s"]]
+            split += _timings(stderr)
         result["cached_round_trip_ms"] = statistics.median(cached)
         result["cached_round_trip_ms_all"] = [round(v, 2) for v in cached]
-        result["released_every_image"] = report["fetched"] == report["released"]
-        with Client(srv.address) as c:
-            key = next(s["key"] for s in c.list_shots() if s["done"] > 0)
-            c.get_frame(key, 0)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                c.get_frame(key, 0)
-                times.append((time.perf_counter() - t0) * 1e3)
-            result["python_client_get_frame_ms"] = statistics.median(times)
+        result["plugin_get_frame_ms"] = statistics.median(t[0] for t in split)
+        result["plugin_unpack_ms"] = statistics.median(t[1] for t in split)
+        client.get_frame(report["shot"] or _any_key(client), 0)
+        times = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
-            c.upload(
-                {"task": "inpaint", "seed": 1},
-                iter(clip),
-                n_frames,
-                "alpha",
-                subscribe=False,
-                timeout=120,
-            )
-            result["python_client_upload_mb_s"] = clip.nbytes / (time.perf_counter() - t0) / 1e6
+            client.get_frame(report["shot"] or _any_key(client), 0)
+            times.append((time.perf_counter() - t0) * 1e3)
+        result["python_client_get_frame_ms"] = statistics.median(times)
+        t0 = time.perf_counter()
+        key = client.upload(
+            {"task": "inpaint", "seed": 1},
+            iter(clip),
+            n_frames,
+            "alpha",
+            subscribe=False,
+            timeout=120,
+        )
+        result["python_client_upload_mb_s"] = clip.nbytes / (time.perf_counter() - t0) / 1e6
+        client.cancel(key)
     result["targets"] = {"upload_mb_s": 500, "cached_round_trip_ms": 20}
     result["cpus"] = os.cpu_count()
     result["load_average"] = os.getloadavg()
     return result
+
+
+def _any_key(client: object) -> str:
+    return next(s["key"] for s in client.list_shots() if s["done"] > 0)
 
 
 def main(argv: list[str] | None = None) -> int:

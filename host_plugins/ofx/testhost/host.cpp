@@ -133,7 +133,7 @@ struct Options {
   int n = 0, h = 0, w = 0;
   std::string depth = kOfxBitDepthFloat;
   std::vector<std::pair<std::string, std::string>> params;
-  bool process = false, resolve = false, negative_rowbytes = false;
+  bool process = false, resolve = false, negative_rowbytes = false, no_render = false;
   int threads = 2;
   double abort_after = -1;
   int repeat = -1;
@@ -494,7 +494,8 @@ void usage() {
   std::fprintf(stderr,
                "ofx_testhost --input F --size N,H,W [--mask F] [--output F] [--context filter|general]\n"
                "  [--depth float|short|byte] [--param name=value]... [--process] [--resolve]\n"
-               "  [--threads K] [--frames a,b,c] [--abort-after S] [--repeat T] [--negative-rowbytes]\n"
+               "  [--threads K] [--frames a,b,c] [--no-render] [--abort-after S] [--repeat T]\n"
+               "  [--negative-rowbytes]\n"
                "  [--seed S]   (the bundle is found through OFX_PLUGIN_PATH or /usr/OFX/Plugins)\n");
   std::exit(2);
 }
@@ -511,6 +512,7 @@ void parse(int argc, char** argv) {
     else if (a == "--depth") { const std::string d = next(); opt.depth = d == "byte" ? kOfxBitDepthByte : d == "short" ? kOfxBitDepthShort : kOfxBitDepthFloat; }
     else if (a == "--param") { const std::string kv = next(); const auto eq = kv.find('='); if (eq == std::string::npos) usage(); opt.params.emplace_back(kv.substr(0, eq), kv.substr(eq + 1)); }
     else if (a == "--process") opt.process = true;
+    else if (a == "--no-render") opt.no_render = true;
     else if (a == "--resolve") opt.resolve = true;
     else if (a == "--negative-rowbytes") opt.negative_rowbytes = true;
     else if (a == "--threads") opt.threads = std::max(1, std::atoi(next().c_str()));
@@ -693,6 +695,7 @@ int main(int argc, char** argv) {
   if (opt.resolve) render(0, 0.5);  // a media-pool thumbnail
   std::vector<int> frames = opt.frames;
   if (frames.empty()) for (int f = 0; f < opt.n; ++f) frames.push_back(f);
+  if (opt.no_render) frames.clear();
   std::shuffle(frames.begin(), frames.end(), std::mt19937(opt.seed));
   Props seq;
   seq.set_d(kOfxImageEffectPropFrameRange, {0.0, static_cast<double>(opt.n - 1)});
