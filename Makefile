@@ -39,7 +39,7 @@ format: setup
 # fast tests ([tool.mutmut] in pyproject.toml). Not in CI: about an hour on 2 cores.
 # Writes out/mutants.md: the score per module and every surviving mutant's diff.
 mutants: setup
-	$(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
 	mkdir -p out && $(BIN)/python tools/mutation_report.py > out/mutants.md
 	@head -20 out/mutants.md
 

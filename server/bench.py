@@ -23,6 +23,7 @@ The server runs in its own process (``warpdiff serve``), as it does for hosts.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -30,7 +31,33 @@ from typing import Any
 
 import numpy as np
 
-from warpcore.bench.schema import MapOf
+from warpcore.bench.common import machine
+from warpcore.bench.schema import MACHINE, MapOf
+
+_PARTS = {
+    "protocol": float,
+    "cache_io": float,
+    "flow_propagation": float,
+    "model": float,
+    "check_hash": float,
+}
+SCHEMA = {
+    "hello_ms": float,
+    "mb_per_s": MapOf(float),
+    "split": {
+        "frames": int,
+        "size": str,
+        "wall_s": float,
+        "seconds": {f"{k}_s": float for k in _PARTS},
+        "share": _PARTS,
+        "submit_upload_s": float,
+        "output_one_way_s_per_frame": float,
+    },
+    "protocol_share": float,
+    "note": str,
+    "load_avg_1m": float,
+    "machine": MACHINE,
+}
 
 SIZES = {"1024x1024": (1024, 1024), "1920x1080": (1080, 1920)}
 
@@ -56,9 +83,9 @@ def _echo_s(client: Any, frame: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _mb_per_s(client: Any, repeats: int, sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
+def _mb_per_s(client: Any, repeats: int) -> dict[str, float]:
     out = {}
-    for name, (h, w) in sizes.items():
+    for name, (h, w) in SIZES.items():
         frame = np.random.default_rng(0).random((h, w, 4)).astype(np.float16)
         out[name] = round(frame.nbytes / (_echo_s(client, frame, repeats) / 2) / 1e6, 1)
     return out
@@ -125,31 +152,12 @@ def _split(client: Any, n: int, height: int, width: int, repeats: int) -> dict[s
     }
 
 
-_PARTS = ("protocol", "cache_io", "flow_propagation", "model", "check_hash")
-SCHEMA = {
-    "hello_ms": float,
-    "mb_per_s": MapOf(float),
-    "split": {
-        "frames": int,
-        "size": str,
-        "wall_s": float,
-        "seconds": {f"{k}_s": float for k in _PARTS},
-        "share": {k: float for k in _PARTS},
-        "submit_upload_s": float,
-        "output_one_way_s_per_frame": float,
-    },
-    "protocol_share": float,
-    "note": str,
-}
-
-
 def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
-    """Start a server process, measure, stop it; returns the JSON-able result (``SCHEMA``).
-
-    ``quick``: a 256x256 shot; ``smoke``: a 64x64 shot and one echo size, 2 repeats."""
+    """Start a server process, measure, stop it; returns the JSON-able result."""
     from server.client import Client
     from server.testing import ServerProcess
 
+    quick = quick or smoke
     repeats = 2 if smoke else 5 if quick else 15
     n, height, width = (2, 64, 64) if smoke else (2, 256, 256) if quick else (2, 1080, 1920)
     with (
@@ -158,7 +166,7 @@ def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     ):
         with Client(srv.address, timeout=600) as client:
             hello_ms = _hello_ms(client, repeats * 5)
-            mb_per_s = _mb_per_s(client, repeats, {"256x256": (256, 256)} if smoke else SIZES)
+            mb_per_s = _mb_per_s(client, repeats)
             from server.client import Shot
 
             warm = _plate(2, 64, 64, seed=1)
@@ -172,6 +180,8 @@ def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         "mb_per_s": mb_per_s,
         "split": split,
         "protocol_share": split["share"]["protocol"],
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # a shared machine: say how busy
+        "machine": machine(),
         "note": "mb_per_s and protocol_s are one way (half an echo round trip); the split "
         "sums the worker's own per-frame timing and the submit's check and store times",
     }

@@ -40,6 +40,7 @@ MAX_FRAMES = 100_000
 MAX_PROMPT = 4096
 PIXEL_RANGE = (-1.0, 2.0)  # float inputs: a little over- and undershoot is fine, 1e30 is not
 MAX_FETCH = 256
+MAX_FETCH_BYTES = 256 * 2**20  # one fetch reply holds at most this much (at least one frame)
 
 
 @dataclass(frozen=True)

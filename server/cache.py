@@ -124,38 +124,47 @@ class ShotCache:
             max_bytes = self.used + int(DEFAULT_FREE_FRACTION * free)
         self.max_bytes = max_bytes
         self.peak = self.used
+        self.reserved = 0  # bytes being written now (counted against the limit)
         self.evicted = 0
 
     # -- size ---------------------------------------------------------------------------------
     def _make_room(self, nbytes: int, keep: str) -> None:
-        """Evict least recently used idle shots (never ``keep``) until ``nbytes`` fit."""
+        """Evict least recently used idle shots (never ``keep``) until ``nbytes`` fit, and
+        reserve them (two threads writing at once never both take the last free bytes);
+        :meth:`_grew` releases the reservation."""
         with self._lock:
-            if self.used + nbytes <= self.max_bytes:
-                return
-            candidates = []
-            for key in self.list_keys():
-                if key == keep or self.busy(key):
-                    continue
-                try:
-                    candidates.append((os.stat(self.root / key).st_mtime, key))
-                except OSError:
-                    continue
-            for _, key in sorted(candidates):
-                if self.used + nbytes <= self.max_bytes:
-                    break
-                self._remove_locked(key)
-                self.evicted += 1
-                log.info("cache over its limit: evicted shot %s", key)
-            if self.used + nbytes > self.max_bytes:
-                raise CacheFull(
-                    f"the server's shot cache is full ({self.used} of {self.max_bytes} bytes "
-                    f"held by shots in use; {nbytes} more needed); retry when a shot finishes, "
-                    "or ask the operator to raise --cache-max-gb"
-                )
+            self._reserve_locked(nbytes, keep)
+            self.reserved += nbytes
 
-    def _grew(self, nbytes: int) -> None:
+    def _reserve_locked(self, nbytes: int, keep: str) -> None:
+        nbytes += self.reserved
+        if self.used + nbytes <= self.max_bytes:
+            return
+        candidates = []
+        for key in self.list_keys():
+            if key == keep or self.busy(key):
+                continue
+            try:
+                candidates.append((os.stat(self.root / key).st_mtime, key))
+            except OSError:
+                continue
+        for _, key in sorted(candidates):
+            if self.used + nbytes <= self.max_bytes:
+                break
+            self._remove_locked(key)
+            self.evicted += 1
+            log.info("cache over its limit: evicted shot %s", key)
+        if self.used + nbytes > self.max_bytes:
+            raise CacheFull(
+                f"the server's shot cache is full ({self.used} of {self.max_bytes} bytes "
+                f"held by shots in use; {nbytes} more needed); retry when a shot finishes, "
+                "or ask the operator to raise --cache-max-gb"
+            )
+
+    def _grew(self, nbytes: int, reserved: int) -> None:
         with self._lock:
             self.used += nbytes
+            self.reserved -= reserved
             self.peak = max(self.peak, self.used)
 
     def touch(self, key: str) -> None:
@@ -174,12 +183,17 @@ class ShotCache:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            self._grew(0, nbytes)
             if _disk_full(exc):
                 raise CacheFull(
                     "the server's disk is full; free space on it or lower --cache-max-gb"
                 ) from None
             raise
-        self._grew(size - old)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            self._grew(0, nbytes)
+            raise
+        self._grew(size - old, nbytes)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and folders of a killed server are never renamed into place."""
@@ -231,12 +245,17 @@ class ShotCache:
                 os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            self._grew(0, nbytes)
             if _disk_full(exc):
                 raise CacheFull(
                     "the server's disk is full; free space on it or lower --cache-max-gb"
                 ) from None
             raise
-        self._grew(size)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._grew(0, nbytes)
+            raise
+        self._grew(size, nbytes)
         return True
 
     def reserve(self, nbytes: int) -> None:
@@ -289,7 +308,7 @@ class ShotCache:
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        nbytes = sum(t.numel() * t.element_size() for t in tensors.values()) + 4096
+        nbytes = sum(t.numel() * t.element_size() + 256 for t in tensors.values()) + 4096
 
         def save(tmp: Path) -> None:
             save_file(tensors, str(tmp), metadata={"next": str(next_index)})

@@ -38,6 +38,30 @@ MAX_OUTGOING = 10_000
 _CLIENT_LIMITS = Limits(max_parts=1 << 20, max_part_bytes=1 << 40, max_total_bytes=1 << 42)
 
 
+def normalize_address(address: str) -> str:
+    """A ZMQ endpoint from what a user types: ``localhost:5557`` means ``tcp://localhost:5557``.
+
+    Accepted: ``tcp://host:port``, ``ipc://path``, ``inproc://name``, or ``host:port``.
+    """
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"server address: expected host:port or tcp://host:port, got {address!r}")
+    address = address.strip()
+    if "://" in address:
+        scheme = address.split("://", 1)[0]
+        if scheme not in ("tcp", "ipc", "inproc"):
+            raise ValueError(
+                f"server address: unknown scheme {scheme!r} in {address!r}; accepted: tcp://, "
+                "ipc://, inproc:// or host:port"
+            )
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"server address: {address!r} is not host:port (e.g. localhost:5557) or tcp://host:port"
+        )
+    return f"tcp://{address}"
+
+
 class ServerError(Exception):
     """An ``error`` reply: ``code`` (see PROTOCOL.md) and the server's message."""
 
@@ -95,8 +119,13 @@ class Client:
         address: str = DEFAULT_ADDRESS,
         curve_keys: CurveKeys | str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        connect_timeout: float | None = None,
     ) -> None:
-        self.address, self.timeout = address, timeout
+        """``address``: ``tcp://host:port`` or ``host:port``. With ``connect_timeout``, a
+        ``hello`` must answer within that many seconds, else :class:`ConnectionError` (the
+        client is closed again): an unreachable server is reported at once."""
+        self.address, self.timeout = normalize_address(address), timeout
+        self._io_error: BaseException | None = None
         self._context = zmq.Context()
         self._inbox = f"inproc://warpdiff-client-{uuid.uuid4().hex}"
         self._lock = threading.Lock()
@@ -119,6 +148,21 @@ class Client:
         self._push = self._context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.connect(self._inbox)
+        if self._io_error is not None:
+            self.close()
+            raise ConnectionError(f"cannot connect to {self.address}: {self._io_error}")
+        if connect_timeout is not None:
+            try:
+                self.hello(timeout=connect_timeout)
+            except TimeoutError:
+                self.close()
+                raise ConnectionError(
+                    f"no warpdiff server answers at {self.address} (waited "
+                    f"{connect_timeout:g} s); start one with `warpdiff serve` or check the address"
+                ) from None
+            except BaseException:
+                self.close()
+                raise
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -127,12 +171,14 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            self._push.send_multipart([b""])  # an empty message tells the I/O thread to stop
+            # An empty message tells the I/O thread to stop (a dead thread needs no telling,
+            # and a send to it would block: nobody reads the inbox any more).
+            if self._thread.is_alive() and self._push.poll(1000, zmq.POLLOUT):
+                self._push.send_multipart([b""], zmq.NOBLOCK)
         self._thread.join(5.0)
         self._push.close(0)
         self._context.term()
-        for q in [*self._pending.values(), *self._key_stream.values()]:
-            q.put(None)
+        self._wake_all()
 
     def __enter__(self) -> Client:
         return self
@@ -142,14 +188,39 @@ class Client:
 
     # -- the I/O thread -----------------------------------------------------------------------
     def _io(self, keys: CurveKeys | None, ready: threading.Event) -> None:
+        """The I/O thread. Whatever ends it (a stop, an error), every waiting caller wakes up."""
+        try:
+            self._io_loop(keys, ready)
+        except BaseException as exc:  # noqa: BLE001 -- reported to every waiter, never lost
+            self._io_error = exc
+        finally:
+            ready.set()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        """Wake every caller waiting for a reply or an event (they raise ConnectionError)."""
+        with self._lock:
+            queues = [*self._pending.values(), *self._streams.values()]
+            queues += list(self._key_stream.values())
+            self._pending.clear()
+            self._streams.clear()
+        for q in queues:
+            q.put(None)
+
+    def _io_loop(self, keys: CurveKeys | None, ready: threading.Event) -> None:
         inbox = self._context.socket(zmq.PULL)
         inbox.bind(self._inbox)
         dealer = self._context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        if keys is not None:
-            dealer.curve_publickey, dealer.curve_secretkey = keys.public, keys.secret
-            dealer.curve_serverkey = keys.server_public
-        dealer.connect(self.address)
+        try:
+            if keys is not None:
+                dealer.curve_publickey, dealer.curve_secretkey = keys.public, keys.secret
+                dealer.curve_serverkey = keys.server_public
+            dealer.connect(self.address)
+        except BaseException:
+            inbox.close(0)
+            dealer.close(0)
+            raise
         ready.set()
         poller = zmq.Poller()
         poller.register(inbox, zmq.POLLIN)
@@ -232,6 +303,8 @@ class Client:
         with self._lock:
             if self._closed:
                 raise ConnectionError("the client is closed")
+            if not self._thread.is_alive():
+                raise ConnectionError(self._closed_reason("before sending"))
             self._push.send_multipart(frames, copy=False)
 
     def request(
@@ -270,10 +343,15 @@ class Client:
                 "running (`warpdiff serve`)? With CURVE keys, are this host's keys allowed?"
             ) from None
         if msg is None:
-            raise ConnectionError("the client was closed while waiting")
+            raise ConnectionError(self._closed_reason("while waiting"))
         if msg.type == "error":
             raise ServerError(str(msg.body.get("code")), str(msg.body.get("message")))
         return msg
+
+    def _closed_reason(self, when: str) -> str:
+        if self._io_error is not None:
+            return f"the connection to {self.address} failed {when}: {self._io_error}"
+        return f"the client was closed {when}"
 
     # -- the API ------------------------------------------------------------------------------
     def hello(self, timeout: float | None = None) -> dict[str, Any]:
@@ -425,7 +503,7 @@ class Client:
             except queue.Empty:
                 raise TimeoutError(f"no event of shot {key} within {limit:g} s") from None
             if msg is None:
-                raise ConnectionError("the client was closed")
+                raise ConnectionError(self._closed_reason(f"while waiting for shot {key}"))
             event = _event(msg)
             if event.kind in TERMINAL:
                 with self._lock:

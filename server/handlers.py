@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from server import bodies, upload
 from server.bodies import (
     MAX_FETCH,
+    MAX_FETCH_BYTES,
     Echo,
     Empty,
     Fetch,
@@ -231,11 +232,14 @@ def fetch(server: Server, peer: Peer, msg: Message, body: Fetch) -> None:
     server.cache.touch(body.key)
     start = min(body.start, n)
     stop = min(n if body.stop is None else body.stop, state.done, start + MAX_FETCH)
-    frames, parts = [], []
+    frames, parts, held = [], [], 0
     for i in range(start, max(start, stop)):
         desc, buf = server.registry.frame_parts(state, i, body.dtype)
         frames.append({"frame": i, "image": dict(desc, part=len(parts))})
         parts.append(buf)
+        held += buf.nbytes
+        if held >= MAX_FETCH_BYTES:  # the rest with another fetch from frames[-1] + 1
+            break
     server.reply(peer, msg, {**state.summary(), "frames": frames}, parts)
 
 
@@ -303,3 +307,9 @@ def on_worker_event(server: Server, msg: Message) -> None:
         _run_to(server, state, max(w.index for w in state.waiters))
     if msg.body.get("kind") in ("paused", "finished", "cancelled", "error"):
         registry.forget_idle(key)
+
+
+# The panel's requests (read_clip, analyze, export) live in their own module.
+from server.analysis import HANDLERS as PANEL_HANDLERS  # noqa: E402
+
+HANDLERS.update(PANEL_HANDLERS)

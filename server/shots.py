@@ -77,13 +77,18 @@ def shot_key(request: RestoreRequest, mask_mode: str, arrays: Sequence[np.ndarra
 
 
 def _hash_file_tree(h: Any, path: Path, roots: Sequence[Path]) -> None:
-    """Hash every file of a folder (or the one file); files whose real path leaves the
-    allowed roots (symlinks out) are skipped unread."""
+    """Hash every file of a folder (or the one file). A file whose real path leaves the
+    allowed roots (a symlink out) refuses the shot: the reader would follow it, and skipping it
+    here would give different shots one key."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
         real = p.resolve()
         if roots and not any(real.is_relative_to(root) for root in roots):
-            continue
+            raise ProtocolError(
+                "bad_request",
+                "paths: a file of the folder links outside the folders this server may read "
+                "(--allow-paths); send the frames as binary parts",
+            )
         h.update(f"|{p.relative_to(path) if path.is_dir() else p.name}|".encode())
         with open(real, "rb") as f:
             while chunk := f.read(1 << 22):

@@ -6,7 +6,8 @@ own process (a small cache limit, 8 MiB parts):
 - ``clients`` well-behaved clients submit small shots one after another (retrying a
   ``queue_full`` later) and read every event; each shot's frames must arrive exactly once, in
   order;
-- a heartbeat client sends ``heartbeat`` every 20 ms and times each round trip;
+- a heartbeat client sends ``heartbeat`` every 20 ms and times each round trip, first for a
+  calm period (the clients alone: what the machine itself gives), then during the attack;
 - hostile peers: *malformed* (random bytes, bad envelopes and bodies, odd keys, NaN pixels,
   paths outside the allowed roots), *oversized* (a 32 MiB part, refused by ZeroMQ), *amplifying*
   (one part named by 200 descriptors) and *never-reading* (4 MiB ``echo``s, replies never read).
@@ -20,6 +21,7 @@ RSS within 100 MB of the start, cache never above its limit.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -32,7 +34,7 @@ import zmq
 
 from server.cache import tree_bytes
 from server.protocol import array_part, encode
-from warpcore.bench.schema import MapOf
+from warpcore.bench.schema import MACHINE, MapOf
 
 FAST = {
     "task": "inpaint",
@@ -44,6 +46,27 @@ FAST = {
     "propagate": 0,
 }
 MB = 2**20
+
+_STATS = {"start": float, "peak": float, "end": float}
+SCHEMA = {
+    "seconds": float,
+    "clients": int,
+    "shots": int,
+    "frames_delivered": int,
+    "exactly_once": bool,
+    "duplicates": int,
+    "missing": int,
+    "queue_full_retries": int,
+    "heartbeat_ms": {"p50": float, "p99": float, "max": (float, None), "n": int},
+    "heartbeat_calm_ms": {"p50": float, "p99": float, "n": int},
+    "rss_mb": _STATS,
+    "cache_mb": {**_STATS, "limit": float},
+    "hostile_sent": MapOf(int),
+    "server": MapOf((int, float)),
+    "targets_met": MapOf(bool),
+    "load_avg_1m": float,
+    "machine": MACHINE,
+}
 
 
 class _Counter:
@@ -80,14 +103,15 @@ def _good_client(address: str, seed: int, stop: threading.Event, out: dict, n: i
     out.update(shots=shots, duplicates=duplicates, missing=missing, refused=refused)
 
 
-def _heartbeats(address: str, stop: threading.Event, times: list[float]) -> None:
+def _heartbeats(address: str, stop: threading.Event, times: list[tuple[float, float]]) -> None:
+    """(sent at, round trip seconds) of a heartbeat every 20 ms until ``stop``."""
     from server.client import Client
 
     with Client(address, timeout=30) as client:
         while not stop.is_set():
             t0 = time.perf_counter()
             client.heartbeat()
-            times.append(time.perf_counter() - t0)
+            times.append((t0, time.perf_counter() - t0))
             time.sleep(0.02)
 
 
@@ -184,9 +208,12 @@ def _never_reading(address: str, stop: threading.Event, sent: _Counter) -> None:
         context.term()
 
 
-def _run_hostile(address: str, seconds: float, out: Any) -> None:
-    """Child process: every hostile peer for ``seconds``; puts the counts on ``out``."""
+def _run_hostile(address: str, calm: float, seconds: float, out: Any) -> None:
+    """Child process: after ``calm`` seconds, every hostile peer for ``seconds``; puts the
+    counts and the attack's start (perf_counter, one clock for the machine) on ``out``."""
+    time.sleep(calm)
     attack, sent = threading.Event(), _Counter()
+    began = time.perf_counter()
     hostile = [
         threading.Thread(target=f, args=(address, attack, sent))
         for f in (_malformed, _oversized, _amplifying, _never_reading)
@@ -197,7 +224,7 @@ def _run_hostile(address: str, seconds: float, out: Any) -> None:
     attack.set()
     for t in hostile:
         t.join(30)
-    out.put(dict(sent.counts))
+    out.put((dict(sent.counts), began))
 
 
 def _run_clients(address: str, seconds: float, clients: int, n: int, out: Any) -> None:
@@ -232,41 +259,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-_LEVELS = {"start": float, "peak": float, "end": float}
-SCHEMA = {
-    "seconds": float,
-    "clients": int,
-    "shots": int,
-    "frames_delivered": int,
-    "exactly_once": bool,
-    "duplicates": int,
-    "missing": int,
-    "queue_full_retries": int,
-    "heartbeat_ms": {"p50": float, "p99": float, "max": (float, None), "n": int},
-    "rss_mb": _LEVELS,
-    "cache_mb": {**_LEVELS, "limit": float},
-    "hostile_sent": MapOf(int),
-    "server": {
-        "dropped_peers": int,
-        "loop_stall_max_ms": float,
-        "loop_cpu_max_ms": float,
-        "evicted_shots": int,
-    },
-    "targets_met": MapOf(bool),
-}
-
-
 def run_benchmark(
-    quick: bool = False, seconds: float | None = None, smoke: bool = False
+    quick: bool = False, smoke: bool = False, seconds: float | None = None
 ) -> dict[str, Any]:
-    """Start a server, attack it for ``seconds`` while clients work; returns the report
-    (``SCHEMA``). ``quick``: 6 s and one client; ``smoke``: 3 s and one client."""
-    quick = quick or smoke
+    """Start a server, attack it for ``seconds`` while clients work; returns the report.
+
+    ``quick``: 6 s, one client; ``smoke``: 3 s, one client."""
     from server.client import Client, Shot
     from server.testing import ServerProcess, tiny_shot
 
     seconds = float(seconds if seconds is not None else (3 if smoke else 6 if quick else 60))
-    clients, n = (1, 3) if quick else (3, 4)
+    calm = min(10.0, seconds / 3)  # clients alone first: the machine's own heartbeat latency
+    clients, n = (1, 3) if quick or smoke else (3, 4)
     limit_gb = 0.005  # small enough that finished shots get evicted
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -291,19 +295,20 @@ def run_benchmark(
             queue = spawn.Queue()
             good_queue = spawn.Queue()
             procs = [
-                spawn.Process(target=_run_hostile, args=(srv.address, seconds, queue)),
+                spawn.Process(target=_run_hostile, args=(srv.address, calm, seconds, queue)),
                 spawn.Process(
-                    target=_run_clients, args=(srv.address, seconds, clients, n, good_queue)
+                    target=_run_clients,
+                    args=(srv.address, calm + seconds, clients, n, good_queue),
                 ),
             ]
             stop = threading.Event()
-            beats: list[float] = []
-            beater = threading.Thread(target=_heartbeats, args=(srv.address, stop, beats))
+            times: list[tuple[float, float]] = []
+            beater = threading.Thread(target=_heartbeats, args=(srv.address, stop, times))
             for p in procs:
                 p.start()
             beater.start()
-            sent = queue.get(timeout=seconds + 120)
-            results = good_queue.get(timeout=seconds + 300)
+            sent, began = queue.get(timeout=calm + seconds + 120)
+            results = good_queue.get(timeout=calm + seconds + 300)
             stop.set()
             beater.join(30)
             for p in procs:
@@ -318,6 +323,8 @@ def run_benchmark(
     shots = sum(r.get("shots", 0) for r in results)
     duplicates = sum(r.get("duplicates", 0) for r in results)
     missing = sum(r.get("missing", 0) for r in results)
+    beats = [dt for t0, dt in times if began <= t0 <= began + seconds]
+    calm_beats = [dt for t0, dt in times if t0 < began]
     p50, p99 = _pct(beats, 0.5) * 1e3, _pct(beats, 0.99) * 1e3
     limit = int(limit_gb * 2**30)
     result = {
@@ -334,6 +341,11 @@ def run_benchmark(
             "p99": round(p99, 2),
             "max": round(max(beats) * 1e3, 2) if beats else None,
             "n": len(beats),
+        },
+        "heartbeat_calm_ms": {  # before the attack, the same clients: what the machine gives
+            "p50": round(_pct(calm_beats, 0.5) * 1e3, 2),
+            "p99": round(_pct(calm_beats, 0.99) * 1e3, 2),
+            "n": len(calm_beats),
         },
         "rss_mb": {
             "start": round(start_rss / MB, 1),
@@ -354,6 +366,10 @@ def run_benchmark(
             "evicted_shots": info["cache"]["evicted"],
         },
     }
+    from warpcore.bench.common import machine
+
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # a shared machine: say how busy
+    result["machine"] = machine()
     result["targets_met"] = {
         "exactly_once": result["exactly_once"],
         "heartbeat_p99_under_100ms": p99 < 100,

@@ -485,7 +485,7 @@ def test_the_soak_at_its_smallest_delivers_exactly_once_and_reports_json():
     from server.soak import SCHEMA, run_benchmark
     from warpcore.bench.schema import check
 
-    result = json.loads(json.dumps(run_benchmark(quick=True, seconds=3)))
+    result = json.loads(json.dumps(run_benchmark(smoke=True)))
     check(result, SCHEMA)
     assert result["shots"] >= 1 and result["exactly_once"] is True
     assert result["duplicates"] == 0 and result["missing"] == 0

@@ -26,12 +26,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("warpcore.commands.train", "train or fine-tune a conditional UNet with GP noise"),
     "noise-demo": ("warpcore.commands.noise_demo", "video of every noise scheme on a camera move"),
     "serve": ("server.commands", "run the local GPU server"),
+    "panel": ("ui.command", "the preview panel: tune a shot, compare runs, see flicker"),
     "bench": ("warpcore.commands.bench", "benchmarks: noise, sampler, server"),
 }
 
 
+DESCRIPTION = (
+    "Warped Diffusion for editors: flicker-free video inpainting (remove an object) and "
+    "super-resolution with an image diffusion model, on this machine or on a warpdiff server."
+)
+EPILOG = (
+    "Run 'warpdiff COMMAND --help' for a command's options. Inputs: videos, PNG/TIFF/EXR frame "
+    "folders (plate.1001.exr ...); outputs keep frame names, sound, rate and colourspace (see "
+    "the README's Pipelines section)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="warpdiff", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="warpdiff", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -57,11 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidInput, ModelNotFound) as exc:
         print(f"warpdiff {name}: error: {exc}", file=sys.stderr)
         return 2
-    except Cancelled:
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"warpdiff {name}: error: {exc}", file=sys.stderr)
+        return 1
+    except (Cancelled, KeyboardInterrupt):  # one word, locally and through a server
         print(f"warpdiff {name}: cancelled; finished frames were kept", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"warpdiff {name}: interrupted; finished frames were kept", file=sys.stderr)
         return 130
 
 

@@ -161,6 +161,10 @@ class ClipScorer:
         self._prev: dict[str, Any] | None = None  # previous frame's input/output/latent/mask
         self._first: dict[str, Any] | None = None  # frame 0's output and latent
         self._phi: torch.Tensor | None = None  # flow from the previous frame back to frame 0
+        # The per-pixel map behind the last frame's ``warp_pixel_prev``: (1, H, W), the channel
+        # mean of |O_j - warp(O_{j-1}, B_j)|^2, 0 where the sample point leaves the frame
+        # (the flicker heat map the panel shows); None on frame 0.
+        self.error_map: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.per_frame.get(WARP_KEYS[0], []))
@@ -180,6 +184,7 @@ class ClipScorer:
         m = _mask(mask, size) if mask is not None else None
         row: dict[str, float | None] = dict.fromkeys((*WARP_KEYS, E_WARP_KEY))
         lat = self._latent(out)
+        self.error_map = None
         if self._prev is None:
             self._first = {"out": out, "lat": lat}
         else:
@@ -224,6 +229,8 @@ class ClipScorer:
         for key, flow, src in (("prev", bwd, prev), ("first", self._phi, first)):
             warped, valid = warp(src["out"], flow)
             row[f"warp_pixel_{key}"] = _masked_mean((out - warped) ** 2, valid)
+            if key == "prev":
+                self.error_map = ((out - warped) ** 2).mean(0, keepdim=True) * valid
             row[f"warp_latent_{key}"] = self._latent_error(lat, src["lat"], flow)
         occ = occlusion_mask(fwd, bwd)
         warped_next, _ = warp(out, fwd)

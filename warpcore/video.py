@@ -6,20 +6,16 @@ image (a 1-frame clip). Frames come out as numpy (H, W, C) float32, C = 3 or 4 (
 8/16-bit files are scaled to [0, 1]; EXR (and float TIFF) values are linear and returned as
 stored, not clipped (highlights may exceed 1).
 
-Writing: :class:`FrameWriter` writes each frame as it comes. Folders: every frame is a
-complete file, written to a temp name and renamed, so a killed process keeps every finished
-frame. Videos: packets are muxed as frames are encoded, but mp4/mov index their samples on
-close; ``fragmented=True`` writes fragmented mp4/mov that stay playable up to the last
-fragment after a kill (some editors import fragmented files poorly, hence off by default).
-libx264's lookahead holds up to ~40 frames inside the encoder, so a killed h264 writer loses
-those whatever the container. mkv (ffv1, intra-only, no lookahead) stays readable after a kill.
+Writing: :class:`warpcore.writers.FrameWriter` (re-exported here for older imports).
+Videos carry a :class:`VideoMeta` (exact rational rate, audio streams, timecode, pixel
+aspect, colour tags); frame folders a :class:`~warpcore.sequences.Naming` (``plate.1001``).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,12 +23,59 @@ import cv2
 import numpy as np
 
 from warpcore.errors import InvalidInput
+from warpcore.sequences import Naming, parse_sequence
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 WRITE_VIDEO_EXTS = (".mp4", ".mov", ".mkv")
 IMAGE_EXTS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}
-FOLDER_FORMATS = ("png", "png8", "png16", "tiff", "tiff16", "exr", "exr-half", "exr-float")
 DEFAULT_FPS = 24.0
+_COLOUR_TAGS = ("color_primaries", "color_trc", "colorspace", "color_range")
+
+
+def __getattr__(name: str) -> object:
+    """The writers moved to :mod:`warpcore.writers`; old imports keep working."""
+    if name in ("FrameWriter", "write_video", "FOLDER_FORMATS"):
+        from warpcore import writers
+
+        return getattr(writers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What a video output keeps from a video input besides the pictures.
+
+    ``rate``: exact frame rate (24000/1001); ``path`` + ``audio``: the input and its audio
+    stream indices (copied without re-encoding); ``video_start_s``: the first video frame's
+    time (audio is aligned to it); ``timecode`` ("01:00:00:00"); ``sar`` (pixel aspect);
+    ``colour``: the codec's colour tags (primaries, transfer, matrix, range) by name.
+    """
+
+    rate: Fraction
+    path: Path | None = None
+    audio: tuple[int, ...] = ()
+    video_start_s: float = 0.0
+    timecode: str | None = None
+    sar: Fraction | None = None
+    colour: tuple[tuple[str, int], ...] = ()
+
+    def apply_to(self, stream: object, yuv: bool = True) -> None:
+        """Set pixel aspect, colour tags and timecode on an output video stream (PyAV).
+
+        ``yuv=False`` (an RGB codec): the matrix and range tags do not apply and are left out.
+        """
+        ctx = stream.codec_context  # type: ignore[attr-defined]
+        if self.sar:
+            ctx.sample_aspect_ratio = self.sar
+        for name, value in self.colour:
+            if yuv or name in ("color_primaries", "color_trc"):
+                setattr(ctx, name, value)
+        if self.timecode:
+            stream.metadata["timecode"] = self.timecode  # type: ignore[attr-defined]
+
+    def tag(self, name: str) -> int | None:
+        """One colour tag's value (``colorspace``, ``color_range`` ...), None when untagged."""
+        return dict(self.colour).get(name)
 
 
 class FrameSource:
@@ -50,6 +93,15 @@ class FrameSource:
     fps: float
     channels: int
     bit_depth: int
+    meta: VideoMeta | None = None  # videos
+    naming: Naming | None = None  # numbered frame folders
+
+    @property
+    def rate(self) -> Fraction:
+        """The exact frame rate (24000/1001 for 23.976)."""
+        return (
+            self.meta.rate if self.meta is not None else Fraction(self.fps).limit_denominator(1001)
+        )
 
     @property
     def has_alpha(self) -> bool:
@@ -145,6 +197,7 @@ class _FolderSource(FrameSource):
         self.kind = IMAGE_EXTS[files[0].suffix.lower()]
         first, self.bit_depth = read_image(files[0])
         self.height, self.width, self.channels = first.shape
+        self.naming = parse_sequence(files)
 
     def __len__(self) -> int:
         return len(self._files)
@@ -203,6 +256,7 @@ class _VideoSource(FrameSource):
                 self.channels = 4 if _has_alpha(pix) else 3
                 self.bit_depth = 16 if pix and ctx.format.components[0].bits > 8 else 8
                 self._n = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+                self.meta = _video_meta(path, container, stream, Fraction(rate))
         except av.error.FFmpegError as exc:
             raise InvalidInput(f"{path}: cannot read it as a video ({exc})") from exc
         if self.width < 1 or self.height < 1 or self._n < 1:
@@ -276,6 +330,26 @@ class _VideoSource(FrameSource):
         self.close()
 
 
+def _video_meta(path: Path, container: object, stream: object, rate: Fraction) -> VideoMeta:
+    ctx = stream.codec_context  # type: ignore[attr-defined]
+    timecode = stream.metadata.get("timecode") or container.metadata.get("timecode")  # type: ignore[attr-defined]
+    for other in container.streams:  # type: ignore[attr-defined]
+        timecode = timecode or other.metadata.get("timecode")
+    sar = ctx.sample_aspect_ratio
+    tags = ((n, int(getattr(ctx, n, 0) or 0)) for n in _COLOUR_TAGS)
+    colour = tuple((n, v) for n, v in tags if v not in (0, 2))  # 0/2: unspecified (or RGB)
+    start = stream.start_time  # type: ignore[attr-defined]
+    return VideoMeta(
+        rate=rate,
+        path=path,
+        audio=tuple(s.index for s in container.streams.audio),  # type: ignore[attr-defined]
+        video_start_s=float(start * stream.time_base) if start else 0.0,  # type: ignore[attr-defined]
+        timecode=timecode or None,
+        sar=Fraction(sar) if sar and sar != 1 else None,
+        colour=colour,
+    )
+
+
 def open_frames(path: str | Path, fps: float = DEFAULT_FPS) -> FrameSource:
     """Open a video, a folder of PNG/TIFF/EXR frames or one image; ``fps`` for image input."""
     path = Path(path)
@@ -297,210 +371,6 @@ def open_frames(path: str | Path, fps: float = DEFAULT_FPS) -> FrameSource:
         return _VideoSource(path)
     accepted = ", ".join(VIDEO_EXTS + tuple(IMAGE_EXTS))
     raise InvalidInput(f"{path}: unsupported file type {ext!r}; accepted: {accepted} or a folder")
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def _as_hwc(frame: object) -> np.ndarray:
-    """numpy (H, W, 3|4) float32 from numpy (H, W, C) or torch (C, H, W); validated."""
-    if hasattr(frame, "detach"):  # a torch tensor, without importing torch here
-        t = frame.detach().cpu().float()  # type: ignore[attr-defined]
-        if t.dim() != 3:
-            raise InvalidInput(f"frame: expected torch (C, H, W), got {tuple(t.shape)}")
-        frame = t.permute(1, 2, 0).numpy()
-    if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3):
-        raise InvalidInput("frame: expected numpy (H, W, 3|4) or torch (3|4, H, W) floats")
-    arr = frame[..., None] if frame.ndim == 2 else frame
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    if arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InvalidInput(f"frame: expected (H, W, 3|4) with H, W > 0, got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InvalidInput(f"frame: expected floats in [0, 1], got dtype {arr.dtype}")
-    if not np.isfinite(arr).all():
-        raise InvalidInput("frame: contains NaN or infinite values; expected floats in [0, 1]")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _folder_format(fmt: str | None, like: FrameSource | None) -> str:
-    """Resolve a folder format to one of png8, png16, tiff16, exr-half, exr-float."""
-    if fmt is not None and fmt not in FOLDER_FORMATS:
-        raise InvalidInput(f"fmt: got {fmt!r}; accepted: {', '.join(FOLDER_FORMATS)}")
-    depth = like.bit_depth if like is not None else 8
-    base = fmt or (like.kind if like is not None and like.kind != "video" else "png")
-    if base == "png":
-        return "png16" if depth >= 16 else "png8"
-    if base == "tiff":
-        return "tiff16"
-    if base == "exr":
-        return "exr-float" if depth == 32 else "exr-half"
-    return base
-
-
-class FrameWriter:
-    """Write frames one by one to a video (.mp4 h264, .mov ProRes, .mkv FFV1) or a folder.
-
-    ``path`` with a video extension writes that container; any other path is a folder of
-    ``frame_000000.ext`` files. ``fmt`` (folders): png / png8 / png16 / tiff (16-bit) / exr
-    (half) / exr-half / exr-float; by default the format follows ``like`` (the input clip):
-    same file type and depth (a video input gives 8-bit PNG, or 16-bit for >8-bit video).
-    Videos: mp4 = libx264 yuv420p crf 16 (even sizes only), mov = prores_ks HQ 10-bit (4444
-    with alpha), mkv = ffv1 lossless RGB (16-bit when ``like`` is >8-bit). Use as a context
-    manager; ``close()`` finalises the container.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        fps: float = DEFAULT_FPS,
-        like: FrameSource | None = None,
-        fmt: str | None = None,
-        fragmented: bool = False,
-    ) -> None:
-        self.path = Path(path)
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps <= 1000:
-            raise InvalidInput(f"fps: expected a number in (0, 1000], got {fps!r}")
-        self.fps = float(fps)
-        self._like = like
-        self._fragmented = fragmented
-        self._count = 0
-        self._shape: tuple[int, ...] | None = None
-        self._container = None
-        self._stream = None
-        ext = self.path.suffix.lower()
-        if ext in VIDEO_EXTS or ext in IMAGE_EXTS:
-            if ext not in WRITE_VIDEO_EXTS:
-                raise InvalidInput(
-                    f"path: cannot write {ext!r}; accepted: {', '.join(WRITE_VIDEO_EXTS)} "
-                    "or a folder path (no extension)"
-                )
-            if fmt is not None:
-                raise InvalidInput(
-                    f"fmt: {fmt!r} is for frame folders; a {ext} file's codec is fixed "
-                    "(mp4 h264, mov ProRes, mkv FFV1)"
-                )
-            self.kind = "video"
-        else:
-            self.kind = _folder_format(fmt, like)
-            self.path.mkdir(parents=True, exist_ok=True)
-
-    def __enter__(self) -> FrameWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self._count
-
-    def write(self, frame: object) -> None:
-        """Append one frame: numpy (H, W, 3|4) or torch (3|4, H, W), floats in [0, 1]."""
-        arr = _as_hwc(frame)
-        if self._shape is None:
-            self._shape = arr.shape
-        elif arr.shape != self._shape:
-            raise InvalidInput(
-                f"frame: shape {arr.shape} differs from the first frame's {self._shape}"
-            )
-        if self.kind == "video":
-            self._write_video(arr)
-        else:
-            self._write_file(arr)
-        self._count += 1
-
-    def _write_file(self, arr: np.ndarray) -> None:
-        ext = {"png8": "png", "png16": "png", "tiff16": "tif"}.get(self.kind, "exr")
-        final = self.path / f"frame_{self._count:06d}.{ext}"
-        tmp = self.path / f".{final.name}.tmp.{ext}"
-        if ext == "exr":
-            _write_exr(tmp, arr, half=self.kind == "exr-half")
-        else:
-            bits16 = self.kind in ("png16", "tiff16")
-            scale, dtype = (65535.0, np.uint16) if bits16 else (255.0, np.uint8)
-            q = np.rint(np.clip(arr, 0.0, 1.0) * scale).astype(dtype)
-            code = cv2.COLOR_RGBA2BGRA if q.shape[2] == 4 else cv2.COLOR_RGB2BGR
-            ok, buf = cv2.imencode(f".{ext}", cv2.cvtColor(q, code))
-            if not ok:
-                raise InvalidInput(f"{final}: the encoder refused this frame")
-            with open(tmp, "wb") as f:
-                f.write(buf.tobytes())
-                f.flush()
-        os.replace(tmp, final)  # atomic: a frame file is either absent or complete
-
-    def _open_video(self, arr: np.ndarray) -> None:
-        import av
-
-        h, w, c = arr.shape
-        ext = self.path.suffix.lower()
-        if ext in (".mp4", ".mov") and (h % 2 or w % 2):
-            raise InvalidInput(
-                f"frame: {w}x{h} is odd; {ext} (4:2:x chroma) needs even width and height; "
-                "crop or pad by one pixel, or write .mkv (lossless, any size)"
-            )
-        options = {"movflags": "frag_keyframe+empty_moov"} if self._fragmented else {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w", options=options)
-        rate = Fraction(self.fps).limit_denominator(1001)
-        deep = self._like is not None and self._like.bit_depth > 8
-        if ext == ".mp4":
-            stream = self._container.add_stream("libx264", rate=rate)
-            stream.pix_fmt, stream.options = "yuv420p", {"crf": "16", "preset": "medium"}
-        elif ext == ".mov":
-            stream = self._container.add_stream("prores_ks", rate=rate)
-            stream.pix_fmt = "yuva444p10le" if c == 4 else "yuv422p10le"
-            stream.options = {"profile": "4" if c == 4 else "3"}
-        else:
-            stream = self._container.add_stream("ffv1", rate=rate)
-            eight = "bgra" if c == 4 else "bgr0"  # ffv1 takes no 8-bit gbrp
-            stream.pix_fmt = ("gbrap16le" if c == 4 else "gbrp16le") if deep else eight
-        stream.width, stream.height = w, h
-        self._stream = stream
-        self._in_fmt = ("rgba" if c == 4 else "rgb") + ("64le" if c == 4 else "48le")
-        if ext == ".mp4" or (ext == ".mkv" and not deep):
-            self._in_fmt = "rgba" if c == 4 else "rgb24"
-
-    def _write_video(self, arr: np.ndarray) -> None:
-        import av
-
-        if self._container is None:
-            self._open_video(arr)
-        if self.path.suffix.lower() == ".mp4":
-            arr = arr[..., :3]
-        wide = self._in_fmt.endswith("le")
-        scale, dtype = (65535.0, np.uint16) if wide else (255.0, np.uint8)
-        q = np.ascontiguousarray(np.rint(np.clip(arr, 0.0, 1.0) * scale).astype(dtype))
-        frame = av.VideoFrame.from_ndarray(q, format=self._in_fmt)
-        for packet in self._stream.encode(frame):  # type: ignore[union-attr]
-            self._container.mux(packet)  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        """Flush the encoder and finalise the container (videos); idempotent."""
-        if self._container is not None:
-            for packet in self._stream.encode(None):  # type: ignore[union-attr]
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
-
-
-def _write_exr(path: Path, arr: np.ndarray, half: bool) -> None:
-    import OpenEXR
-
-    dtype = np.float16 if half else np.float32
-    names = "RGBA"[: arr.shape[2]]
-    channels = {n: np.ascontiguousarray(arr[..., i].astype(dtype)) for i, n in enumerate(names)}
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with OpenEXR.File(header, channels) as f:
-        f.write(str(path))
-
-
-def write_video(path: str | Path, frames: Iterable[object], fps: float = DEFAULT_FPS) -> int:
-    """Write every frame of ``frames`` to ``path`` (video or folder); returns the count."""
-    with FrameWriter(path, fps=fps) as writer:
-        for frame in frames:
-            writer.write(frame)
-        return len(writer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,6 +409,12 @@ class MaskSource:
 
     def __len__(self) -> int:
         return len(self._source)
+
+    def read(self, index: int) -> np.ndarray:
+        """The mask of frame ``index`` (random access)."""
+        if self._frames is None:
+            return np.clip(self._source.read(index)[..., 3], 0.0, 1.0).astype(np.float32)
+        return _to_mask(self._frames.read(0 if len(self._frames) == 1 else index))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._frames is None:

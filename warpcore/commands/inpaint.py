@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from warpcore.commands.job import add_common_arguments, run_job
+from warpcore.commands.job import add_common_arguments, add_propagate_argument, run_job
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_propagate_argument(parser)
     parser.add_argument(
         "--mask",
         required=True,

@@ -68,16 +68,48 @@ def _same_length(name: str, clip: Any, output: Any) -> None:
         )
 
 
+# What each number measures, where, in what unit, and which way is better (the table's legend).
+LEGEND: dict[str, str] = {
+    "warp_pixel_prev": "flicker: output frame vs the previous output frame moved by the input's "
+    "flow; whole frame (moving pixels in view); squared error of [0,1] values; lower is better",
+    "warp_pixel_first": "drift: output frame vs the first output frame moved by the composed "
+    "flows; whole frame; squared error of [0,1] values; lower is better",
+    "warp_latent_prev": "as warp_pixel_prev on the model grid ({latent}, 1/{factor} of the "
+    "size), where diffusion noise shows; squared error; lower is better",
+    "warp_latent_first": "as warp_pixel_first on the model grid ({latent}, 1/{factor} of the "
+    "size); squared error; lower is better",
+    "e_warp": "E_warp (Lai et al. 2018): previous frame vs the next one warped back, "
+    "unoccluded pixels only; squared error of [0,1] values (Lai's is 3x); lower is better",
+    "mse": "vs --reference, inside --mask (else whole frame); squared error of [0,1] values; "
+    "lower is better",
+    "psnr": "vs --reference, inside --mask (else whole frame); dB, capped at 100; higher is better",
+    "ssim": "vs --reference, inside --mask (else whole frame); structural similarity in "
+    "[-1, 1]; higher is better",
+}
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A human-readable table: metric, mean, min, max over frames."""
+    """A human-readable table (metric, mean, min, max over frames) and its legend."""
     lines = [
-        f"{result['output']}: {result['frames']} frames, flow {result['flow']}, "
-        f"latent {result['latent']} (/{result['latent_factor']})",
+        f"{result['output']}: {result['frames']} frames, flow {result['flow']}",
         f"{'metric':<20}{'mean':>12}{'min':>12}{'max':>12}",
     ]
+    shown = []
     for key, mean in result["mean"].items():
         values = [v for v in result["per_frame"][key] if v is not None]
         if not values:
             continue
+        shown.append(key)
         lines.append(f"{key:<20}{mean:>12.6g}{min(values):>12.6g}{max(values):>12.6g}")
+    lines += ["", "what the numbers measure (per frame pair; mean/min/max over the clip):"]
+    for key in shown:
+        text = LEGEND.get(key, "see warpcore/metrics.py")
+        text = text.format(latent=result["latent"], factor=result["latent_factor"])
+        lines.append(f"  {key}: {text}")
+    if result["latent"] == "latent_proxy" and any(k.startswith("warp_latent") for k in shown):
+        factor = result["latent_factor"]
+        lines.append(
+            f"  latent_proxy: no VAE was given, so {factor}x{factor} block averages of RGB "
+            "stand in for the model's encoder"
+        )
     return "\n".join(lines)

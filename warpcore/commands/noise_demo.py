@@ -3,7 +3,8 @@
 A photograph (scikit-image's astronaut) is filmed by a camera that pans, zooms in and rolls
 slightly; the flows are known analytically. Each tile shows one scheme's noise (first three
 channels as RGB), one tile shows the camera's view. In the video, ``fixed`` sticks to the
-screen, ``resample`` boils, ``bilinear`` blurs, and ``gp`` / ``integral`` move with the image.
+screen, ``resample`` boils, ``bilinear`` blurs, and ``gp`` / ``integral`` move with the image;
+a caption under the tiles says so (:data:`CAPTION`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from warpcore.errors import InvalidInput
 from warpcore.video import write_video
 from warpcore.warps import SCHEMES, make_warper
 
+CAPTION = (
+    "Watch the noise against the camera: fixed sticks to the screen, resample boils, "
+    "bilinear blurs; gp and integral move with the image (what the model needs)."
+)
 _PHOTO_SPAN = 0.55  # the frame covers this fraction of the photograph's width at frame 0
 _LABEL_H = 18
 
@@ -100,8 +105,27 @@ def render(frames: int, size: int, scale: int, seed: int) -> list[np.ndarray]:
         )
         tiles = [_labelled(shot, "camera")]
         tiles += [_labelled(_noise_tile(noise[n], scale), n) for n in SCHEMES]
-        out.append(_mosaic(tiles, columns=5))
+        out.append(_captioned(_mosaic(tiles, columns=5), CAPTION))
     return out
+
+
+def _captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` with ``text`` in a band below it, wrapped to the image's width."""
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, font, size, 1)[0][0] > image.shape[1] - 8:
+            lines.append(line)
+            trial = word
+        line = trial
+    lines.append(line)
+    band = np.zeros((_LABEL_H * len(lines) + 4, image.shape[1], 3), np.uint8)
+    for i, row in enumerate(lines):
+        y = 13 + i * _LABEL_H
+        cv2.putText(band, row, (4, y), font, size, (255,) * 3, 1, cv2.LINE_AA)
+    out = np.concatenate([image, band.astype(np.float32) / 255.0], axis=0)
+    return out[: out.shape[0] // 2 * 2]  # yuv420p needs even sizes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,4 +143,5 @@ def run(args: argparse.Namespace) -> int:
         rgb = (np.clip(frames[j], 0, 1) * 255 + 0.5).astype(np.uint8)
         cv2.imwrite(str(out / f"noise_schemes_{j:03d}.png"), rgb[..., ::-1])
     print(f"wrote {out / 'noise_schemes.mp4'} ({len(frames)} frames) and PNGs to {out}")
+    print(CAPTION)
     return 0
