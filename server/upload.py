@@ -174,6 +174,7 @@ class Upload:
     touched: float = field(default_factory=time.monotonic)
     frame_hash: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
     mask_hash: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+    reserved: int = 0  # cache bytes reserved for the batches stored (intake thread)
     failed: str = ""
 
     def meta(self) -> ShotMeta:
@@ -209,8 +210,14 @@ def _get(server: Server, token: str) -> Upload:
 
 def _drop(server: Server, upload: Upload) -> None:
     _uploads(server).pop(upload.token, None)
-    folder = upload.folder
-    server.intake.run(lambda: shutil.rmtree(folder, ignore_errors=True), lambda *_: None)
+    server.intake.run(lambda: _discard(server, upload), lambda *_: None)
+
+
+def _discard(server: Server, upload: Upload) -> None:
+    """On the intake thread: an upload that will not start leaves nothing behind."""
+    shutil.rmtree(upload.folder, ignore_errors=True)
+    server.cache.release(upload.reserved)
+    upload.reserved = 0
 
 
 def _expire(server: Server) -> None:
@@ -296,7 +303,9 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     def store() -> dict[str, Any]:
         try:
             check_pixels(PartsInput(frames, masks, shot.mask_mode))
-            server.cache.reserve(sum(a.nbytes + 128 for a in (*frames, *masks)))
+            nbytes = sum(a.nbytes + 128 for a in (*frames, *masks))
+            server.cache.reserve(nbytes)
+            upload.reserved += nbytes
             inputs = upload.folder / "inputs"
             for i, frame in enumerate(frames):
                 _hash(upload.frame_hash, frame)
@@ -343,12 +352,13 @@ def start_shot(server: Server, peer: Peer, msg: Message, body: StartShot) -> Non
 
     def finish() -> str:  # after the batches: the intake thread runs jobs in order
         meta = upload.meta()
-        server.cache.adopt(upload.folder, meta)
+        reserved, upload.reserved = upload.reserved, 0
+        server.cache.adopt(upload.folder, meta, reserved)
         return meta.key
 
     def done(key: Any, error: BaseException | None) -> None:
         if error is not None:
-            shutil.rmtree(upload.folder, ignore_errors=True)
+            server.intake.run(lambda: shutil.rmtree(upload.folder, True), lambda *_: None)
             server.on_intake_error(peer, msg, error)
             return
         state = server.registry.get(key)

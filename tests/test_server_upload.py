@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.client import Client, ServerError, Shot
-from server.testing import running_server, tiny_shot
+from server.testing import running_server, tiny_shot, wait_until
 
 REQUEST = {"task": "inpaint", "steps": 2, "propagate": 2}
 
@@ -138,3 +138,19 @@ def test_add_frames_and_start_shot_validate(client):
     with pytest.raises(ServerError) as err:  # an upload starts once
         client.request("start_shot", {"upload": token})
     assert err.value.code == "unknown_shot"
+
+
+def test_cache_accounting_after_uploads(tmp_path, shot):
+    """Reservations of stored, duplicate and failed uploads are all given back."""
+    _, _, rgba = shot
+    with running_server(tmp_path) as srv, Client(srv.address) as c:
+        c.upload(REQUEST, rgba, 3, "alpha", subscribe=False)
+        c.upload(REQUEST, rgba, 3, "alpha", subscribe=False)  # the same shot: not stored twice
+        bad = [f.copy() for f in rgba]
+        bad[1][0, 0, 0] = np.inf
+        with pytest.raises(ServerError):
+            c.upload(REQUEST, bad, 3, "alpha", batch=1, subscribe=False)
+        # the failed upload's files and reservation go on the intake thread, after the reply
+        assert wait_until(lambda: srv.cache.reserved == 0, timeout=10)
+        assert srv.cache.used > 0
+        assert wait_until(lambda: not list(tmp_path.glob(".upload-*")), timeout=10)
