@@ -65,6 +65,15 @@ def clip(tmp_path_factory) -> dict:
     mattes.tofile(root / "mask.f32")
     (root / "exr").mkdir()
     (root / "mask_exr").mkdir()
+    # 8-bit: the same clip quantised, as the raw file the host serves as bytes and as PNGs.
+    import cv2
+
+    q = np.round(rgba * 255) / 255
+    q.astype(np.float32).tofile(root / "in_u8.f32")
+    (root / "png").mkdir()
+    for i in range(N):
+        bgra = (q[i][..., [2, 1, 0, 3]] * 255).round().astype(np.uint8)
+        cv2.imwrite(str(root / "png" / f"frame_{i:06d}.png"), bgra)
     for i in range(N):
         _write_exr(root / "exr" / f"frame_{i:06d}.exr", rgba[i], half=False)
         _write_exr(root / "mask_exr" / f"mask_{i:06d}.exr", np.repeat(mattes[i], 3, -1), False)
@@ -78,9 +87,10 @@ def run_host(
     output: bool = True,
     timeout: float = 300,
     env: dict | None = None,
+    source: str = "in.f32",
 ) -> tuple[dict, np.ndarray | None, str]:
     out = clip["root"] / f"out_{os.getpid()}.f32"
-    cmd = [str(build / "ofx_testhost"), "--input", str(clip["root"] / "in.f32")]
+    cmd = [str(build / "ofx_testhost"), "--input", str(clip["root"] / source)]
     cmd += ["--size", f"{N},{SIZE},{SIZE}", *args]
     if output:
         cmd += ["--output", str(out)]
@@ -96,18 +106,18 @@ def run_host(
     return report, image, done.stderr
 
 
-def run_cli(clip: dict, task: str, *args: str) -> np.ndarray:
+def run_cli(clip: dict, task: str, *args: str, source: str = "exr") -> np.ndarray:
     """`warpdiff inpaint|upscale` in this process (one thread, like the test server)."""
     import torch
 
     from warpcore.cli import main
     from warpcore.video import open_frames
 
-    cached = clip.setdefault("cli", {}).get((task, args))
+    cached = clip.setdefault("cli", {}).get((task, args, source))
     if cached is not None:  # the same job twice in this module: its output is the same
         return cached
     out = clip["root"] / f"cli_{task}_{len(clip['cli'])}"
-    argv = [task, str(clip["root"] / "exr"), "-o", str(out), "--steps", STEPS]
+    argv = [task, str(clip["root"] / source), "-o", str(out), "--steps", STEPS]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -118,7 +128,7 @@ def run_cli(clip: dict, task: str, *args: str) -> np.ndarray:
         torch.set_num_threads(threads)
     source = open_frames(out)
     result = np.stack([np.asarray(source.read(i))[..., :3] for i in range(len(source))])
-    clip["cli"][(task, args)] = result
+    clip["cli"][(task, args, source)] = result
     return result
 
 
@@ -193,6 +203,16 @@ def test_resolve_mode_uses_alpha_and_survives_thumbnails(build, server, clip):
     assert all(r["status"] == 0 for r in report["renders"])
     expected = run_cli(clip, "inpaint", "--mask", "alpha")
     np.testing.assert_allclose(image[..., :3], expected, atol=1e-6)
+
+
+def test_byte_host_images_equal_cli_to_the_byte(build, server, clip):
+    """8-bit host images go as uint8 (no float on the wire) and come back rounded to 8 bits."""
+    args = ("--depth", "byte", "--negative-rowbytes")
+    report, image, _ = run_host(build, clip, *common(server), *args, source="in_u8.f32")
+    assert_clean(report)
+    assert all(r["status"] == 0 for r in report["renders"])
+    expected = run_cli(clip, "inpaint", "--mask", "alpha", source="png")
+    assert np.abs(image[..., :3] - expected).max() <= 0.5 / 255 + 1e-6
 
 
 def test_upscale_declares_scaled_region_and_equals_cli(build, server, clip):
