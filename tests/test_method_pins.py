@@ -214,9 +214,10 @@ def test_sampler_reports_each_step_and_builds_no_graph_when_unguided() -> None:
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         grad_modes.append(torch.is_grad_enabled())
+        assert sigma.dtype == torch.float32 and sigma.shape == (x.shape[0],)  # one per item
         return weight * x / (1.0 + sigma.view(-1, 1, 1, 1) ** 2)
 
-    sigmas = torch.tensor([4.0, 2.0, 1.0, 0.0])
+    sigmas = torch.tensor([4.0, 2.0, 1.0, 0.0], dtype=torch.float64)  # as karras_sigmas gives
     x = torch.ones(1, 3, 8, 8)
     guidance = _guidance("dps", active=frozenset({1}))
     guidance = EquivarianceGuidance(

@@ -89,7 +89,7 @@ def _open(qtbot, panel, clip_dir: Path, matte: str = "matte") -> None:
         panel.open_clip(str(clip_dir / "clip"), str(clip_dir / matte))
 
 
-def _run(qtbot, panel, request: dict, timeout: int = 60000):
+def _run(qtbot, panel, request: dict, timeout: int = 180000):
     panel.params.set_request(request)
     with qtbot.waitSignal(panel.run_finished, timeout=timeout) as blocker:
         panel.run()
@@ -153,7 +153,7 @@ def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, ser
     states = []
     panel.connection.state_changed.connect(lambda state, text: states.append((state, text)))
     panel.params.set_request({**FAST, "seed": 11})
-    with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=60000) as done:
+    with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=180000) as done:
         panel.run()
     run = done.args[0]
     print(

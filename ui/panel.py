@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QLineEdit,
@@ -469,3 +469,6 @@ class Panel(PanelLayout, QWidget):
         for pump in list(self.pumps.values()):
             pump.wait(5000)
         self.pumps.clear()
+        # Calls still on the pool hold QObjects of this panel: let them end before it goes
+        # (a pool thread deleting them at interpreter exit crashed the process).
+        QThreadPool.globalInstance().waitForDone(10000)
