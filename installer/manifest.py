@@ -99,7 +99,8 @@ class Writer:
             self._note(f"create folder {folder}")
             if not self.dry_run:
                 folder.mkdir()
-                self.manifest.entries.append({"kind": "dir", "path": str(folder)})
+                if not self.manifest.owns(folder):  # made again after someone deleted it
+                    self.manifest.entries.append({"kind": "dir", "path": str(folder)})
 
     def write_file(
         self, path: Path, data: bytes, mode: int | None = None, kind: str = "file"

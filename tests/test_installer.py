@@ -75,6 +75,7 @@ def bundle(tmp_path: Path) -> Path:
 def run(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "WARPDIFF_"))}
     env.update(HOME=str(home), OFX_PLUGIN_PATH=str(home / "ofx"), PYTHONPATH=str(REPO))
+    env.setdefault("PIP_CACHE_DIR", str(home.parent / "pip-cache"))  # pip's, not the installer's
     return subprocess.run(
         [sys.executable, str(INSTALL), *args],
         capture_output=True,
@@ -96,7 +97,7 @@ def doctor(home: Path, *args: str) -> tuple[int, dict[str, dict]]:
     return done.returncode, {c["name"]: c for c in body["checks"]}
 
 
-def test_install_twice_doctor_uninstall_restores_the_tree(home: Path, bundle: Path) -> None:
+def test_install_twice_doctor_break_repair_uninstall(home: Path, bundle: Path) -> None:
     before = tree(home)
     first = install(home, bundle)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -119,17 +120,30 @@ def test_install_twice_doctor_uninstall_restores_the_tree(home: Path, bundle: Pa
     assert tree(home) == installed  # the second install wrote nothing
 
     with ServerProcess(home / "server-cache") as server:
-        code, checks = doctor(home, "--server", server.address)
+        address = server.address
+        code, checks = doctor(home, "--server", address)
+    shutil.rmtree(home / "server-cache")
     assert code == 0, checks
     for name in ("python", "environment", "torch", "model", "server", "ofx", "nuke", "resolve"):
         assert checks[name]["status"] == "ok", checks[name]
     assert "protocol 1" in checks["server"]["detail"]
     assert checks["service"]["status"] == "ok" and "cache" in checks
 
+    # broken: the bundle deleted, the server stopped -> reported with the fix, exit 1
+    shutil.rmtree(home / "ofx" / "WarpedDiffusion.ofx.bundle")
+    code, checks = doctor(home, "--server", address, "--timeout", "1")
+    assert code == 1
+    assert checks["ofx"]["status"] == "broken" and "install.py install" in checks["ofx"]["fix"]
+    assert checks["server"]["status"] == "broken" and "systemctl" in checks["server"]["fix"]
+    assert checks["nuke"]["status"] == checks["resolve"]["status"] == "ok"
+    text = run(home, "doctor", "--server", address, "--timeout", "1")
+    assert text.returncode == 1 and "fix: " in text.stdout
+    assert "not ok: server, ofx" in text.stdout
+    assert install(home, bundle).returncode == 0  # installing again repairs it
+    assert tree(home) == installed
+
     gone = run(home, "uninstall", "--yes")
     assert gone.returncode == 0, gone.stdout
-    assert (home / "server-cache").is_dir()  # not the installer's: left alone
-    shutil.rmtree(home / "server-cache")
     assert tree(home) == before  # byte for byte, every folder the install made removed
 
 
@@ -142,28 +156,6 @@ def test_dry_run_writes_nothing(home: Path, bundle: Path) -> None:
     assert tree(home) == before
     assert run(home, "install").returncode == 1  # no terminal, no --yes: refuses, writes nothing
     assert tree(home) == before
-
-
-def test_broken_install_is_reported_with_the_fix(home: Path, bundle: Path) -> None:
-    assert install(home, bundle).returncode == 0
-    with ServerProcess(home / "server-cache") as server:
-        address = server.address
-        assert doctor(home, "--server", address)[0] == 0
-    shutil.rmtree(home / "ofx" / "WarpedDiffusion.ofx.bundle")  # the bundle deleted
-    code, checks = doctor(home, "--server", address)  # the server stopped
-    assert code == 1
-    assert checks["ofx"]["status"] == "broken" and "install.py install" in checks["ofx"]["fix"]
-    assert checks["server"]["status"] == "broken" and "systemctl" in checks["server"]["fix"]
-    assert checks["nuke"]["status"] == "ok"
-    text = run(home, "doctor", "--server", address, "--timeout", "2")
-    assert text.returncode == 1 and "fix:" in text.stdout
-    assert "not ok: server, ofx" in text.stdout
-    assert install(home, bundle).returncode == 0  # install repairs it
-    assert checks_of(home, address)["ofx"]["status"] == "ok"
-
-
-def checks_of(home: Path, address: str) -> dict[str, dict]:
-    return doctor(home, "--server", address, "--timeout", "1")[1]
 
 
 def test_uninstall_keeps_user_edits_made_after_install_and_purges(home: Path, bundle: Path) -> None:
@@ -310,7 +302,7 @@ def test_environment_step_makes_a_working_environment(tmp_path: Path) -> None:
     done = run(home, *args, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     env = home / ".local/share/warpdiff/env"
-    assert "+cpu" in done.stdout and "CUDA None" in done.stdout
+    assert "+cpu" in done.stdout and "a CPU build" in done.stdout
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     helped = subprocess.run(
         [env / "bin/warpdiff", "--help"], capture_output=True, text=True, env=clean
@@ -319,4 +311,41 @@ def test_environment_step_makes_a_working_environment(tmp_path: Path) -> None:
     again = run(home, *args)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
     assert run(home, "uninstall", "--yes").returncode == 0
-    assert not any(home.iterdir())
+    assert not list(home.iterdir())
+
+
+def test_service_enable_starts_and_uninstall_stops_it(
+    home: Path, bundle: Path, tmp_path: Path
+) -> None:
+    """`--service enable` with a stand-in `systemctl` on PATH that logs its arguments (the real
+    one would start a service on this machine)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "systemctl.log"
+    script = fake / "systemctl"
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n[ "$2" = is-active ] && echo active\nexit 0\n'
+    )
+    script.chmod(0o755)
+    path = f"{fake}{os.pathsep}{os.environ['PATH']}"
+    args = ["install", "--yes", "--env", str(ENV), "--only", "model,service", "--service", "enable"]
+    before = tree(home)
+    os.environ["PATH"], saved = path, os.environ["PATH"]
+    try:
+        assert run(home, *args).returncode == 0
+        first = log.read_text().splitlines()
+        assert first == ["--user daemon-reload", "--user enable --now warpdiff.service"]
+        installed = tree(home)
+        assert run(home, *args).returncode == 0
+        assert log.read_text().splitlines()[2:] == first  # unit unchanged: no restart
+        assert tree(home) == installed
+        assert run(home, *args, "--bind", "tcp://127.0.0.1:5599").returncode == 0
+        assert log.read_text().splitlines()[-1] == "--user restart warpdiff.service"
+        assert "5599" in (home / ".config/systemd/user/warpdiff.service").read_text()
+        code, checks = doctor(home, "--timeout", "1")
+        assert checks["service"]["status"] == "ok" and "active" in checks["service"]["detail"]
+        assert run(home, "uninstall", "--yes").returncode == 0
+        assert log.read_text().splitlines()[-1] == "--user disable --now warpdiff.service"
+    finally:
+        os.environ["PATH"] = saved
+    assert tree(home) == before

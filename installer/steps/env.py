@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from installer.context import Context, InstallError
 from installer.paths import MACOS
@@ -23,11 +24,20 @@ TORCH_INDEX = {
     "cuda": "https://download.pytorch.org/whl/cu128",
 }
 STAMP = "warpdiff-install.json"
-PROBE = (
-    "import json, sys, torch, warpcore; "
-    "print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__, "
-    "'cuda': torch.version.cuda, 'warpcore': warpcore.__version__}))"
-)
+# what is installed, from package metadata (fast: nothing heavy is imported)
+PROBE = """
+import json, sys
+from importlib import metadata as m
+def v(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return None
+nvidia = sorted(d.metadata["Name"] for d in m.distributions()
+                if (d.metadata["Name"] or "").lower().startswith("nvidia-"))
+print(json.dumps({"python": sys.version.split()[0], "torch": v("torch"),
+                  "warpcore": v("warped-diffusion"), "nvidia": nvidia}))
+"""
 
 
 def detect_gpu() -> str | None:
@@ -99,10 +109,17 @@ def plan(ctx: Context) -> str:
     return f"{what} the server environment {env} ({torch_pin(ctx.options.source)}, {flavour})"
 
 
-def probe(ctx: Context, env: Path) -> dict[str, str]:
+def probe(ctx: Context, env: Path) -> dict[str, Any]:
+    """Versions in the environment; ``cuda``: whether its torch is a CUDA build."""
     python = ctx.platform.env_python(env)
     out = ctx.run([python, "-c", PROBE], f"checking the environment {env}", timeout=300)
-    return json.loads(out.strip().splitlines()[-1])
+    found = json.loads(out.strip().splitlines()[-1])
+    if not found["torch"] or not found["warpcore"]:
+        missing = " and ".join(n for n in ("torch", "warpcore") if not found[n])
+        raise InstallError(f"{env} has no {missing}; install again without --env to make one")
+    torch = found["torch"]
+    found["cuda"] = "+cu" in torch or (bool(found["nvidia"]) and "+cpu" not in torch)
+    return found
 
 
 def apply(ctx: Context) -> str:
@@ -113,7 +130,7 @@ def apply(ctx: Context) -> str:
             raise InstallError(f"--env {env}: no {python}; give a virtual environment folder")
         found = probe(ctx, env)
         record(ctx, "cuda" if found["cuda"] and detect_gpu() else "cpu")
-        return "using {env}: torch {torch} (CUDA {cuda})".format(env=env, **found)
+        return describe(env, found)
     flavour = torch_flavour(ctx)
     stamp = wanted_stamp(ctx, flavour)
     record(ctx, flavour)
@@ -138,4 +155,9 @@ def apply(ctx: Context) -> str:
         )
     (env / STAMP).write_text(json.dumps(stamp, sort_keys=True))
     ctx.writer.changed.append(f"install the package into {env}")
-    return "{env}: torch {torch} (CUDA {cuda}), warpcore {warpcore}".format(env=env, **found)
+    return describe(env, found)
+
+
+def describe(env: Path, found: dict[str, Any]) -> str:
+    build = "a CUDA build" if found["cuda"] else "a CPU build"
+    return f"{env}: torch {found['torch']} ({build}), warpdiff {found['warpcore']}"

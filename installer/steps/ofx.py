@@ -24,7 +24,9 @@ def target_dir(ctx: Context) -> Path:
     if ctx.options.ofx_dir:
         return ctx.options.ofx_dir
     system = ctx.platform.ofx_system_dir()
-    probe = system if system.exists() else system.parent
+    probe = system
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
     return system if os.access(probe, os.W_OK) else ctx.platform.ofx_user_dir()
 
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from installer.context import Context
+from installer.context import Context, InstallError
 from installer.paths import LAUNCHD_LABEL, LINUX, MACOS, SERVICE_NAME, WINDOWS
 
 
@@ -119,6 +119,7 @@ def apply(ctx: Context) -> str:
         ctx.notes.append(windows_note(ctx))
         return "not supported yet on this OS: see the manual command below"
     command = serve_command(ctx)
+    existed = path.exists()
     if system == MACOS:
         log = ctx.platform.log_dir() / "server.log"
         ctx.writer.ensure_dir(log.parent)
@@ -134,11 +135,16 @@ def apply(ctx: Context) -> str:
     if shutil.which(tool) is None:
         ctx.notes.append(f"{tool} was not found: the service is written but not started")
         return f"{path}: written, not started"
-    if system == MACOS and changed:
+    if system == MACOS and changed and existed:
         subprocess.run(stop_commands(system, path)[0], capture_output=True)  # reload the new file
-    for cmd in starts:
-        ctx.run(cmd, "starting the service", timeout=60)
-    if system == LINUX and changed:
-        ctx.run(["systemctl", "--user", "restart", SERVICE_NAME], "restarting the service", 60)
+    if system == LINUX and changed and existed:  # a running service picks up the new unit
+        starts.append(["systemctl", "--user", "restart", SERVICE_NAME])
     ctx.writer.record({"kind": "service", "system": system, "path": str(path)})
+    try:
+        for cmd in starts:
+            ctx.run(cmd, "starting the service", timeout=60)
+    except InstallError as exc:  # e.g. no user session bus: the file is there, say how to start
+        shown = " && ".join(" ".join(c) for c in starts)
+        ctx.notes.append(f"the service could not be started ({exc}); start it with {shown}")
+        return f"{path}: written, not started (see below)"
     return f"{path}: started"
