@@ -131,14 +131,16 @@ def test_install_twice_doctor_break_repair_uninstall(home: Path, bundle: Path) -
 
     # broken: the bundle deleted, the server stopped -> reported with the fix, exit 1
     shutil.rmtree(home / "ofx" / "WarpedDiffusion.ofx.bundle")
+    (home / ".nuke" / "init.py").write_bytes(USER_INIT)  # and someone took our block out
     code, checks = doctor(home, "--server", address, "--timeout", "1")
     assert code == 1
     assert checks["ofx"]["status"] == "broken" and "install.py install" in checks["ofx"]["fix"]
     assert checks["server"]["status"] == "broken" and "systemctl" in checks["server"]["fix"]
-    assert checks["nuke"]["status"] == checks["resolve"]["status"] == "ok"
+    assert checks["nuke"]["status"] == "broken" and "install.py install" in checks["nuke"]["fix"]
+    assert checks["resolve"]["status"] == checks["model"]["status"] == "ok"
     text = run(home, "doctor", "--server", address, "--timeout", "1")
     assert text.returncode == 1 and "fix: " in text.stdout
-    assert "not ok: server, ofx" in text.stdout
+    assert "not ok: server, ofx, nuke" in text.stdout
     assert install(home, bundle).returncode == 0  # installing again repairs it
     assert tree(home) == installed
 
@@ -349,3 +351,34 @@ def test_service_enable_starts_and_uninstall_stops_it(
     finally:
         os.environ["PATH"] = saved
     assert tree(home) == before
+
+
+def test_torch_build_follows_the_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: CUDA when `nvidia-smi -L` lists a GPU (a stand-in here), else CPU; each build from
+    its own index, pinned as in pyproject.toml; 'pip' leaves the sources to pip."""
+    from installer.context import InstallError
+    from installer.steps import env as env_step
+
+    linux = Platform(system="linux", home=tmp_path, env={})
+    ctx = context(linux, tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    assert env_step.torch_flavour(ctx) == "cpu"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)'\n")
+    smi.chmod(0o755)
+    assert env_step.torch_flavour(ctx) == "cuda"
+    assert env_step.torch_args(ctx, "cuda") == ["--index-url", env_step.TORCH_INDEX["cuda"]]
+    assert env_step.torch_args(ctx, "cpu") == [
+        "--index-url",
+        "https://download.pytorch.org/whl/cpu",
+    ]
+    assert env_step.torch_pin(REPO) == "torch==2.13.0"
+    for options, expected in (({"torch": "cpu"}, "cpu"), ({"torch_index": "pip"}, "cuda")):
+        ctx.options = Options(source=REPO, **options)
+        assert env_step.torch_flavour(ctx) == expected
+    assert env_step.torch_args(ctx, "cuda") == []  # --torch-index pip
+    mac = context(Platform(system=MACOS, home=tmp_path, env={}), tmp_path)
+    assert env_step.torch_flavour(mac) == "default" and env_step.torch_args(mac, "default") == []
+    mac.options = Options(source=REPO, torch="cuda")
+    with pytest.raises(InstallError, match="no CUDA on macOS"):
+        env_step.torch_flavour(mac)
