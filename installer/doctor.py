@@ -178,6 +178,21 @@ def check_nuke(platform: Platform, manifest: Manifest) -> Check:
     return Check("nuke", MISSING, "not registered", INSTALL, required=False)
 
 
+def check_source(config: dict[str, Any]) -> Check:
+    """The checkout the plugins and the environment point at (they break when it moves)."""
+    source = config.get("source")
+    if not source:
+        return Check("source", MISSING, "not installed", INSTALL, required=False)
+    if not (Path(source) / "host_plugins").is_dir():
+        return Check(
+            "source",
+            BROKEN,
+            f"{source} is gone (moved or deleted?); the plugins and the environment point at it",
+            "run install again from the new folder",
+        )
+    return Check("source", OK, source)
+
+
 def check_file(name: str, path: Path, manifest: Manifest) -> Check:
     if path.is_file():
         return Check(name, OK, str(path))
@@ -269,7 +284,8 @@ def diagnose(platform: Platform, server: str | None = None, timeout: float = 5.0
     address = server_address(config, server)
     keys = os.environ.get("WARPDIFF_CURVE_KEYS", "")
     probe = run_probe(python, address, keys, timeout) if python.exists() else None
-    checks = [check_python(), *check_env(env, python, probe, config.get("torch", "cpu"))]
+    checks = [check_python(), check_source(config)]
+    checks += check_env(env, python, probe, config.get("torch", "cpu"))
     checks.append(check_model(config.get("model", "builtin"), platform))
     checks.append(check_server(address, probe, start_hint(platform, manifest, address)))
     checks.append(check_ofx(platform, config))

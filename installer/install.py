@@ -243,6 +243,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.version_info < (3, 10):  # noqa: UP036 (it runs on whatever python3 the user has)
+        print(f"the installer needs Python 3.10 or newer; this is {sys.version.split()[0]}")
+        return 2
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "install")

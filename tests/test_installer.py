@@ -124,9 +124,9 @@ def test_install_twice_doctor_break_repair_uninstall(home: Path, bundle: Path) -
         code, checks = doctor(home, "--server", address)
     shutil.rmtree(home / "server-cache")
     assert code == 0, checks
-    for name in ("python", "environment", "torch", "model", "server", "ofx", "nuke", "resolve"):
+    for name in ("python", "source", "environment", "torch", "model", "server", "ofx", "nuke"):
         assert checks[name]["status"] == "ok", checks[name]
-    assert "protocol 1" in checks["server"]["detail"]
+    assert checks["resolve"]["status"] == "ok" and "protocol 1" in checks["server"]["detail"]
     assert checks["service"]["status"] == "ok" and "cache" in checks
 
     # broken: the bundle deleted, the server stopped -> reported with the fix, exit 1
@@ -250,6 +250,11 @@ def test_ofx_without_a_build_says_not_built(home: Path, tmp_path: Path) -> None:
     assert "missing: not built" in done.stdout
     code, checks = doctor(home)
     assert checks["ofx"]["status"] == "missing" and not checks["ofx"]["required"]
+    assert checks["source"]["status"] == "ok"
+    shutil.rmtree(source)  # the download folder moved away: the plugins point at nothing
+    code, checks = doctor(home)
+    assert code == 1 and checks["source"]["status"] == "broken", checks["source"]
+    assert "install again from the new folder" in checks["source"]["fix"]
 
 
 def test_bad_options_are_refused_clearly(home: Path, bundle: Path, tmp_path: Path) -> None:
