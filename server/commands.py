@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.queue_limit < 1:
         raise InvalidInput(f"--queue-limit: expected an integer >= 1, got {args.queue_limit}")
+    from warpcore.devices import check_device
+
+    check_device(args.device)  # one line listing what this build has, before any work
     if args.max_part_mb < 1:
         raise InvalidInput(f"--max-part-mb: expected an integer >= 1, got {args.max_part_mb}")
     if not args.bind.startswith(("tcp://", "ipc://", "inproc://")):

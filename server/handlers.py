@@ -309,6 +309,6 @@ def on_worker_event(server: Server, msg: Message) -> None:
 
 
 # The panel's requests (read_clip, analyze, export) live in their own module.
-from server.analysis import HANDLERS as PANEL_HANDLERS  # noqa: E402
+from server.analysis import ROUTES as PANEL_ROUTES  # noqa: E402
 
-HANDLERS.update(PANEL_HANDLERS)
+ROUTES.update(PANEL_ROUTES)

@@ -131,3 +131,59 @@ def test_first_frame_warping_error_composes_flows_in_the_right_order(
     first = scorer.per_frame["warp_pixel_first"]
     assert first[1] == pytest.approx(0.0, abs=1e-10)
     assert first[2] == pytest.approx(0.01, rel=1e-3)
+
+
+def _guidance(rule: str, strength: float = 1.0, active: frozenset[int] = frozenset({0})):
+    c, h, w = 3, 8, 8
+    return EquivarianceGuidance(
+        strength=strength,
+        forward=torch.zeros(2, h, w),  # a still frame: h_k o T_j is h_k itself
+        mask=torch.ones(1, h, w),
+        previous=torch.full((1, c, h, w), 0.5),
+        active=active,
+        grad_mode="output",
+        rule=rule,  # type: ignore[arg-type]
+    )
+
+
+def test_guidance_applies_only_with_strength_on_active_steps() -> None:
+    """Mutants: ``and`` -> ``or``; ``strength > 0`` -> ``>= 0``."""
+    assert _guidance("dps").applies(0)
+    assert not _guidance("dps").applies(1)  # not an active step
+    assert not _guidance("dps", strength=0.0).applies(0)  # lambda = 0 is no guidance
+
+
+def test_guidance_step_is_zero_without_error_and_acts_on_small_errors() -> None:
+    """Mutants: ``value <= 0`` -> ``< 0`` (0 / 0) or ``<= 1`` (small errors ignored); the zero
+    step's reported error."""
+    for rule in ("dps", "newton"):
+        g = _guidance(rule)
+        x = torch.zeros(3, 8, 8)
+        correction, e = g.step(x, torch.full((3, 8, 8), 0.5), 0, sigma=1.0)
+        assert e == 0.0 and torch.count_nonzero(correction) == 0
+        correction, e = g.step(x, torch.full((3, 8, 8), 0.55), 0, sigma=1.0)  # e = 0.48
+        assert 0.0 < e < 1.0 and float(correction.abs().min()) > 0.0
+
+
+@pytest.mark.parametrize("residual", [0.75, 0.01])
+def test_newton_step_removes_the_whole_residual_inside_the_trust_region(residual: float) -> None:
+    """With an identity Jacobian, lambda = 1 and |step| under the cap, the Gauss-Newton step
+    is exactly the residual: 2 e / |grad|^2 grad = (h - prev). Mutants: the factor 2 -> 3,
+    ``max(|grad|^2, 1e-30)`` -> ``max(.., 1)`` (|grad|^2 = 0.077 < 1 for residual 0.01), the cap
+    ``min(1, ..)`` -> ``min(2, ..)`` (rms 0.75 is under the cap of 1, the ratio 1.33 < 2)."""
+    g = _guidance("newton")
+    denoised = torch.full((3, 8, 8), 0.5 + residual)
+    correction, _ = g.step(torch.zeros(3, 8, 8), denoised, 0, sigma=0.5)
+    torch.testing.assert_close(correction, torch.full((3, 8, 8), -residual), rtol=1e-5, atol=0)
+
+
+def test_newton_step_is_capped_at_the_noise_level_or_one() -> None:
+    """A residual of 5 with sigma 0.5: the step's RMS is capped at max(sigma, 1) = 1.
+    Mutants: the RMS as a cube, the cap divided instead of multiplied, max(sigma, 2).
+    (``max(rms, 1e-30)`` -> ``max(rms, 1)`` is equivalent: the cap is >= 1, so when rms < 1
+    both give min(1, cap / rms') = 1.)"""
+    g = _guidance("newton")
+    correction, _ = g.step(torch.zeros(3, 8, 8), torch.full((3, 8, 8), 5.5), 0, sigma=0.5)
+    torch.testing.assert_close(correction, torch.full((3, 8, 8), -1.0), rtol=1e-5, atol=0)
+    correction, _ = g.step(torch.zeros(3, 8, 8), torch.full((3, 8, 8), 5.5), 0, sigma=3.0)
+    torch.testing.assert_close(correction, torch.full((3, 8, 8), -3.0), rtol=1e-5, atol=0)

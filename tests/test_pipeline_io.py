@@ -173,6 +173,9 @@ def test_exr_plate_keeps_names_numbers_linear_values_alpha_and_gets_chromaticiti
     assert main(args) == 0
     names = sorted(p.name for p in (tmp_path / "comp").iterdir())
     assert names == [f"shot_clean.{n}.exr" for n in (1001, 1002, 1003)]
+    with OpenEXR.File(str(tmp_path / "comp" / names[0])) as f:
+        assert "chromaticities" in f.header()
+    assert colour.chromaticities("ACEScg")[-2:] == (0.32168, 0.33767)  # ACES white, not D65
 
 
 def test_the_model_sees_display_referred_values_and_highlights_come_back() -> None:
@@ -329,6 +332,9 @@ def test_device_and_server_mistakes_are_one_line_and_quick(tmp_path: Path) -> No
         assert main([*base, *extra]) != 0
         assert time.perf_counter() - start < 3.0, extra
     assert not (tmp_path / "out").exists()
+    for command in (["demo", "-o", str(tmp_path / "d")], ["eval", "-o", str(tmp_path / "e")]):
+        assert main([*command, "--device", "gpu"]) == 2  # the other commands check it too
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
 @pytest.mark.timeout(30)

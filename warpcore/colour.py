@@ -83,23 +83,27 @@ def convert(rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
     src, dst = resolve(src), resolve(dst)
     if src == dst:
         return rgb
-    out = np.ascontiguousarray(rgb, dtype=np.float32).copy()
-    colour = np.ascontiguousarray(out[..., :3])
-    _cpu(src, dst).applyRGB(colour)
-    out[..., :3] = colour
+    import PyOpenColorIO as ocio
+
+    out = np.array(rgb, dtype=np.float32, order="C")  # a copy
+    colour = out if out.shape[-1] == 3 else np.ascontiguousarray(out[..., :3])
+    h, w = colour.shape[:2]
+    _cpu(src, dst).apply(ocio.PackedImageDesc(colour, w, h, 3))  # in place, no Python loop
+    if colour is not out:
+        out[..., :3] = colour
     return out
 
 
 def knee(x: np.ndarray) -> np.ndarray:
     """Compress values above :data:`KNEE` into (KNEE, 1): ``k + s t / (1 + t)``, t = (x-k)/s."""
-    t = np.maximum(x - KNEE, 0.0) / _KNEE_SCALE
-    return np.where(x > KNEE, KNEE + _KNEE_SCALE * t / (1.0 + t), x).astype(np.float32)
+    t = np.maximum(x - KNEE, 0.0) / _KNEE_SCALE  # 0 at and below the knee: y = x there
+    return (np.minimum(x, KNEE) + _KNEE_SCALE * t / (1.0 + t)).astype(np.float32)
 
 
 def unknee(y: np.ndarray) -> np.ndarray:
     """The inverse of :func:`knee` (model values are capped at 0.99 first)."""
-    s = (np.minimum(y, _KNEE_MAX) - KNEE) / _KNEE_SCALE
-    return np.where(y > KNEE, KNEE + _KNEE_SCALE * s / (1.0 - s), y).astype(np.float32)
+    s = np.maximum(np.minimum(y, _KNEE_MAX) - KNEE, 0.0) / _KNEE_SCALE
+    return (np.minimum(y, KNEE) + _KNEE_SCALE * s / (1.0 - s)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -147,14 +151,34 @@ class ColourPlan:
         return convert(frame, self.input, self.output)
 
 
+_AP0 = (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767)
+_AP1 = (0.713, 0.293, 0.165, 0.830, 0.128, 0.044, 0.32168, 0.33767)
+# Spaces whose white is not D65: their published primaries (the XYZ-D65 route below would
+# give them chromatically adapted to D65).
+_NATIVE_PRIMARIES = {
+    "ACES2065-1": _AP0,
+    "ACEScg": _AP1,
+    "ACEScc": _AP1,
+    "ACEScct": _AP1,
+    "sRGB Encoded AP1": _AP1,
+    "Gamma 2.2 Encoded AP1": _AP1,
+}
+
+
 def chromaticities(name: str) -> tuple[float, ...] | None:
-    """EXR ``chromaticities`` (rx, ry, gx, gy, bx, by, wx, wy) of a space; None if unknown."""
+    """EXR ``chromaticities`` (rx, ry, gx, gy, bx, by, wx, wy) of a space; None if unknown.
+
+    ACES spaces get their published AP0/AP1 primaries and ACES white; other spaces are
+    measured through the config's CIE XYZ (D65) interchange space."""
+    canonical = resolve(name)
+    if canonical in _NATIVE_PRIMARIES:
+        return _NATIVE_PRIMARIES[canonical]
     cfg = config()
     if not cfg.hasRole("cie_xyz_d65_interchange"):
         return None
     xyz = cfg.getRoleColorSpace("cie_xyz_d65_interchange")
     try:
-        proc = _cpu(resolve(name), xyz)
+        proc = _cpu(canonical, xyz)
     except Exception:  # noqa: BLE001 -- no path to XYZ in this config: leave the header alone
         return None
     out: list[float] = []

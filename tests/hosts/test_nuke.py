@@ -12,7 +12,15 @@ import nuke
 import numpy as np
 import pytest
 import warpdiff_nuke
-from conftest import HOST_PATHS, PARAMS, ROOT, folder_of, make_clip, warpdiff_inpaint
+from conftest import (
+    HOST_PATHS,
+    PARAMS,
+    ROOT,
+    SAME_FRAME_ATOL,
+    folder_of,
+    make_clip,
+    warpdiff_inpaint,
+)
 from warpdiff_host.errors import ServerUnavailable
 from warpdiff_host.exr import frame_file, read_exr
 from warpdiff_nuke import commands
@@ -36,7 +44,7 @@ def assert_same(got: list[np.ndarray], want: list[np.ndarray]) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
-        np.testing.assert_array_equal(g, w)  # float32 EXR both ways: bit for bit
+        np.testing.assert_allclose(g, w, rtol=0, atol=SAME_FRAME_ATOL)  # float32 EXR both ways
 
 
 def test_remove_object_with_a_matte_node_renders_frames_and_returns_a_read(server, tmp_path):

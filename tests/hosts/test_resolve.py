@@ -6,7 +6,7 @@ import DaVinciResolveScript as dvr
 import numpy as np
 import pytest
 import warpdiff_resolve
-from conftest import PARAMS, folder_of, make_clip, warpdiff_inpaint
+from conftest import PARAMS, SAME_FRAME_ATOL, folder_of, make_clip, warpdiff_inpaint
 from warpdiff_host.errors import HostError, ServerUnavailable, ShotFailed
 from warpdiff_host.exr import read_exr
 from warpdiff_resolve import Settings
@@ -43,7 +43,7 @@ def test_item_with_a_source_offset_as_paths_lands_on_the_track_above(server, tmp
     got = result_frames(outcome)
     assert len(got) == 4
     for g, w in zip(got, want, strict=True):
-        np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, w, rtol=0, atol=SAME_FRAME_ATOL)
     assert (outcome.result.first, outcome.result.last) == (1004, 1007)  # file frame numbers
     assert outcome.result.folder.parent == clip.folder / "warpdiff"  # beside the source
     bins = dvr.fake.project.media_pool.root.GetSubFolderList()
@@ -76,14 +76,14 @@ def test_frames_with_a_matte_file_and_offset_equal_the_cli(server, tmp_path):
         PARAMS,
     )
     for g, w in zip(result_frames(outcome), want, strict=True):
-        np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, w, rtol=0, atol=SAME_FRAME_ATOL)
     assert outcome.timeline_item is None
     assert dvr.fake.project.timeline.GetTrackCount("video") == 2  # nothing added
     # the same item again with paths: another key (other inputs), both land in the one bin
     settings.send = "paths"
     again = warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)
     for g, w in zip(result_frames(again), want, strict=True):
-        np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, w, rtol=0, atol=SAME_FRAME_ATOL)
     bins = dvr.fake.project.media_pool.root.GetSubFolderList()
     assert len(bins) == 1 and len(bins[0].GetClipList()) == 2
 
@@ -118,7 +118,7 @@ def test_auto_sends_frames_when_the_server_may_not_read_the_media(server, tmp_pa
         folder_of(clip, range(2, 6), tmp_path / "ref_in"), "alpha", tmp_path / "ref", PARAMS
     )
     for g, w in zip(result_frames(outcome), want, strict=True):
-        np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, w, rtol=0, atol=SAME_FRAME_ATOL)
     with pytest.raises(ShotFailed, match="may read"):  # asked for paths: the refusal is shown
         settings.send = "paths"
         warpdiff_resolve.run(settings, resolve=dvr.scriptapp("Resolve"), on_progress=None)

@@ -61,10 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from warpcore.commands.eval import StepBar
     from warpcore.commands.job import _ctrl_c_sets
+    from warpcore.devices import check_device
     from warpcore.evaluate import EvalConfig, choose_threads, evaluate
     from warpcore.report import write_report
     from warpcore.suites import DemoConfig, demo_clips
 
+    check_device(args.device)  # one line listing what this build has, before any work
     start = time.perf_counter()
     quick = QUICK if args.quick else {}
     size = tuple(args.size) if args.size else quick.get("size", DemoConfig.size)

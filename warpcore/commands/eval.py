@@ -100,9 +100,11 @@ def build_clips(args: argparse.Namespace) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from warpcore.commands.job import _ctrl_c_sets
+    from warpcore.devices import check_device
     from warpcore.evaluate import EvalConfig, choose_threads, evaluate
     from warpcore.report import write_report
 
+    check_device(args.device)  # one line listing what this build has, before any work
     config = EvalConfig(
         model=args.model, steps=args.steps, seed=args.seed, methods=tuple(args.methods),
         flow=args.flow, oracle_flow=args.oracle_flow, metric_flow=args.metric_flow,
