@@ -75,7 +75,11 @@ def bundle(tmp_path: Path) -> Path:
 def run(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "WARPDIFF_"))}
     env.update(HOME=str(home), OFX_PLUGIN_PATH=str(home / "ofx"), PYTHONPATH=str(REPO))
-    env.setdefault("PIP_CACHE_DIR", str(home.parent / "pip-cache"))  # pip's, not the installer's
+    # tools pip may start keep their own state where it was (only the installer sees this HOME)
+    real = Path.home()
+    env.setdefault("PIP_CACHE_DIR", str(home.parent / "pip-cache"))
+    env.setdefault("RUSTUP_HOME", str(real / ".rustup"))
+    env.setdefault("CARGO_HOME", str(real / ".cargo"))
     return subprocess.run(
         [sys.executable, str(INSTALL), *args],
         capture_output=True,
@@ -306,7 +310,7 @@ def test_environment_step_makes_a_working_environment(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     args = ["install", "--yes", "--only", "env", "--torch", "cpu", "--torch-index", "pip"]
-    done = run(home, *args, timeout=900)
+    done = run(home, *args, timeout=560)  # under make test's --timeout=600
     assert done.returncode == 0, done.stdout + done.stderr
     env = home / ".local/share/warpdiff/env"
     assert "+cpu" in done.stdout and "a CPU build" in done.stdout
