@@ -391,3 +391,21 @@ def test_torch_build_follows_the_machine(tmp_path: Path, monkeypatch: pytest.Mon
     mac.options = Options(source=REPO, torch="cuda")
     with pytest.raises(InstallError, match="no CUDA on macOS"):
         env_step.torch_flavour(mac)
+
+
+def test_ofx_outside_the_hosts_search_path_gets_guidance(tmp_path: Path, bundle: Path) -> None:
+    from installer import doctor as doc
+    from installer.steps import ofx
+
+    folder = tmp_path / "plugins"
+    alone = Platform(system="linux", home=tmp_path, env={})
+    ctx = context(alone, tmp_path)
+    ctx.options = Options(source=REPO, ofx_dir=folder, ofx_bundle=bundle)
+    assert "not a standard folder" in ofx.apply(ctx)
+    assert f'OFX_PLUGIN_PATH="{folder}' in ctx.notes[0]
+    config = {"ofx_bundle": str(folder / "WarpedDiffusion.ofx.bundle")}
+    check = doc.check_ofx(alone, config)
+    assert check.status == "broken" and "OFX_PLUGIN_PATH" in check.fix
+    found = Platform(system="linux", home=tmp_path, env={"OFX_PLUGIN_PATH": str(folder)})
+    assert ofx.guidance(context(found, tmp_path), folder) is None
+    assert doc.check_ofx(found, config).status == "ok"
