@@ -322,7 +322,7 @@ def test_environment_step_makes_a_working_environment(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "inpaint" in helped.stdout, helped.stderr
     again = run(home, *args)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
-    assert run(home, "uninstall", "--yes").returncode == 0
+    assert run(home, "uninstall", "--yes", timeout=600).returncode == 0
     assert not list(home.iterdir())
 
 
