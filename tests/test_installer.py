@@ -247,7 +247,9 @@ def test_model_is_checked_never_downloaded(home: Path, bundle: Path, tmp_path: P
 
 def test_ofx_without_a_build_says_not_built(home: Path, tmp_path: Path) -> None:
     source = tmp_path / "checkout"  # a checkout without host_plugins/ofx
-    shutil.copytree(REPO / "host_plugins", source / "host_plugins")
+    shutil.copytree(
+        REPO / "host_plugins", source / "host_plugins", ignore=shutil.ignore_patterns("ofx")
+    )
     shutil.copy(REPO / "pyproject.toml", source)
     done = run(home, "install", "--yes", "--only", "ofx", "--source", str(source))
     assert done.returncode == 0, done.stdout
@@ -410,3 +412,20 @@ def test_ofx_outside_the_hosts_search_path_gets_guidance(tmp_path: Path, bundle:
     found = Platform(system="linux", home=tmp_path, env={"OFX_PLUGIN_PATH": str(folder)})
     assert ofx.guidance(context(found, tmp_path), folder) is None
     assert doc.check_ofx(found, config).status == "ok"
+
+
+@pytest.mark.skipif(not shutil.which("cmake") or not shutil.which("c++"), reason="needs cmake, c++")
+def test_ofx_step_builds_the_plugin_with_cmake(home: Path) -> None:
+    """Without --ofx-bundle: `host_plugins/ofx` built with CMake into build/ofx (as `make ofx`;
+    incremental when that ran already), the bundle copied where hosts look, removed again."""
+    before = tree(home)
+    done = run(
+        home, "install", "--yes", "--only", "ofx", "--ofx-dir", str(home / "ofx"), timeout=600
+    )
+    assert done.returncode == 0, done.stdout
+    assert "cmake --build" in done.stdout
+    rel = Path("WarpedDiffusion.ofx.bundle/Contents/Linux-x86-64/WarpedDiffusion.ofx")
+    built = (REPO / "build" / "ofx" / rel).read_bytes()
+    assert (home / "ofx" / rel).read_bytes() == built and built[:4] == b"\x7fELF"
+    assert run(home, "uninstall", "--yes").returncode == 0
+    assert tree(home) == before
