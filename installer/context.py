@@ -61,7 +61,8 @@ class Context:
 
     def run(self, cmd: Sequence[str], what: str, timeout: float = 3600) -> str:
         """Run ``cmd``; its output, or :class:`InstallError` naming ``what`` failed and why."""
-        self.say("  $ " + " ".join(shlex.quote(str(c)) for c in cmd))
+        shown = ("<script>" if "\n" in str(c) else shlex.quote(str(c)) for c in cmd)
+        self.say("  $ " + " ".join(shown))
         try:
             done = subprocess.run(
                 [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout
