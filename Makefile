@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test setup lint format clean mutants ofx
+.PHONY: demo test setup sysdeps lint format clean mutants ofx
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/warpdiff demo -o $(DEMO_OUT)
 
+# System libraries for the tests (apt-get where it can; see the script).
+sysdeps:
+	bash tools/sysdeps.sh
+
 # The OpenFX plugin, its unit tests and test host (C++; see README "The OpenFX plugin").
-ofx:
+ofx: sysdeps
 	cmake -S host_plugins/ofx -B build/ofx -DCMAKE_BUILD_TYPE=Release
 	cmake --build build/ofx -j2
 
