@@ -241,3 +241,37 @@ def test_sampler_reports_each_step_and_builds_no_graph_when_unguided() -> None:
     calls = iter([False, False, True])
     with pytest.raises(Cancelled, match="before step 3 of 3"):
         sample(denoise, x, sigmas, should_stop=lambda: next(calls))
+
+
+def test_gp_kernel_is_the_exact_truncated_normal_covariance_in_float64() -> None:
+    """``GPNoise.kernel`` against an independent quadrature, to 1e-10 (float32 anywhere in it
+    gives ~1e-7), on a (3, 5, 2) batch of lags (a batch shape other than (N, 2) catches
+    reductions over the wrong axis). Mutants: float32 lags/nodes/weights/accumulator, the
+    batch shape, the sum axis."""
+    from scipy import integrate, stats
+
+    field = GPNoise(channels=1, n_features=8, length_scale=(0.02, 0.03), truncation=2.0)
+    lags = torch.linspace(-0.07, 0.09, 30, dtype=torch.float64).reshape(3, 5, 2)
+    got = field.kernel(lags)
+    assert got.shape == (3, 5) and got.dtype == torch.float64
+    mass = stats.norm.cdf(2.0) - stats.norm.cdf(-2.0)
+
+    def axis(lag: float, eps: float) -> float:
+        f = lambda u: math.cos(lag / eps * u) * stats.norm.pdf(u)  # noqa: E731
+        return integrate.quad(f, -2.0, 2.0, epsabs=1e-13, epsrel=1e-13)[0] / mass
+
+    for idx in np.ndindex(3, 5):
+        lx, ly = (float(v) for v in lags[idx])
+        want = axis(lx, 0.02) * axis(ly, 0.03)
+        assert abs(float(got[idx]) - want) < 1e-10, (idx, float(got[idx]), want)
+
+
+def test_grid_accepts_one_pixel_and_refuses_oversized_grids_by_name() -> None:
+    """Mutants: the names in grid()'s checks, its bounds (1 and 2^16)."""
+    from warpcore.errors import InvalidInput
+
+    field = GPNoise(channels=1, n_features=4, res=8)
+    assert field.grid(1, 3).shape == (1, 1, 3) and field.grid(3, 1).shape == (1, 3, 1)
+    for h, w, name in ((0, 4, "h"), (4, 0, "w"), ((1 << 16) + 1, 1, "h"), (1, (1 << 16) + 1, "w")):
+        with pytest.raises(InvalidInput, match=rf"^{name}:"):
+            field.grid(h, w)
