@@ -275,3 +275,18 @@ def test_grid_accepts_one_pixel_and_refuses_oversized_grids_by_name() -> None:
     for h, w, name in ((0, 4, "h"), (4, 0, "w"), ((1 << 16) + 1, 1, "h"), (1, (1 << 16) + 1, "w")):
         with pytest.raises(InvalidInput, match=rf"^{name}:"):
             field.grid(h, w)
+
+
+def test_a_seed_draws_the_same_features_on_every_machine() -> None:
+    """Golden values of the seeded draw (CPU float64, fixed order: frequencies by inverse CDF
+    of the truncated normal, phases, weights), so a seed gives the same field everywhere and
+    a saved shot resumes on another machine. Mutants: float32 uniforms, the truncation's lower
+    tail computed at +t or in float32, the inverse-CDF range (3 lo), the draw order."""
+    f = GPNoise(channels=2, n_features=16, length_scale=0.05, truncation=2.0, seed=123)
+    z = [[-6.380111472333075, -36.10752115542599], [4.427718383182931, -24.406132343626055],
+         [-1.319173362684611, 1.0547380470069192]]  # fmt: skip
+    b = [2.5568648651537957, 0.4214916436729092, 0.6310805263028344]
+    w = [[2.0122097812128166, -0.22710889685759694], [0.2868223425359218, -0.5177314267066034],
+         [0.010839312825820206, 0.8433131492313287]]  # fmt: skip
+    for got, want in ((f.z[:3], z), (f.b[:3], b), (f.w[:3], w)):
+        torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
