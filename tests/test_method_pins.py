@@ -187,3 +187,91 @@ def test_newton_step_is_capped_at_the_noise_level_or_one() -> None:
     torch.testing.assert_close(correction, torch.full((3, 8, 8), -1.0), rtol=1e-5, atol=0)
     correction, _ = g.step(torch.zeros(3, 8, 8), torch.full((3, 8, 8), 5.5), 0, sigma=3.0)
     torch.testing.assert_close(correction, torch.full((3, 8, 8), -3.0), rtol=1e-5, atol=0)
+
+
+def test_start_noise_is_sigma_zero_times_the_noise_plus_the_start() -> None:
+    """Algorithm 1 step 1 (u = sigma_0 * noise) and the partial-strength start (start +
+    sigma_0 * noise). Mutants: sigmas[1]; start ignored; start - noise."""
+    from warpcore.sampler import start_noise
+
+    sigmas = torch.tensor([3.0, 1.0, 0.0])
+    noise = torch.linspace(-1.0, 1.0, 12).reshape(1, 3, 2, 2)
+    start = torch.full((1, 3, 2, 2), 0.25)
+    torch.testing.assert_close(start_noise(noise, sigmas), 3.0 * noise)
+    torch.testing.assert_close(start_noise(noise, sigmas, start), 0.25 + 3.0 * noise)
+
+
+def test_sampler_reports_each_step_and_builds_no_graph_when_unguided() -> None:
+    """The callback gets step k's sigma, its estimate h_k and e_k (None where unguided); an
+    unguided step runs without autograd (a denoiser with trainable weights would otherwise
+    keep a graph per step); a stop names the step. Mutants: the StepInfo fields, ``e`` as ""
+    or always None, ``enable_grad`` always on, the step number in the Cancelled message."""
+    from warpcore.errors import Cancelled
+    from warpcore.sampler import sample
+
+    weight = torch.nn.Parameter(torch.tensor(0.5))
+    grad_modes: list[bool] = []
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        grad_modes.append(torch.is_grad_enabled())
+        assert sigma.dtype == torch.float32 and sigma.shape == (x.shape[0],)  # one per item
+        return weight * x / (1.0 + sigma.view(-1, 1, 1, 1) ** 2)
+
+    sigmas = torch.tensor([4.0, 2.0, 1.0, 0.0], dtype=torch.float64)  # as karras_sigmas gives
+    x = torch.ones(1, 3, 8, 8)
+    guidance = _guidance("dps", active=frozenset({1}))
+    guidance = EquivarianceGuidance(
+        strength=1.0,
+        forward=guidance.forward,
+        mask=guidance.mask,
+        previous=torch.zeros(3, 1, 3, 8, 8),
+        active=frozenset({1}),
+        grad_mode="output",
+    )
+    infos = []
+    result = sample(denoise, x, sigmas, guidance=guidance, callback=infos.append)
+    assert [i.k for i in infos] == [0, 1, 2] and all(i.n_steps == 3 for i in infos)
+    assert [i.sigma for i in infos] == [4.0, 2.0, 1.0]
+    for i in infos:
+        torch.testing.assert_close(i.denoised, result.denoised[i.k])
+    assert infos[0].warp_error is None and infos[2].warp_error is None
+    assert isinstance(infos[1].warp_error, float) and infos[1].warp_error > 0
+    assert result.warp_errors[0] is None and result.warp_errors[1] == infos[1].warp_error
+    assert grad_modes == [False, False, False]  # "output" guidance needs no graph either
+    calls = iter([False, False, True])
+    with pytest.raises(Cancelled, match="before step 3 of 3"):
+        sample(denoise, x, sigmas, should_stop=lambda: next(calls))
+
+
+def test_gp_kernel_is_the_exact_truncated_normal_covariance_in_float64() -> None:
+    """``GPNoise.kernel`` against an independent quadrature, to 1e-10 (float32 anywhere in it
+    gives ~1e-7), on a (3, 5, 2) batch of lags (a batch shape other than (N, 2) catches
+    reductions over the wrong axis). Mutants: float32 lags/nodes/weights/accumulator, the
+    batch shape, the sum axis."""
+    from scipy import integrate, stats
+
+    field = GPNoise(channels=1, n_features=8, length_scale=(0.02, 0.03), truncation=2.0)
+    lags = torch.linspace(-0.07, 0.09, 30, dtype=torch.float64).reshape(3, 5, 2)
+    got = field.kernel(lags)
+    assert got.shape == (3, 5) and got.dtype == torch.float64
+    mass = stats.norm.cdf(2.0) - stats.norm.cdf(-2.0)
+
+    def axis(lag: float, eps: float) -> float:
+        f = lambda u: math.cos(lag / eps * u) * stats.norm.pdf(u)  # noqa: E731
+        return integrate.quad(f, -2.0, 2.0, epsabs=1e-13, epsrel=1e-13)[0] / mass
+
+    for idx in np.ndindex(3, 5):
+        lx, ly = (float(v) for v in lags[idx])
+        want = axis(lx, 0.02) * axis(ly, 0.03)
+        assert abs(float(got[idx]) - want) < 1e-10, (idx, float(got[idx]), want)
+
+
+def test_grid_accepts_one_pixel_and_refuses_oversized_grids_by_name() -> None:
+    """Mutants: the names in grid()'s checks, its bounds (1 and 2^16)."""
+    from warpcore.errors import InvalidInput
+
+    field = GPNoise(channels=1, n_features=4, res=8)
+    assert field.grid(1, 3).shape == (1, 1, 3) and field.grid(3, 1).shape == (1, 3, 1)
+    for h, w, name in ((0, 4, "h"), (4, 0, "w"), ((1 << 16) + 1, 1, "h"), (1, (1 << 16) + 1, "w")):
+        with pytest.raises(InvalidInput, match=rf"^{name}:"):
+            field.grid(h, w)
