@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.video:
         for name, outs in outputs.items():
             scores = score_clip(outs, frames, frames, masks)
-            result[f"{name}_scores"] = {
-                k: v for k, v in scores.items() if isinstance(v, (int, float)) and v is not None
-            }
+            result[f"{name}_scores"] = scores["mean"]
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
         trio = np.concatenate(
