@@ -49,7 +49,9 @@ class RestoreRequest:
     it measured better than 25 with guidance, TRAINING.md). ``propagate`` (inpaint): before
     diffusion, each hole is filled with the background that the frames up to this many frames
     before and after show (:mod:`warpcore.propagate`); only what no frame of that window shows
-    is generated. 0 turns it off.
+    is generated. 0 turns it off. ``crop`` (inpaint): restore only a window around the remaining
+    hole, at the model's working scale (:mod:`warpcore.crops`); pixels outside it are never
+    touched. False sends the whole frame to the model.
     """
 
     task: str
@@ -71,6 +73,7 @@ class RestoreRequest:
     occlusion_mask: bool = True
     composite: bool = True
     propagate: int = 8
+    crop: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class RestoreRequest:
             _int_range("steps", self.steps, 1, 1000)
         _int_range("seed", self.seed, 0, 2**63 - 1)
         _int_range("propagate", self.propagate, 0, 64)
+        if not isinstance(self.crop, bool):
+            raise InvalidInput(f"crop: expected true or false, got {self.crop!r}")
         _float_range("guidance", self.guidance, 0.0, 100.0)
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
         if self.strength is not None:

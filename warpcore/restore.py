@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from warpcore import flow as flowlib
+from warpcore.crops import CropInpainter
 from warpcore.errors import InvalidInput
 from warpcore.guidance import EquivarianceGuidance, active_steps
 from warpcore.models.base import Condition, Denoiser
@@ -61,6 +62,12 @@ class ClipRestorer:
         self.flow_fn = flow_fn
         self.n_frames = n_frames
         self.in_size = _check_size(frame_size)
+        # Inpainting through a window around the hole (crops.py): it runs inner restorers.
+        self._crop: CropInpainter | None = None
+        if request.task == "inpaint" and request.crop:
+            self._crop = CropInpainter(
+                request, denoiser, self.in_size, n_frames, flow_fn, ClipRestorer
+            )
         scale = request.scale if request.task == "upscale" else 1
         self.scale = scale
         self.out_size = (self.in_size[0] * scale, self.in_size[1] * scale)
@@ -73,8 +80,17 @@ class ClipRestorer:
         self.sigmas = truncate(sigmas, self.strength)
         n_steps = len(self.sigmas) - 1
         self.active = active_steps(n_steps, *request.guidance_range)
-        self.warper = make_warper(
-            request.noise, denoiser.channels, *self.grid, seed=request.seed, device=denoiser.device
+        # (In crop mode the inner restorers hold the noise; the frame's field is never built.)
+        self.warper = (
+            make_warper(
+                request.noise,
+                denoiser.channels,
+                *self.grid,
+                seed=request.seed,
+                device=denoiser.device,
+            )
+            if self._crop is None
+            else make_warper(request.noise, denoiser.channels, 1, 1, request.seed)
         )
         self.next_index = 0
         self._prev: dict[str, torch.Tensor] | None = None
@@ -94,6 +110,12 @@ class ClipRestorer:
             raise InvalidInput(
                 f"index: frames must come in order; expected frame {self.next_index}, got {index}"
             )
+        if self._crop is not None:
+            _check_frame(frame, self.in_size)
+            _check_mask(mask, self.in_size)
+            out = self._crop.process(index, frame, mask, on_event, should_stop)
+            self.next_index += 1
+            return out
         image, hole = self._inputs(frame, mask)
         noise, guidance = self._noise_and_guidance(index, image, hole)
         cond = Condition(
@@ -128,6 +150,9 @@ class ClipRestorer:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything the next frame needs (safetensors-ready)."""
         state = {"next_index": torch.tensor(self.next_index)}
+        if self._crop is not None:
+            state.update(self._crop.state_dict())
+            return state
         for k, v in (self._prev or {}).items():
             if v is not None:
                 state[f"prev.{k}"] = v.detach().cpu().contiguous()
@@ -138,6 +163,11 @@ class ClipRestorer:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         dev = self.denoiser.device
         self.next_index = int(state["next_index"])
+        if self._crop is not None:
+            if "crop.mode" not in state:
+                raise InvalidInput("state: saved without crop; resume with the same request")
+            self._crop.load_state_dict(state)
+            return
         prev = {k[5:]: v.to(dev) for k, v in state.items() if k.startswith("prev.")}
         self._prev = None
         if prev:

@@ -156,6 +156,12 @@ def add_propagate_argument(parser: argparse.ArgumentParser) -> None:
         help="fill holes with the background seen up to N frames before and after "
         "(0 = off; default 8)",
     )
+    parser.add_argument(
+        "--no-crop",
+        dest="crop",
+        action="store_false",
+        help="send the whole frame to the model instead of a window around the hole",
+    )
 
 
 def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
@@ -210,6 +216,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         cfg_scale=args.cfg,
         strength=args.strength,
         propagate=getattr(args, "propagate", 8),  # upscale ignores it
+        crop=getattr(args, "crop", True),
         flow=args.flow,
         device=args.device,
     )

@@ -67,6 +67,7 @@ class SDXLDenoiser:
 
     channels = 4
     downscale = 8
+    native_pixels = 1024 * 1024  # working scale of crops (warpcore.crops): its training size
 
     def __init__(
         self,
