@@ -25,7 +25,7 @@ NOISE_SCHEMES = (
 FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
-GUIDANCE_RULES = ("dps", "newton")
+GUIDANCE_RULES = ("dps", "newton", "blend")
 GUIDANCE_GRADS = ("network", "output")
 
 
@@ -33,10 +33,13 @@ GUIDANCE_GRADS = ("network", "output")
 class RestoreRequest:
     """Everything that decides a clip's output, except the frames themselves.
 
-    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "dps"
-    (default) is the paper's normalised step, used with lambda = 1 as in the paper; "newton"
-    takes Gauss-Newton steps (lambda = 1 removes the whole residual when the Jacobian is the
-    identity): much stronger on small grids, but it drifts with an under-trained model.
+    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "blend"
+    (default, docs/guidance.md) pulls each step's estimate toward the previous frame's estimate
+    warped onto this frame, weighted per pixel by how faithfully the warp reproduces it; its
+    lambda (default 0.5, at most 1) is the fraction of that residual removed per step, the same
+    at every resolution and on every model. "dps" is the paper's normalised step (use lambda = 1
+    as in the paper); "newton" takes Gauss-Newton steps (lambda = 1 removes the whole residual
+    when the Jacobian is the identity): strong on small grids, but it drifts on sub-pixel motion.
     ``guidance_grad`` "output" (default) takes the denoiser's Jacobian as the identity and costs
     no backward pass (measured as good as the paper's on our models: ``warpdiff bench sampler``);
     "network" backpropagates through the denoiser, as the paper does.
@@ -56,9 +59,9 @@ class RestoreRequest:
     scale: int = 4
     model: str = "builtin"
     noise: str = "gp"
-    guidance: float = 1.0
+    guidance: float = 0.5
     guidance_range: tuple[float, float] = (0.0, 1.0)
-    guidance_rule: str = "dps"
+    guidance_rule: str = "blend"
     guidance_grad: str = "output"
     steps: int | None = None
     sampler: str = "euler"
@@ -87,6 +90,11 @@ class RestoreRequest:
         _int_range("seed", self.seed, 0, 2**63 - 1)
         _int_range("propagate", self.propagate, 0, 64)
         _float_range("guidance", self.guidance, 0.0, 100.0)
+        if self.guidance_rule == "blend" and self.guidance > 1.0:
+            raise InvalidInput(
+                f"guidance: the blend rule's lambda is the fraction of the residual removed per "
+                f"step, in [0, 1]; got {self.guidance}"
+            )
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
         if self.strength is not None:
             _float_range("strength", self.strength, 0.01, 1.0)

@@ -73,14 +73,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
-        help="equivariance self-guidance strength lambda (0 = off; the paper's 1 by default)",
+        default=None,
+        help="equivariance self-guidance strength lambda (0 = off; default 0.5 for the blend "
+        "rule, 1 for dps as in the paper); blend: the fraction of the residual removed a step",
     )
     parser.add_argument(
         "--guidance-rule",
-        default="dps",
+        default="blend",
         choices=GUIDANCE_RULES,
-        help="dps: the paper's normalised step (default); newton: Gauss-Newton steps",
+        help="blend: pull toward the previous estimate warped onto this frame (default, "
+        "docs/guidance.md); dps: the paper's normalised step; newton: Gauss-Newton steps",
     )
     parser.add_argument(
         "--guidance-grad",
@@ -192,13 +194,18 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def default_guidance(rule: str) -> float:
+    """lambda when none is given: 1 for the paper's rules, the request default for blend."""
+    return RestoreRequest(task="inpaint").guidance if rule == "blend" else 1.0
+
+
 def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
     return RestoreRequest(
         task=task,
         scale=getattr(args, "scale", 4),
         model=args.model,
         noise=args.noise,
-        guidance=args.guidance,
+        guidance=default_guidance(args.guidance_rule) if args.guidance is None else args.guidance,
         guidance_range=tuple(args.guidance_range),
         guidance_rule=args.guidance_rule,
         guidance_grad=args.guidance_grad,
