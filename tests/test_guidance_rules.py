@@ -83,3 +83,46 @@ def test_blend_lambda_is_a_fraction() -> None:
 
     with pytest.raises(InvalidInput, match="fraction"):
         RestoreRequest(task="inpaint", guidance=1.5, guidance_rule="blend")
+
+
+def _periodic_pan(n: int, size: int, v: tuple[float, float]) -> list[np.ndarray]:
+    """A band-limited pattern, periodic over 15 px in x and 10 px in y, panning by ``v`` pixels a
+    frame: with v = (0.3, 0.2), frame 60 shows exactly frame 10's content (50 v = (15, 10)),
+    so any difference in error between them is drift, not content."""
+    rng = np.random.default_rng(0)
+    kx = rng.integers(-2, 3, 24) * 2 * np.pi / 15
+    ky = rng.integers(-1, 2, 24) * 2 * np.pi / 10
+    phase, amp = rng.uniform(0, 2 * np.pi, (24, 3)), rng.uniform(0.3, 1.0, 24)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    frames = []
+    for j in range(n):
+        arg = kx[:, None, None] * (xs - v[0] * j) + ky[:, None, None] * (ys - v[1] * j)
+        img = (amp[:, None, None, None] * np.cos(arg[..., None] + phase[:, None, None])).sum(0)
+        frames.append(img)
+    lo, hi = min(f.min() for f in frames), max(f.max() for f in frames)
+    return [((f - lo) / (hi - lo)).astype(np.float32) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def builtin_sr():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_denoiser("builtin", "upscale")
+    torch.set_num_threads(threads)
+
+
+def test_no_drift_on_a_subpixel_pan(builtin_sr) -> None:
+    """x2 super-resolution of a slow sub-pixel pan over 61 frames, with the default rule: the
+    error against the ground truth at frame 60 is within 10% of frame 10 (and of unguided)."""
+    v, size = (0.3, 0.2), 32
+    truth = _periodic_pan(61, size, v)
+    lows = [f.reshape(size // 2, 2, size // 2, 2, 3).mean((1, 3)) for f in truth]
+
+    def errors(**fields) -> np.ndarray:
+        request = RestoreRequest(task="upscale", scale=2, noise="gp", steps=8, **fields)
+        clip = restore_clip(request, builtin_sr, lows, flow_fn=_constant_flow(*v))
+        return np.array([((out - truth[j]) ** 2).mean() for j, out in clip])
+
+    guided, unguided = errors(), errors(guidance=0.0)
+    assert abs(guided[60] / guided[10] - 1.0) < 0.1, (guided[10], guided[60])
+    assert guided[60] < 1.1 * unguided[60], (guided[60], unguided[60])
