@@ -75,14 +75,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="equivariance self-guidance strength lambda (0 = off; default 0.5 for the blend "
-        "rule, 1 for dps as in the paper); blend: the fraction of the residual removed a step",
+        "and newton rules, 1 for dps as in the paper); blend: the residual's fraction removed",
     )
     parser.add_argument(
         "--guidance-rule",
-        default="blend",
+        default=None,
         choices=GUIDANCE_RULES,
-        help="blend: pull toward the previous estimate warped onto this frame (default, "
-        "docs/guidance.md); dps: the paper's normalised step; newton: Gauss-Newton steps",
+        help="blend: pull toward the previous estimate warped onto this frame (inpainting's "
+        "default, docs/guidance.md); dps: the paper's normalised step (upscaling's default); "
+        "newton: Gauss-Newton steps",
     )
     parser.add_argument(
         "--guidance-grad",
@@ -194,18 +195,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def default_guidance(rule: str) -> float:
-    """lambda when none is given: 1 for the paper's rules, the request default for blend."""
-    return RestoreRequest(task="inpaint").guidance if rule == "blend" else 1.0
-
-
 def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
     return RestoreRequest(
         task=task,
         scale=getattr(args, "scale", 4),
         model=args.model,
         noise=args.noise,
-        guidance=default_guidance(args.guidance_rule) if args.guidance is None else args.guidance,
+        guidance=args.guidance,
         guidance_range=tuple(args.guidance_range),
         guidance_rule=args.guidance_rule,
         guidance_grad=args.guidance_grad,
