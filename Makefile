@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test setup lint format clean mutants
+.PHONY: demo test setup sysdeps lint format clean mutants ofx
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,17 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/warpdiff demo -o $(DEMO_OUT)
 
-test: setup
-	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600
+# System libraries for the tests (apt-get where it can; see the script).
+sysdeps:
+	bash tools/sysdeps.sh
+
+# The OpenFX plugin, its unit tests and test host (C++; see README "The OpenFX plugin").
+ofx: sysdeps
+	cmake -S host_plugins/ofx -B build/ofx -DCMAKE_BUILD_TYPE=Release
+	cmake --build build/ofx -j2
+
+test: setup ofx
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -39,4 +48,4 @@ mutants: setup
 	@head -20 out/mutants.md
 
 clean:
-	rm -rf $(VENV) out .pytest_cache mutants
+	rm -rf $(VENV) out .pytest_cache mutants build/ofx build/ofx-asan

@@ -24,7 +24,7 @@ sys.path.insert(0, str(DOCS.parent))
 from server.testing import ServerProcess  # noqa: E402
 from ui.panel import Panel  # noqa: E402
 from warpcore.suites import DemoConfig, demo_clips  # noqa: E402
-from warpcore.video import FrameWriter  # noqa: E402
+from warpcore.writers import FrameWriter  # noqa: E402
 
 RUN = {"task": "inpaint", "steps": 10, "strength": 1.0, "seed": 0, "propagate": 0}
 
@@ -64,7 +64,8 @@ def main() -> int:
             for m in clip.masks:
                 w.write(np.repeat(np.asarray(m, np.float32)[..., None], 3, axis=2))
         app = QApplication.instance() or QApplication(sys.argv[:1])
-        with ServerProcess(root / "cache", "--model", "builtin", threads=None) as server:
+        args = ("--model", "builtin", "--allow-paths", str(root))
+        with ServerProcess(root / "cache", *args, threads=None) as server:
             panel = Panel(server.address)
             panel.resize(1440, 860)
             panel.move(20, 20)
@@ -87,6 +88,8 @@ def main() -> int:
             panel.set_heat_visible(True)
             panel.plot_region.setCurrentIndex(1)
             panel.slider.setValue(9)
+            while panel.connection.state != "ready":  # the next heartbeat says the queue is empty
+                wait(panel.connection.state_changed, 10)
             grab(app, panel, DOCS / "panel_flicker.png")
             panel.shutdown()
     return 0

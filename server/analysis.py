@@ -7,15 +7,17 @@
   (``warp_pixel_prev_matte``: the flicker of the generated region alone).
 - ``export``: write a shot's finished frames to a video or frame folder (the CLI's writer).
 
-Each body is parsed into a frozen dataclass first; a missing or mistyped field is ``bad_body``
-naming it, a file that cannot be read or written is ``bad_request`` naming it. These run on the
-server's message loop, so each request is bounded (``MAX_READ_FRAMES``, ``MAX_ANALYZE_FRAMES``,
+Each body is parsed into a frozen dataclass first (a route's parser, as in ``server.bodies``);
+a missing or mistyped field is ``bad_body`` naming it, a file that cannot be read or written
+is ``bad_request`` naming it. Paths are read and written only under the server's allowed
+folders (``--allow-paths``; the user's home for a loopback server), as ``submit``'s paths.
+Their decoding, scoring and writing run on the intake thread (``server.intake``), never on the
+message loop; each request is bounded (``MAX_READ_FRAMES``, ``MAX_ANALYZE_FRAMES``,
 ``MAX_REPLY_BYTES``): a client asks for a long clip in chunks.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.bodies import allowed_path, shot_key
+from server.bodies import Policy, allowed_path, shot_key
 from server.protocol import (
     DTYPES,
     Message,
@@ -55,8 +57,15 @@ def _dtype(body: dict[str, Any], default: str) -> str:
 def _path(body: dict[str, Any], name: str) -> str:
     value = body_field(body, name, str, "a file or folder path on the server machine")
     if not value or "\x00" in value:
-        raise ProtocolError("bad_body", f"{name}: expected a non-empty path, got {value!r}")
+        raise ProtocolError("bad_body", f"{name}: expected a non-empty path, got {value!r:.80}")
     return value
+
+
+def _writable_path(value: str, name: str, policy: Policy) -> str:
+    """An output path whose folder exists under the allowed roots (the file may not, yet)."""
+    path = Path(value).expanduser()
+    parent = allowed_path(str(path.parent), name, policy.allowed_roots)
+    return str(parent / path.name)
 
 
 @dataclass(frozen=True)
@@ -69,14 +78,16 @@ class ReadClip:
     matte: bool = False
     dtype: str = "float16"
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> ReadClip:
-        start = int_field(body, "start", 0, MAX_INDEX, 0)
-        stop = int_field(body, "stop", 0, MAX_INDEX, None)
-        if stop is not None and stop < start:
-            raise ProtocolError("bad_body", f"stop: expected >= start ({start}), got {stop}")
-        matte = body_field(body, "matte", bool, "true or false", False)
-        return cls(_path(body, "path"), start, stop, matte, _dtype(body, "float16"))
+
+def parse_read_clip(msg: Message, policy: Policy) -> ReadClip:
+    body = msg.body
+    start = int_field(body, "start", 0, MAX_INDEX, 0)
+    stop = int_field(body, "stop", 0, MAX_INDEX, None)
+    if stop is not None and stop < start:
+        raise ProtocolError("bad_body", f"stop: expected >= start ({start}), got {stop}")
+    matte = body_field(body, "matte", bool, "true or false", False)
+    path = allowed_path(_path(body, "path"), "path", policy.allowed_roots)
+    return ReadClip(str(path), start, stop, matte, _dtype(body, "float16"))
 
 
 def _open(path: str, what: str) -> Any:
@@ -95,18 +106,7 @@ def to_matte(frame: np.ndarray) -> np.ndarray:
     return _to_mask(np.asarray(frame, np.float32))[..., None]
 
 
-def read_clip(server: Server, peer: Peer, msg: Message) -> None:
-    """Checked here (the path must lie under an allowed root); read on the intake thread."""
-    req = ReadClip.parse(msg.body)
-    path = allowed_path(req.path, "path", server.policy.allowed_roots)
-
-    def work() -> tuple[dict[str, Any], list[Any]]:
-        return _read_clip(req, path)
-
-    server.intake.run(work, _replier(server, peer, msg))
-
-
-def _replier(server: Server, peer: Peer, msg: Message) -> Any:
+def _replier(server: Server, peer: Peer, msg: Message) -> Callable[..., None]:
     """The loop-thread callback of an intake job that returns ``(body, parts)``."""
 
     def done(result: Any, error: BaseException | None) -> None:
@@ -118,8 +118,13 @@ def _replier(server: Server, peer: Peer, msg: Message) -> Any:
     return done
 
 
-def _read_clip(req: ReadClip, path: Path) -> tuple[dict[str, Any], list[Any]]:
-    source = _open(str(path), "path")
+def read_clip(server: Server, peer: Peer, msg: Message, req: ReadClip) -> None:
+    """Decoding runs on the intake thread; the loop only hands the reply over."""
+    server.intake.run(lambda: _read_clip(req), _replier(server, peer, msg))
+
+
+def _read_clip(req: ReadClip) -> tuple[dict[str, Any], list[Any]]:
+    source = _open(req.path, "path")
     n = len(source)
     channels = 1 if req.matte else source.channels
     frame_bytes = source.height * source.width * channels * DTYPES[req.dtype].itemsize
@@ -137,7 +142,7 @@ def _read_clip(req: ReadClip, path: Path) -> tuple[dict[str, Any], list[Any]]:
         frames.append(desc)
         parts.append(buf)
     body = {
-        "path": str(path),
+        "path": str(Path(req.path).resolve()),
         "n_frames": n,
         "fps": float(source.fps),
         "height": source.height,
@@ -161,38 +166,34 @@ class Analyze:
     heatmaps: bool = False
     flow: str = "dis"
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> Analyze:
-        from warpcore.request import FLOW_METHODS
 
-        key = shot_key(body.get("key"))
-        start = int_field(body, "start", 0, MAX_INDEX, 0)
-        stop = int_field(body, "stop", 0, MAX_INDEX, None)
-        heatmaps = body_field(body, "heatmaps", bool, "true or false", False)
-        flow = body_field(body, "flow", str, f"one of {list(FLOW_METHODS)}", "dis")
-        if flow not in FLOW_METHODS:
-            raise ProtocolError("bad_body", f"flow: got {flow!r}; accepted: {list(FLOW_METHODS)}")
-        return cls(key, start, stop, heatmaps, flow)
+def parse_analyze(msg: Message, policy: Policy) -> Analyze:
+    from warpcore.request import FLOW_METHODS
+
+    body = msg.body
+    key = shot_key(body.get("key"))
+    start = int_field(body, "start", 0, MAX_INDEX, 0)
+    stop = int_field(body, "stop", 0, MAX_INDEX, None)
+    heatmaps = body_field(body, "heatmaps", bool, "true or false", False)
+    flow = body_field(body, "flow", str, f"one of {list(FLOW_METHODS)}", "dis")
+    if flow not in FLOW_METHODS:
+        raise ProtocolError("bad_body", f"flow: got {flow!r:.40}; accepted: {list(FLOW_METHODS)}")
+    return Analyze(key, start, stop, heatmaps, flow)
 
 
-def analyze(server: Server, peer: Peer, msg: Message) -> None:
-    """Checked here; scored on the intake thread (flows and metrics are slow)."""
+def analyze(server: Server, peer: Peer, msg: Message, req: Analyze) -> None:
+    """Flows and metrics run on the intake thread; the loop only hands the reply over."""
     from server.handlers import _shot
 
-    req = Analyze.parse(msg.body)
     state = _shot(server, req.key)
     meta, done, summary = state.meta, state.done, state.summary()
-
-    def work() -> tuple[dict[str, Any], list[Any]]:
-        return _analyze(server, req, meta, done, summary)
-
+    work = lambda: _analyze(server, req, meta, done, summary)  # noqa: E731
     server.intake.run(work, _replier(server, peer, msg))
 
 
 def _analyze(
     server: Server, req: Analyze, meta: Any, done: int, summary: dict[str, Any]
 ) -> tuple[dict[str, Any], list[Any]]:
-    """Runs on the intake thread: reads the shot's cached inputs and outputs, scores them."""
     from server.shots import ShotInputs
     from warpcore.metrics import E_WARP_KEY, ClipScorer
 
@@ -241,64 +242,47 @@ class Export:
     fps: float = 24.0
     format: str | None = None
 
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> Export:
-        from warpcore.video import FOLDER_FORMATS
 
-        key = shot_key(body.get("key"))
-        fps = body_field(body, "fps", (int, float), "a number in (0, 1000]", 24.0)
-        if isinstance(fps, bool) or not 0 < fps <= 1000:
-            raise ProtocolError("bad_body", f"fps: expected a number in (0, 1000], got {fps!r}")
-        fmt = body_field(body, "format", str, f"one of {list(FOLDER_FORMATS)}", None)
-        if fmt is not None and fmt not in FOLDER_FORMATS:
-            raise ProtocolError(
-                "bad_body", f"format: got {fmt!r}; accepted: {list(FOLDER_FORMATS)}"
-            )
-        return cls(key, _path(body, "path"), float(fps), fmt)
+def parse_export(msg: Message, policy: Policy) -> Export:
+    from warpcore.writers import FOLDER_FORMATS
+
+    body = msg.body
+    key = shot_key(body.get("key"))
+    fps = body_field(body, "fps", (int, float), "a number in (0, 1000]", 24.0)
+    if not 0 < fps <= 1000:  # also NaN
+        raise ProtocolError("bad_body", f"fps: expected a number in (0, 1000], got {fps!r}")
+    fmt = body_field(body, "format", str, f"one of {list(FOLDER_FORMATS)}", None)
+    if fmt is not None and fmt not in FOLDER_FORMATS:
+        raise ProtocolError(
+            "bad_body", f"format: got {fmt!r:.40}; accepted: {list(FOLDER_FORMATS)}"
+        )
+    path = _writable_path(_path(body, "path"), "path", policy)
+    return Export(key, path, float(fps), fmt)
 
 
-def export(server: Server, peer: Peer, msg: Message) -> None:
+def export(server: Server, peer: Peer, msg: Message, req: Export) -> None:
     from server.handlers import _shot
-    from warpcore.video import FrameWriter
+    from warpcore.writers import FrameWriter
 
-    req = Export.parse(msg.body)
     state = _shot(server, req.key)
     if state.done == 0:
         raise ProtocolError("not_ready", f"shot {req.key}: no finished frame to export yet")
-    target = output_path(req.path, "path", server.policy.allowed_roots)
     key, done = state.meta.key, state.done
 
-    def work() -> tuple[dict[str, Any], list[Any]]:
+    def work() -> tuple[dict[str, Any], list[Any]]:  # on the intake thread
         try:
-            with FrameWriter(str(target), fps=req.fps, fmt=req.format) as writer:
+            with FrameWriter(req.path, fps=req.fps, fmt=req.format) as writer:
                 for i in range(done):
                     writer.write(server.cache.read_frame(key, i))
         except (InvalidInput, OSError, ValueError) as exc:
             raise ProtocolError("bad_request", f"path: cannot write {req.path!r}: {exc}") from None
-        return {"key": req.key, "path": str(target), "frames": done}, []
+        return {"key": req.key, "path": str(Path(req.path)), "frames": done}, []
 
     server.intake.run(work, _replier(server, peer, msg))
 
 
-def output_path(value: str, name: str, roots: Any) -> Path:
-    """A path to write: its nearest existing folder must lie under an allowed root (after
-    resolving symlinks); the error is the same whether or not anything exists there."""
-    refused = ProtocolError(
-        "bad_request",
-        f"{name}: not a place this server may write; accepted: paths under the folders the "
-        "server was started with (--allow-paths)",
-    )
-    try:
-        path = Path(os.path.expanduser(value)).resolve()
-    except (OSError, RuntimeError, ValueError):
-        raise refused from None
-    if not roots or not any(path == r or path.is_relative_to(r) for r in roots):
-        raise refused
-    return path
-
-
-HANDLERS: dict[str, Callable[[Server, Peer, Message], None]] = {
-    "read_clip": read_clip,
-    "analyze": analyze,
-    "export": export,
+ROUTES: dict[str, tuple[Callable[[Message, Policy], Any], Callable[..., None]]] = {
+    "read_clip": (parse_read_clip, read_clip),
+    "analyze": (parse_analyze, analyze),
+    "export": (parse_export, export),
 }

@@ -258,6 +258,36 @@ class ShotCache:
         self._grew(size, nbytes)
         return True
 
+    def reserve(self, nbytes: int) -> None:
+        """Room for ``nbytes`` more (idle shots evicted), reserved until :meth:`adopt` or
+        :meth:`release`; :class:`CacheFull` when there is none."""
+        self._make_room(nbytes, "")
+
+    def release(self, reserved: int) -> None:
+        """Give back a reservation that was not used (an upload dropped)."""
+        self._grew(0, reserved)
+
+    def adopt(self, folder: Path, meta: ShotMeta, reserved: int) -> bool:
+        """A shot folder built under the root (``inputs/``, ``frames/``; a chunked upload) with
+        ``reserved`` bytes reserved for it: its meta is written and it is renamed into place,
+        counted. False (and the folder removed) when the shot is already there."""
+        if self.exists(meta.key):
+            shutil.rmtree(folder, ignore_errors=True)
+            self.touch(meta.key)
+            self._grew(0, reserved)
+            return False
+        try:
+            (folder / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
+            size = tree_bytes(folder)
+            final = self.folder(meta.key)
+            shutil.rmtree(final, ignore_errors=True)  # a leftover folder without meta.json
+            os.rename(folder, final)
+        except BaseException:
+            self._grew(0, reserved)
+            raise
+        self._grew(size, reserved)
+        return True
+
     def meta(self, key: str) -> ShotMeta:
         return ShotMeta.from_json(json.loads((self.folder(key) / META).read_text()))
 

@@ -15,12 +15,13 @@ what comes back by message id: replies to the waiting caller, events to the shot
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -406,6 +407,53 @@ class Client:
         reply = self.request("submit", body, parts, timeout, stream=subscribe)
         self._bind_stream(reply, subscribe)
         self.last_submit = reply.body  # the whole submit_reply (state, position, check_s...)
+        return reply.body["key"]
+
+    def upload(
+        self,
+        request: dict[str, Any],
+        frames: Iterable[np.ndarray],
+        n_frames: int,
+        masks: Iterable[np.ndarray] | str | None = None,
+        *,
+        batch: int = 4,
+        subscribe: bool = True,
+        stream: bool = True,
+        dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> str:
+        """Send a long shot in batches (``open_shot``, ``add_frames``..., ``start_shot``).
+
+        ``frames`` (and ``masks``) may be generators: at most ``batch`` frames are held here
+        and on the server at a time. Returns the shot key, like :meth:`submit`.
+        """
+        frames = iter(frames)
+        first = np.asarray(next(frames))
+        mattes = None if masks is None or isinstance(masks, str) else iter(masks)
+        opened = {
+            "request": dict(request),
+            "n_frames": n_frames,
+            "height": first.shape[0],
+            "width": first.shape[1],
+            "channels": first.shape[2] if first.ndim == 3 else 1,
+            "dtype": str(array_part(first, 0)[0]["dtype"]),
+        }
+        if masks is not None:
+            opened["masks"] = masks if isinstance(masks, str) else "masks"
+        token = self.request("open_shot", opened, timeout=timeout).body["upload"]
+        pending = itertools.chain([first], frames)
+        sent = 0
+        while chunk := list(itertools.islice(pending, batch)):
+            parts: list[Any] = []
+            body: dict[str, Any] = {"upload": token, "start": sent}
+            body["frames"] = [_add(parts, f) for f in chunk]
+            if mattes is not None:
+                body["masks"] = [_add(parts, next(mattes)) for _ in chunk]
+            self.request("add_frames", body, parts, timeout)
+            sent += len(chunk)
+        options = {"upload": token, "subscribe": subscribe, "stream": stream, "dtype": dtype}
+        reply = self.request("start_shot", options, timeout=timeout, stream=subscribe)
+        self._bind_stream(reply, subscribe)
         return reply.body["key"]
 
     def subscribe(

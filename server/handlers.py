@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from server import bodies
+from server import bodies, upload
 from server.bodies import (
     MAX_FETCH,
     MAX_FETCH_BYTES,
@@ -291,6 +291,7 @@ ROUTES: dict[str, tuple[bodies.Parser, TypedHandler]] = {
     "shutdown": (bodies.parse_empty, shutdown),
     "echo": (bodies.parse_echo, echo),
 }
+ROUTES.update(upload.ROUTES)  # open_shot / add_frames / start_shot (chunked upload)
 HANDLERS: dict[str, Handler] = {}
 
 
@@ -309,6 +310,6 @@ def on_worker_event(server: Server, msg: Message) -> None:
 
 
 # The panel's requests (read_clip, analyze, export) live in their own module.
-from server.analysis import HANDLERS as PANEL_HANDLERS  # noqa: E402
+from server.analysis import ROUTES as PANEL_ROUTES  # noqa: E402
 
-HANDLERS.update(PANEL_HANDLERS)
+ROUTES.update(PANEL_ROUTES)

@@ -46,6 +46,9 @@ REQUEST_TYPES = (
     "list_shots",
     "shutdown",
     "echo",
+    "open_shot",
+    "add_frames",
+    "start_shot",
 )
 
 # Error codes a server puts in an ``error`` body (stable across protocol versions).

@@ -187,3 +187,57 @@ def test_newton_step_is_capped_at_the_noise_level_or_one() -> None:
     torch.testing.assert_close(correction, torch.full((3, 8, 8), -1.0), rtol=1e-5, atol=0)
     correction, _ = g.step(torch.zeros(3, 8, 8), torch.full((3, 8, 8), 5.5), 0, sigma=3.0)
     torch.testing.assert_close(correction, torch.full((3, 8, 8), -3.0), rtol=1e-5, atol=0)
+
+
+def test_start_noise_is_sigma_zero_times_the_noise_plus_the_start() -> None:
+    """Algorithm 1 step 1 (u = sigma_0 * noise) and the partial-strength start (start +
+    sigma_0 * noise). Mutants: sigmas[1]; start ignored; start - noise."""
+    from warpcore.sampler import start_noise
+
+    sigmas = torch.tensor([3.0, 1.0, 0.0])
+    noise = torch.linspace(-1.0, 1.0, 12).reshape(1, 3, 2, 2)
+    start = torch.full((1, 3, 2, 2), 0.25)
+    torch.testing.assert_close(start_noise(noise, sigmas), 3.0 * noise)
+    torch.testing.assert_close(start_noise(noise, sigmas, start), 0.25 + 3.0 * noise)
+
+
+def test_sampler_reports_each_step_and_builds_no_graph_when_unguided() -> None:
+    """The callback gets step k's sigma, its estimate h_k and e_k (None where unguided); an
+    unguided step runs without autograd (a denoiser with trainable weights would otherwise
+    keep a graph per step); a stop names the step. Mutants: the StepInfo fields, ``e`` as ""
+    or always None, ``enable_grad`` always on, the step number in the Cancelled message."""
+    from warpcore.errors import Cancelled
+    from warpcore.sampler import sample
+
+    weight = torch.nn.Parameter(torch.tensor(0.5))
+    grad_modes: list[bool] = []
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        grad_modes.append(torch.is_grad_enabled())
+        assert sigma.dtype == torch.float32 and sigma.shape == (x.shape[0],)  # one per item
+        return weight * x / (1.0 + sigma.view(-1, 1, 1, 1) ** 2)
+
+    sigmas = torch.tensor([4.0, 2.0, 1.0, 0.0], dtype=torch.float64)  # as karras_sigmas gives
+    x = torch.ones(1, 3, 8, 8)
+    guidance = _guidance("dps", active=frozenset({1}))
+    guidance = EquivarianceGuidance(
+        strength=1.0,
+        forward=guidance.forward,
+        mask=guidance.mask,
+        previous=torch.zeros(3, 1, 3, 8, 8),
+        active=frozenset({1}),
+        grad_mode="output",
+    )
+    infos = []
+    result = sample(denoise, x, sigmas, guidance=guidance, callback=infos.append)
+    assert [i.k for i in infos] == [0, 1, 2] and all(i.n_steps == 3 for i in infos)
+    assert [i.sigma for i in infos] == [4.0, 2.0, 1.0]
+    for i in infos:
+        torch.testing.assert_close(i.denoised, result.denoised[i.k])
+    assert infos[0].warp_error is None and infos[2].warp_error is None
+    assert isinstance(infos[1].warp_error, float) and infos[1].warp_error > 0
+    assert result.warp_errors[0] is None and result.warp_errors[1] == infos[1].warp_error
+    assert grad_modes == [False, False, False]  # "output" guidance needs no graph either
+    calls = iter([False, False, True])
+    with pytest.raises(Cancelled, match="before step 3 of 3"):
+        sample(denoise, x, sigmas, should_stop=lambda: next(calls))

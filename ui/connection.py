@@ -20,6 +20,7 @@ from ui.workers import run_call
 HEARTBEAT_MS = 1000
 HELLO_TIMEOUT_S = 3.0
 MAX_LOG_LINES = 5000
+PYTHON_ENV = "WARPDIFF_PYTHON"
 
 
 def describe(state: str, info: dict[str, Any]) -> str:
@@ -31,6 +32,12 @@ def describe(state: str, info: dict[str, Any]) -> str:
         q = info.get("queue", info)
         return f"busy: running {str(q.get('running'))[:8]}, {q.get('queued', 0)} queued"
     return f"{state}: {info.get('reason', '')}".rstrip(": ")
+
+
+def server_python() -> str:
+    """The Python that runs ``warpdiff serve``: ``$WARPDIFF_PYTHON`` (the server environment's
+    interpreter; inside a host such as Nuke, ``sys.executable`` is the host), else this one."""
+    return os.environ.get(PYTHON_ENV) or sys.executable
 
 
 class Connection(QObject):
@@ -105,9 +112,10 @@ class Connection(QObject):
         proc.readyReadStandardOutput.connect(self._read_log)
         proc.finished.connect(self._on_exit)
         args = ["-m", "warpcore.cli", "serve", "--bind", self.address, *(extra_args or [])]
+        python = server_python()
         self.process = proc
-        self._append_log(f"$ {sys.executable} {' '.join(args)}")
-        proc.start(sys.executable, args)
+        self._append_log(f"$ {python} {' '.join(args)}")
+        proc.start(python, args)
         self._set("starting", {"reason": "the server is loading its model"})
 
     def _read_log(self) -> None:

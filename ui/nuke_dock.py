@@ -5,7 +5,10 @@ In ``~/.nuke/menu.py``::
     import ui.nuke_dock
     ui.nuke_dock.register()
 
-The only module here that touches Nuke's API; the panel itself is plain PySide6.
+The only module here that touches Nuke's API; the panel itself is plain PySide6. Set
+``WARPDIFF_SERVER`` to the server's address, and ``WARPDIFF_PYTHON`` to the server
+environment's interpreter (e.g. ``~/.warpdiff/venv/bin/python``) for the panel's "Start server"
+(inside Nuke, ``sys.executable`` is Nuke itself).
 """
 
 from __future__ import annotations

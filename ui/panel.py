@@ -12,130 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSlider,
-    QSpinBox,
-    QSplitter,
-    QVBoxLayout,
     QWidget,
 )
 
-from server.client import DEFAULT_ADDRESS, Client, Shot
+from server.client import DEFAULT_ADDRESS
 from ui.connection import Connection
-from ui.params import ParamsForm
-from ui.plot import ErrorPlot
+from ui.jobs import analyze_shot, prepare_and_submit, probe_clip
+from ui.layout import PanelLayout
 from ui.runs import Clip, Run
-from ui.viewer import FrameViewer, heat_rgba
+from ui.viewer import heat_rgba
 from ui.workers import EventPump, run_call, to_display
-
-CHUNK = 32  # frames per read_clip / analyze request
-
-
-# -- work done off the GUI thread (plain functions of a client) ------------------------------
-def probe_clip(client: Client, path: str, matte: str | None) -> dict[str, Any]:
-    """Size, rate and first frame of a clip (and of its matte, checked against it)."""
-    reply = client.request("read_clip", {"path": path, "stop": 1, "dtype": "uint8"})
-    info = dict(reply.body)
-    info["first"] = reply.array(reply.body["frames"][0]) if reply.body["frames"] else None
-    if matte and matte != "alpha":
-        m = client.request("read_clip", {"path": matte, "stop": 1, "matte": True}).body
-        if (m["height"], m["width"]) != (info["height"], info["width"]):
-            raise ValueError(
-                f"matte {matte} is {m['width']}x{m['height']} but the clip is "
-                f"{info['width']}x{info['height']}; give a matte of the clip's size"
-            )
-        if m["n_frames"] not in (1, info["n_frames"]):
-            raise ValueError(
-                f"matte {matte} has {m['n_frames']} frames but the clip has {info['n_frames']}; "
-                "give one matte per frame or a single image"
-            )
-    elif matte == "alpha" and not info["has_alpha"]:
-        raise ValueError(f"matte 'alpha': {path} has no alpha channel; open a matte file instead")
-    return info
-
-
-def read_frames(client: Client, path: str, start: int, stop: int, matte: bool) -> list[np.ndarray]:
-    """Frames [start, stop) of a clip on the server machine, float32, in chunks."""
-    out: list[np.ndarray] = []
-    i = start
-    while i < stop:
-        body = {"path": path, "start": i, "stop": min(stop, i + CHUNK), "matte": matte}
-        body["dtype"] = "float32"  # the file's values exactly (16-bit and float files too)
-        reply = client.request("read_clip", body)
-        frames = [reply.array(d).astype(np.float32) for d in reply.body["frames"]]
-        if not frames:
-            break
-        out += frames
-        i += len(frames)
-    return out
-
-
-def prepare_and_submit(client: Client, clip: Clip, request: dict[str, Any]) -> dict[str, Any]:
-    """Read the range, crop it, submit; the key and the inputs to show."""
-    start, stop = clip.frame_range()
-    if stop <= start:
-        raise ValueError(f"range: start {start} must be before stop {stop}")
-    frames = read_frames(client, clip.path, start, stop, False)
-    masks: list[np.ndarray] | None = None
-    if request.get("task") == "inpaint":
-        if clip.matte == "alpha":
-            masks = [f[..., 3:4] for f in frames]
-        elif clip.matte:
-            m0, m1 = (0, 1) if _single_matte(client, clip.matte) else (start, stop)
-            masks = read_frames(client, clip.matte, m0, m1, True)
-            masks = masks * len(frames) if len(masks) == 1 else masks
-        else:
-            raise ValueError("matte: inpainting needs a matte (a file, a folder, or 'alpha')")
-    x, y, w, h = clip.crop_box()
-    frames = [np.ascontiguousarray(f[y : y + h, x : x + w, :3]) for f in frames]
-    if masks is not None:
-        masks = [np.ascontiguousarray(m[y : y + h, x : x + w]) for m in masks]
-    key = client.submit(Shot(request, frames, masks=masks))
-    return {"key": key, "n_frames": len(frames), "inputs": [to_display(f) for f in frames]}
-
-
-def _single_matte(client: Client, path: str) -> bool:
-    return client.request("read_clip", {"path": path, "stop": 0}).body["n_frames"] == 1
-
-
-def analyze_shot(client: Client, key: str, start: int = 0) -> dict[str, Any]:
-    """Warping errors and heat maps of a shot's finished frames from ``start`` on (the server
-    computes them); ``{frame: (warp_pixel_prev, e_warp, in the matte, heat map or None)}``
-    and the heat maps' 99th percentile."""
-    rows_out: dict[int, tuple[float | None, float | None, float | None, np.ndarray | None]] = {}
-    p99 = 0.0
-    while True:
-        body = {"key": key, "start": start, "stop": start + CHUNK, "heatmaps": True}
-        reply = client.request("analyze", body, timeout=120)
-        rows = reply.body["frames"]
-        if not rows:
-            break
-        for row in rows:
-            heat = None
-            if "heatmap" in row:
-                heat = reply.array(row["heatmap"])[..., 0].astype(np.float32)
-                p99 = max(p99, float(np.quantile(heat, 0.99)))
-            values = (row["warp_pixel_prev"], row["e_warp"], row.get("warp_pixel_prev_matte"))
-            rows_out[row["frame"]] = (*values, heat)
-        start = rows[-1]["frame"] + 1
-    return {"rows": rows_out, "p99": p99}
 
 
 # -- the panel -------------------------------------------------------------------------------
-class Panel(QWidget):
+class Panel(PanelLayout, QWidget):
     """The whole panel; ``connection`` may be shared (a host keeps one per session)."""
 
     message_changed = Signal(str, bool)  # text, is_error
@@ -166,180 +60,6 @@ class Panel(QWidget):
         self._play = QTimer(self)
         self._play.timeout.connect(self._next_frame)
         self.connection.start()
-
-    # -- layout -----------------------------------------------------------------------------
-    def _build(self) -> None:
-        controls = QWidget()
-        col = QVBoxLayout(controls)
-        col.addWidget(self._server_box())
-        col.addWidget(self._inputs_box())
-        params = QGroupBox("Parameters")
-        pl = QVBoxLayout(params)
-        self.params = ParamsForm()
-        pl.addWidget(self.params)
-        row = QHBoxLayout()
-        self.save_preset_button = self._button("Save preset…", self._save_preset, row)
-        self.load_preset_button = self._button("Load preset…", self._load_preset, row)
-        pl.addLayout(row)
-        col.addWidget(params)
-        col.addWidget(self._run_box())
-        col.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(controls)
-        scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
-
-        self.viewer = FrameViewer()
-        self.plot = ErrorPlot()
-        right = QSplitter(Qt.Vertical)
-        view = QWidget()
-        vl = QVBoxLayout(view)
-        vl.setContentsMargins(0, 0, 0, 0)
-        vl.addWidget(self._compare_bar())
-        vl.addWidget(self.viewer, 1)
-        vl.addLayout(self._timeline())
-        right.addWidget(view)
-        right.addWidget(self.plot)
-        right.setStretchFactor(0, 4)
-        right.setStretchFactor(1, 1)
-        split = QSplitter(Qt.Horizontal)
-        split.addWidget(scroll)
-        split.addWidget(right)
-        split.setStretchFactor(1, 1)
-        outer = QVBoxLayout(self)
-        outer.addWidget(split, 1)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        outer.addWidget(self.message)
-
-    @staticmethod
-    def _button(text: str, slot: Any, layout: Any) -> QPushButton:
-        b = QPushButton(text)
-        b.clicked.connect(slot)
-        layout.addWidget(b)
-        return b
-
-    def _server_box(self) -> QGroupBox:
-        box = QGroupBox("Server")
-        lay = QVBoxLayout(box)
-        self.state_label = QLabel("checking…")
-        self.state_label.setWordWrap(True)
-        lay.addWidget(self.state_label)
-        row = QHBoxLayout()
-        self.start_button = self._button("Start server", self.connection.start_server, row)
-        self.log_button = self._button("Server log", self._toggle_log, row)
-        lay.addLayout(row)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(5000)
-        self.log_view.setVisible(False)
-        lay.addWidget(self.log_view)
-        return box
-
-    def _inputs_box(self) -> QGroupBox:
-        box = QGroupBox("Inputs")
-        form = QFormLayout(box)
-        self.clip_edit, self.matte_edit = QLineEdit(), QLineEdit()
-        self.clip_edit.setPlaceholderText("video or frame folder (on the server machine)")
-        self.matte_edit.setPlaceholderText("matte video/folder, or 'alpha'")
-        for edit, name in ((self.clip_edit, "clip"), (self.matte_edit, "matte")):
-            row = QHBoxLayout()
-            row.addWidget(edit, 1)
-            self._button("…", lambda _=False, e=edit: self._browse(e), row)
-            form.addRow(name, row)
-        open_row = QHBoxLayout()
-        self.open_button = self._button("Open", self._open_clicked, open_row)
-        form.addRow(open_row)
-        self.key_edit = QLineEdit()
-        self.key_edit.setPlaceholderText("shot key from Nuke / OFX")
-        attach_row = QHBoxLayout()
-        attach_row.addWidget(self.key_edit, 1)
-        self.attach_button = self._button("Attach", self._attach_clicked, attach_row)
-        form.addRow("shot", attach_row)
-        self.range_start, self.range_stop = QSpinBox(), QSpinBox()
-        self.range_stop.setSpecialValueText("end")
-        for s in (self.range_start, self.range_stop):
-            s.setRange(0, 10**6)
-        rr = QHBoxLayout()
-        rr.addWidget(self.range_start)
-        rr.addWidget(QLabel("to"))
-        rr.addWidget(self.range_stop)
-        form.addRow("frames", rr)
-        self.crop = [QSpinBox() for _ in range(4)]
-        cr = QHBoxLayout()
-        for s, tip in zip(self.crop, ("x", "y", "width (0 = whole frame)", "height"), strict=True):
-            s.setRange(0, 16384)
-            s.setToolTip(f"preview region: {tip}")
-            cr.addWidget(s)
-        form.addRow("region", cr)
-        return box
-
-    def _run_box(self) -> QGroupBox:
-        box = QGroupBox("Run")
-        lay = QVBoxLayout(box)
-        row = QHBoxLayout()
-        self.run_button = self._button("Run", self.run, row)
-        self.cancel_button = self._button("Cancel", self.cancel, row)
-        self.cancel_button.setEnabled(False)
-        lay.addLayout(row)
-        self.frame_bar, self.step_bar = QProgressBar(), QProgressBar()
-        self.frame_bar.setFormat("frame %v / %m")
-        self.step_bar.setFormat("step %v / %m")
-        lay.addWidget(self.frame_bar)
-        lay.addWidget(self.step_bar)
-        self.eta_label = QLabel("")
-        lay.addWidget(self.eta_label)
-        ex = QHBoxLayout()
-        self._button("Export result…", self._export_result_clicked, ex)
-        self._button("Plot PNG…", self._export_plot_clicked, ex)
-        self._button("Params JSON…", self._export_params_clicked, ex)
-        lay.addLayout(ex)
-        return box
-
-    def _compare_bar(self) -> QWidget:
-        bar = QWidget()
-        row = QHBoxLayout(bar)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.mode = QComboBox()
-        self.mode.addItems(["input | B", "A | B"])
-        self.mode.setToolTip("Left of the divider: the input (before) or run A; right: run B")
-        self.run_a, self.run_b = QComboBox(), QComboBox()
-        for box in (self.run_a, self.run_b):
-            box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
-            box.setMinimumContentsLength(16)
-        self.plot_region = QComboBox()
-        self.plot_region.addItems(["whole frame", "inside the matte"])
-        self.plot_region.setToolTip(
-            "The plot's warping error: over the whole frame, or only where the matte says the "
-            "frame was generated (inpainting)"
-        )
-        self.plot_region.currentIndexChanged.connect(self.refresh)
-        self.heat_check = QCheckBox("flicker heat map")
-        self.heat_check.setToolTip(
-            "Per-pixel |frame - previous frame warped by the flow|^2 (the server's metrics); "
-            "one colour scale for every run"
-        )
-        for w in (QLabel("view"), self.mode, QLabel("A"), self.run_a, QLabel("B"), self.run_b):
-            row.addWidget(w)
-        row.addWidget(self.heat_check)
-        row.addWidget(QLabel("plot"))
-        row.addWidget(self.plot_region)
-        row.addStretch(1)
-        self.mode.currentIndexChanged.connect(self.refresh)
-        self.run_a.currentIndexChanged.connect(self.refresh)
-        self.run_b.currentIndexChanged.connect(self.refresh)
-        self.heat_check.toggled.connect(self.set_heat_visible)
-        return bar
-
-    def _timeline(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.play_button = self._button("Play", self.toggle_play, row)
-        self.slider = QSlider(Qt.Horizontal)
-        self.slider.valueChanged.connect(self.show_frame)
-        row.addWidget(self.slider, 1)
-        self.frame_label = QLabel("0")
-        row.addWidget(self.frame_label)
-        return row
 
     # -- messages and state -----------------------------------------------------------------
     def _call(self, fn: Any, on_done: Any = None, on_failed: Any = None) -> None:
@@ -749,3 +469,6 @@ class Panel(QWidget):
         for pump in list(self.pumps.values()):
             pump.wait(5000)
         self.pumps.clear()
+        # Calls still on the pool hold QObjects of this panel: let them end before it goes
+        # (a pool thread deleting them at interpreter exit crashed the process).
+        QThreadPool.globalInstance().waitForDone(10000)

@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.commands", "run the local GPU server"),
     "panel": ("ui.command", "the preview panel: tune a shot, compare runs, see flicker"),
     "bench": ("warpcore.commands.bench", "benchmarks: noise, sampler, server"),
+    "install": ("installer.cmd_install", "install the server environment, host plugins, service"),
+    "uninstall": ("installer.cmd_uninstall", "remove exactly what 'warpdiff install' wrote"),
+    "doctor": ("installer.cmd_doctor", "check the install: environment, GPU, server, plugins"),
 }
 
 

@@ -1,0 +1,15 @@
+"""``warpdiff uninstall``: the installer's ``uninstall`` (see ``installer/install.py``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from installer import install
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    install.add_uninstall_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return install.run_uninstall(args)
