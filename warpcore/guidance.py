@@ -2,7 +2,12 @@
 
 The warping error of the current denoised estimate against the previous frame's estimate at
 the same step, ``e_k = || M * (h_k o T_j - h_k^(j-1)) ||^2``, and the normalised gradient step
-``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (a DPS-style step).
+``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (a DPS-style step, rule "dps"), or the
+"blend" step (the default, docs/guidance.md): the previous estimate warped onto the current
+grid, ``p = h_k^(j-1) o T_j^-1``, and ``u_{k+1} += lambda * W * (p - h_k)`` with ``W`` the
+per-pixel reliability of that warp (1 on whole-pixel motion, less where bilinear sampling blurs,
+0 where occluded or out of frame): lambda is the fraction of the residual removed per step,
+whatever the grid or the model.
 """
 
 from __future__ import annotations
@@ -28,7 +33,20 @@ GradMode = Literal["network", "output"]
 #   with the error and does not depend on the grid size. Its RMS per element is capped at
 #   max(sigma_k, 1) (a trust region: never move u by more than the noise it still carries or
 #   the data's unit scale), which matters at high noise where the denoiser barely depends on u.
-StepRule = Literal["dps", "newton"]
+# "blend": pull the estimate toward the previous estimate warped onto the current grid,
+#   u_{k+1} += lambda * W * (h_k^(j-1) o T_j^-1 - h_k): no gradient, no adjoint warp (so no
+#   low-pass that the step would chase), lambda = the fraction of the residual removed per step.
+StepRule = Literal["dps", "newton", "blend"]
+
+
+def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) in [0, 1]: how faithfully bilinear sampling at ``x + flow(x)`` reproduces a
+    signal. Per axis ``1 - 4 f (1 - f)`` with ``f`` the fractional part of the displacement:
+    1 on whole pixels, 0 half-way (where bilinear interpolation halves white-noise power:
+    ``(1 - f)^2 + f^2`` falls from 1 to 0.5, and this is that loss rescaled to [0, 1])."""
+    f = flow - torch.floor(flow)
+    g = 1.0 - 4.0 * f * (1.0 - f)
+    return (g[0] * g[1]).clamp(0.0, 1.0)[None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,8 @@ class EquivarianceGuidance:
     ``mask``: (1, h, w), 1 on pixels of frame j-1 that stay in frame and are not occluded.
     ``previous``: (K, C, h, w), frame j-1's denoised estimate ``h_k^(j-1)`` for each step k.
     ``active``: the steps k where guidance applies.
+    ``backward``: flow from frame j to frame j-1 on frame j's model grid (2, h, w) and
+    ``backward_mask`` (1, h, w) on frame j's grid: what the "blend" rule needs.
     """
 
     strength: float
@@ -48,9 +68,31 @@ class EquivarianceGuidance:
     active: frozenset[int]
     grad_mode: GradMode = "network"
     rule: StepRule = "dps"
+    backward: torch.Tensor | None = None
+    backward_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule == "blend" and (self.backward is None or self.backward_mask is None):
+            raise ValueError("the blend rule needs the backward flow and its mask")
 
     def applies(self, k: int) -> bool:
         return self.strength > 0 and k in self.active
+
+    @property
+    def needs_network_grad(self) -> bool:
+        """Whether the step backpropagates through the denoiser (the sampler then keeps its
+        graph)."""
+        return self.grad_mode == "network" and self.rule != "blend"
+
+    def blend(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+        """The "blend" correction ``lambda * W * (p - h_k)`` and ``sum W (p - h_k)^2``."""
+        assert self.backward is not None and self.backward_mask is not None
+        h = denoised.detach()
+        target, inside = warp(self.previous[k].to(h), self.backward.to(h))
+        weight = self.backward_mask.to(h) * inside * subpixel_weight(self.backward).to(h)
+        residual = target - h
+        value = float((weight * residual.double() ** 2).sum())
+        return min(self.strength, 1.0) * weight * residual, value
 
     def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
         """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""
@@ -65,6 +107,8 @@ class EquivarianceGuidance:
 
         ``x`` must require grad and ``denoised`` must depend on it when grad_mode == "network".
         """
+        if self.rule == "blend":
+            return self.blend(denoised, k)
         if self.grad_mode == "output":
             denoised = denoised.detach().requires_grad_(True)
             wrt = denoised

@@ -25,7 +25,12 @@ NOISE_SCHEMES = (
 FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
-GUIDANCE_RULES = ("dps", "newton")
+GUIDANCE_RULES = ("dps", "newton", "blend")
+# The rule and lambda a request gets when it names none: blend where it measured best (inpainting:
+# whole-pixel plate motion), the paper's step where that did (super-resolution of sub-pixel
+# motion, where the blend's sub-pixel weight leaves it little to do). docs/guidance.md.
+DEFAULT_RULE = {"inpaint": "blend", "upscale": "dps"}
+DEFAULT_LAMBDA = {"blend": 0.5, "dps": 1.0, "newton": 0.5}
 GUIDANCE_GRADS = ("network", "output")
 
 
@@ -33,10 +38,13 @@ GUIDANCE_GRADS = ("network", "output")
 class RestoreRequest:
     """Everything that decides a clip's output, except the frames themselves.
 
-    ``guidance`` is the self-guidance strength lambda (0 = off). ``guidance_rule`` "dps"
-    (default) is the paper's normalised step, used with lambda = 1 as in the paper; "newton"
-    takes Gauss-Newton steps (lambda = 1 removes the whole residual when the Jacobian is the
-    identity): much stronger on small grids, but it drifts with an under-trained model.
+    ``guidance`` is the self-guidance strength lambda (0 = off; None: DEFAULT_LAMBDA of the
+    rule). ``guidance_rule`` (None: DEFAULT_RULE of the task): "blend" (docs/guidance.md) pulls
+    each step's estimate toward the previous frame's estimate warped onto this frame, weighted
+    per pixel by how faithfully the warp reproduces it; its lambda (at most 1) is the fraction
+    of that residual removed per step, the same at every resolution and on every model. "dps"
+    is the paper's normalised step (lambda = 1 as in the paper); "newton" takes Gauss-Newton
+    steps (lambda = 1 removes the whole residual when the Jacobian is the identity).
     ``guidance_grad`` "output" (default) takes the denoiser's Jacobian as the identity and costs
     no backward pass (measured as good as the paper's on our models: ``warpdiff bench sampler``);
     "network" backpropagates through the denoiser, as the paper does.
@@ -58,9 +66,9 @@ class RestoreRequest:
     scale: int = 4
     model: str = "builtin"
     noise: str = "gp"
-    guidance: float = 1.0
+    guidance: float | None = None
     guidance_range: tuple[float, float] = (0.0, 1.0)
-    guidance_rule: str = "dps"
+    guidance_rule: str | None = None
     guidance_grad: str = "output"
     steps: int | None = None
     sampler: str = "euler"
@@ -81,7 +89,11 @@ class RestoreRequest:
         _choice("noise", self.noise, NOISE_SCHEMES)
         _choice("flow", self.flow, FLOW_METHODS)
         _choice("sampler", self.sampler, SAMPLERS)
+        if self.guidance_rule is None:  # measured per task (docs/guidance.md)
+            object.__setattr__(self, "guidance_rule", DEFAULT_RULE[self.task])
         _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
+        if self.guidance is None:
+            object.__setattr__(self, "guidance", DEFAULT_LAMBDA[self.guidance_rule])
         _choice("guidance_grad", self.guidance_grad, GUIDANCE_GRADS)
         if self.task == "upscale":
             _choice("scale", self.scale, SCALES)
@@ -92,6 +104,11 @@ class RestoreRequest:
         if not isinstance(self.crop, bool):
             raise InvalidInput(f"crop: expected true or false, got {self.crop!r}")
         _float_range("guidance", self.guidance, 0.0, 100.0)
+        if self.guidance_rule == "blend" and self.guidance > 1.0:
+            raise InvalidInput(
+                f"guidance: the blend rule's lambda is the fraction of the residual removed per "
+                f"step, in [0, 1]; got {self.guidance}"
+            )
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
         if self.strength is not None:
             _float_range("strength", self.strength, 0.01, 1.0)

@@ -220,18 +220,23 @@ class ClipRestorer:
         noise = self.warper.next(fwd_m, bwd_m)[None]
         if self.request.guidance <= 0:
             return noise, None
-        valid = torch.ones_like(fwd[:1])
-        if self.request.occlusion_mask:
-            valid = flowlib.occlusion_mask(fwd, bwd).to(valid)
-        if hole is not None and self.request.composite:
-            # Only the generated region reaches the output (the rest is composited from the
-            # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
-            # so spending it on known pixels would leave almost nothing for the hole.
-            generated = torch.maximum(self._prev["mask"].cpu(), hole.cpu())
-            rim = 4 * ds + 1
-            valid = valid * F.max_pool2d(generated[None], rim, 1, rim // 2)[0]
-        # A latent cell is valid only if every pixel of its block is.
-        valid = (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
+
+        def guide_mask(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            valid = torch.ones_like(a[:1])
+            if self.request.occlusion_mask:
+                valid = flowlib.occlusion_mask(a, b).to(valid)
+            if hole is not None and self.request.composite:
+                # Only the generated region reaches the output (the rest is composited from the
+                # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
+                # so spending it on known pixels would leave almost nothing for the hole.
+                generated = torch.maximum(self._prev["mask"].cpu(), hole.cpu())
+                rim = 4 * ds + 1
+                valid = valid * F.max_pool2d(generated[None], rim, 1, rim // 2)[0]
+            # A latent cell is valid only if every pixel of its block is.
+            return (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
+
+        valid = guide_mask(fwd, bwd)  # on frame j-1's grid
+        blend = self.request.guidance_rule == "blend"
         guidance = EquivarianceGuidance(
             strength=self.request.guidance,
             forward=fwd_m,
@@ -240,6 +245,8 @@ class ClipRestorer:
             active=self.active,
             grad_mode=self.request.guidance_grad,
             rule=self.request.guidance_rule,
+            backward=bwd_m if blend else None,
+            backward_mask=guide_mask(bwd, fwd).to(image.device) if blend else None,
         )
         return noise, guidance
 

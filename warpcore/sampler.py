@@ -52,7 +52,8 @@ def sample(
 
     Per step k (Algorithm 1, step 2): h_k = D(u_k, sigma_k); Euler step
     u_{k+1} = u_k + (sigma_{k+1} - sigma_k) (u_k - h_k) / sigma_k (METHOD.md section 3), or
-    Heun's correction; then, where guidance applies, u_{k+1} -= lambda / sqrt(e_k) grad e_k.
+    Heun's correction; then, where guidance applies, u_{k+1} -= lambda / sqrt(e_k) grad e_k
+    (or the "blend" correction, which also moves the stored estimate h_k: warpcore.guidance).
     """
     n = len(sigmas) - 1
     history, errors = [], []
@@ -61,7 +62,7 @@ def sample(
             raise Cancelled(f"stopped before step {k + 1} of {n}")
         s, s_next = sigmas[k], sigmas[k + 1]
         guided = guidance is not None and guidance.applies(k)
-        through_net = guided and guidance.grad_mode == "network"
+        through_net = guided and guidance.needs_network_grad
         x_k = x.detach().requires_grad_(through_net)
         with torch.enable_grad() if through_net else torch.no_grad():
             h = denoise(x_k, _batch_sigma(s, x_k))
@@ -71,6 +72,8 @@ def sample(
         if guided:
             correction, e = guidance.step(x_k, h, k, float(s))
             x_next = x_next + correction
+            if guidance.rule == "blend":  # the estimate the blend moved to is what the next
+                h = h.detach() + correction  # frame must match (at the last step: the output)
         x = x_next.detach()
         history.append(h.detach())
         errors.append(e)

@@ -11,7 +11,8 @@ whole latent cells (flows exact). Every guidance variant runs on the same clip a
   the first half was measured worse than no guidance);
 - ``output``: the paper's step with an identity-Jacobian gradient (no backward pass);
 - ``newton``: Gauss-Newton steps, lambda = 0.5, gradient through the network;
-- ``newton_output``: the same with the identity-Jacobian gradient.
+- ``newton_output``: the same with the identity-Jacobian gradient;
+- ``blend``: the product default (docs/guidance.md), lambda 0.5, no backward pass.
 
 Seconds per step: for each frame >= 1 (frame 0 is never guided) the mean step time (from its
 progress events, so a partly guided frame counts its cheap steps too), then the median over
@@ -50,8 +51,9 @@ VARIANTS: dict[str, dict] = {
     "output": {"guidance": 1.0, "guidance_rule": "dps", "guidance_grad": "output"},
     "newton": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "network"},
     "newton_output": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "output"},
+    "blend": {"guidance": 0.5, "guidance_rule": "blend"},
 }
-CHEAP_GUIDED = "output"  # the product default: the paper's step without a backward pass
+CHEAP_GUIDED = "blend"  # the product default (docs/guidance.md)
 
 
 def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -73,14 +73,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
-        help="equivariance self-guidance strength lambda (0 = off; the paper's 1 by default)",
+        default=None,
+        help="equivariance self-guidance strength lambda (0 = off; default 0.5 for the blend "
+        "and newton rules, 1 for dps as in the paper); blend: the residual's fraction removed",
     )
     parser.add_argument(
         "--guidance-rule",
-        default="dps",
+        default=None,
         choices=GUIDANCE_RULES,
-        help="dps: the paper's normalised step (default); newton: Gauss-Newton steps",
+        help="blend: pull toward the previous estimate warped onto this frame (inpainting's "
+        "default, docs/guidance.md); dps: the paper's normalised step (upscaling's default); "
+        "newton: Gauss-Newton steps",
     )
     parser.add_argument(
         "--guidance-grad",
