@@ -290,3 +290,28 @@ def test_a_seed_draws_the_same_features_on_every_machine() -> None:
          [0.010839312825820206, 0.8433131492313287]]  # fmt: skip
     for got, want in ((f.z[:3], z), (f.b[:3], b), (f.w[:3], w)):
         torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [(0.1,), (0.1, 0.2, 0.3), "ab", (0.1, float("nan")), (float("inf"), 0.0), ("x", 0.0)],
+)
+def test_grid_origin_must_be_two_finite_numbers(origin: object) -> None:
+    """Mutants: the origin checks' ``and``/``or``, and the error text."""
+    from warpcore.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"^origin: expected two finite numbers"):
+        GPNoise(channels=1, n_features=4, res=8).grid(2, 2, origin=origin)  # type: ignore[arg-type]
+
+
+def test_grid_with_an_origin_is_the_field_at_the_shifted_pixel_centres() -> None:
+    """float64 coordinates: an origin far from 0 keeps sub-micro-pixel phases (mutant: the
+    pixel index in float32)."""
+    field = GPNoise(channels=1, n_features=64, res=16, seed=5)
+    origin = (1000.25, -3.5)
+    ys, xs = torch.meshgrid(
+        torch.arange(6, dtype=torch.float64), torch.arange(7, dtype=torch.float64), indexing="ij"
+    )
+    pts = torch.stack((origin[0] + (xs + 0.5) / 7, origin[1] + (ys + 0.5) / 6), dim=-1)
+    want = field.at(pts, method="exact")
+    torch.testing.assert_close(field.grid(6, 7, origin=origin), want, atol=2e-5, rtol=0)
