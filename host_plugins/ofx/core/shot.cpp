@@ -17,15 +17,17 @@ std::string Params::signature() const {
 }
 
 void Params::pack(Packer& pk) const {
-  int n = 5 + (task == "upscale") + (task == "inpaint") + (strength > 0) + (steps > 0) +
-          !model.empty();
+  int n = 4 + (guidance >= 0) + (task == "upscale") + (task == "inpaint") + (strength > 0) +
+          (steps > 0) + !model.empty();
   pk.pack_map(n);
   pk.pack("task");
   pk.pack(task);
   pk.pack("seed");
   pk.pack(seed);
-  pk.pack("guidance");
-  pk.pack(guidance);
+  if (guidance >= 0) {
+    pk.pack("guidance");
+    pk.pack(guidance);
+  }
   pk.pack("noise");
   pk.pack(noise);
   pk.pack("composite");

@@ -17,7 +17,7 @@ struct Params {
   double strength = 0.0;  // 0: the model's default
   int steps = 0;          // 0: the model's default
   int seed = 0;
-  double guidance = 1.0;
+  double guidance = -1.0;  // < 0: the task's default (not sent)
   std::string noise = "gp";
   int propagate = 8;
   std::string model;  // empty: the server's
