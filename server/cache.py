@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -126,6 +127,10 @@ class ShotCache:
         self.peak = self.used
         self.reserved = 0  # bytes being written now (counted against the limit)
         self.evicted = 0
+        # When a client last used each shot (submit, fetch, get_frame, subscribe): eviction
+        # order. The worker's own writes are not "use". Shots from before a restart fall back
+        # to their folder's modification time.
+        self._used_at: dict[str, float] = {}
 
     # -- size ---------------------------------------------------------------------------------
     def _make_room(self, nbytes: int, keep: str) -> None:
@@ -145,9 +150,10 @@ class ShotCache:
             if key == keep or self.busy(key):
                 continue
             try:
-                candidates.append((os.stat(self.root / key).st_mtime, key))
+                used_at = self._used_at.get(key) or os.stat(self.root / key).st_mtime
             except OSError:
                 continue
+            candidates.append((used_at, key))
         for _, key in sorted(candidates):
             if self.used + nbytes <= self.max_bytes:
                 break
@@ -169,6 +175,7 @@ class ShotCache:
 
     def touch(self, key: str) -> None:
         """Mark a shot as just used (least-recently-used eviction goes by this)."""
+        self._used_at[key] = time.time()
         with contextlib.suppress(OSError, ValueError):
             os.utime(self.folder(key))
 
@@ -256,6 +263,7 @@ class ShotCache:
             self._grew(0, nbytes)
             raise
         self._grew(size, nbytes)
+        self._used_at[meta.key] = time.time()
         return True
 
     def reserve(self, nbytes: int) -> None:
@@ -286,6 +294,7 @@ class ShotCache:
             self._grew(0, reserved)
             raise
         self._grew(size, reserved)
+        self._used_at[meta.key] = time.time()
         return True
 
     def meta(self, key: str) -> ShotMeta:
@@ -356,6 +365,7 @@ class ShotCache:
             self._remove_locked(key)
 
     def _remove_locked(self, key: str) -> None:
+        self._used_at.pop(key, None)
         folder = self.folder(key)
         size = tree_bytes(folder)
         shutil.rmtree(folder, ignore_errors=True)
@@ -364,9 +374,14 @@ class ShotCache:
     # -- why a shot failed --------------------------------------------------------------------
     def write_error(self, key: str, message: str) -> None:
         """Keep why the shot failed (until :meth:`clear_error`, on a new submit)."""
-        try:
-            save_json_atomic(self.folder(key) / ERROR, {"state": "error", "message": message})
-        except OSError:
+        data = json.dumps({"state": "error", "message": message}, indent=1, sort_keys=True)
+
+        def save(tmp: Path) -> None:
+            tmp.write_text(data)
+
+        try:  # counted like every other file (eviction subtracts it: uncounted, it drifted)
+            self._write(key, self.folder(key) / ERROR, len(data.encode()) + 64, save)
+        except (OSError, CacheFull):
             log.warning("could not keep the error of shot %s", key)
 
     def error(self, key: str) -> str | None:
@@ -377,4 +392,11 @@ class ShotCache:
             return None
 
     def clear_error(self, key: str) -> None:
-        (self.folder(key) / ERROR).unlink(missing_ok=True)
+        path = self.folder(key) / ERROR
+        with self._lock:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError:
+                return
+            self.used -= size
