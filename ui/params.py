@@ -34,10 +34,10 @@ TIPS = {
     "seed": "Random seed: the same seed and inputs give the same frames, bit for bit.",
     "guidance": "Equivariance self-guidance strength (lambda): pulls each frame towards the "
     "previous one warped by the flow. 0 turns guidance off (more flicker).",
-    "guidance_rule": "blend (inpaint default): moves each step's estimate a fraction lambda "
-    "(0-1) of the way to the previous frame's, where the warp reproduces it. dps (upscale "
-    "default): the paper's step lambda/sqrt(e) grad e. newton: Gauss-Newton, resolution "
-    "independent; strong on whole-pixel motion.",
+    "guidance_rule": "dps (default): the paper's step lambda/sqrt(e) grad e. blend: moves each "
+    "step's estimate a fraction lambda (0-1) of the way to the previous frame's, where the "
+    "warp reproduces it. newton: Gauss-Newton, resolution independent; strong on whole-pixel "
+    "motion.",
     "noise": "How the noise follows the motion: gp (Warped Diffusion's GP noise, warped "
     "exactly), integral (noise transport), fixed / resample (baselines that flicker or stick), "
     "nearest / bilinear (naive warps), gp-* (GP noise without the warp).",

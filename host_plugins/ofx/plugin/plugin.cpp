@@ -603,8 +603,8 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   define_int(s, P::steps, "Steps", "Sampler steps; 0 = the model's default", 0, 0, 200);
   define_int(s, P::seed, "Seed", "The same seed gives the same frames", 0, 0, 2147483647);
   define_double(s, P::guidance, "Guidance",
-                "Equivariance self-guidance strength: -1 = the task's default (0.5 for remove "
-                "object, 1 for upscale), 0 = off",
+                "Equivariance self-guidance strength: -1 = the task's default (1, the "
+                "paper's step), 0 = off",
                 -1.0, -1.0, 10.0);
   define_choice(s, P::noise, "Noise warp", "How the noise follows the motion",
                 {"gp", "integral", "bilinear", "nearest", "iid"}, 0);
