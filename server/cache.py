@@ -31,7 +31,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,23 +184,26 @@ class ShotCache:
         self._make_room(nbytes, key)
         old = path.stat().st_size if path.is_file() else 0
         tmp = _tmp_name(path)
-        try:
+        with self._undo_on_failure(nbytes, lambda: tmp.unlink(missing_ok=True)):
             write(tmp)
             size = tmp.stat().st_size
             os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            self._grew(0, nbytes)
-            if _disk_full(exc):
+        self._grew(size - old, nbytes)
+
+    @contextlib.contextmanager
+    def _undo_on_failure(self, reserved: int, clean: Callable[[], None]) -> Iterator[None]:
+        """On any failure inside: ``clean()`` the temporary, give the reservation back, and
+        turn a full disk into :class:`CacheFull` (the shot fails, the server goes on)."""
+        try:
+            yield
+        except BaseException as exc:
+            clean()
+            self._grew(0, reserved)
+            if isinstance(exc, OSError) and _disk_full(exc):
                 raise CacheFull(
                     "the server's disk is full; free space on it or lower --cache-max-gb"
                 ) from None
             raise
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            self._grew(0, nbytes)
-            raise
-        self._grew(size - old, nbytes)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and folders of a killed server are never renamed into place."""
@@ -236,7 +239,7 @@ class ShotCache:
         nbytes = sum(a.nbytes + 128 for a in (*frames, *masks)) + 4096
         self._make_room(nbytes, meta.key)
         tmp = _tmp_name(final)
-        try:
+        with self._undo_on_failure(nbytes, lambda: shutil.rmtree(tmp, ignore_errors=True)):
             (tmp / "inputs").mkdir(parents=True)
             (tmp / "frames").mkdir()
             for i, frame in enumerate(frames):
@@ -250,18 +253,6 @@ class ShotCache:
             except OSError:  # a leftover folder without meta.json, or a concurrent create
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self._grew(0, nbytes)
-            if _disk_full(exc):
-                raise CacheFull(
-                    "the server's disk is full; free space on it or lower --cache-max-gb"
-                ) from None
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self._grew(0, nbytes)
-            raise
         self._grew(size, nbytes)
         self._used_at[meta.key] = time.time()
         return True

@@ -24,19 +24,10 @@ import zmq
 from server.client import Client, ServerError, Shot
 from server.protocol import ProtocolError, array_part, encode
 from server.shots import parse_submit
+from server.soak import FAST  # the soak's fast request: the gaussian oracle, 2 steps
 from server.testing import RawPeer, envelope, running_server, tiny_shot, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-FAST = {
-    "task": "inpaint",
-    "model": "gaussian",
-    "steps": 2,
-    "noise": "fixed",
-    "guidance": 0.0,
-    "flow": "dis-ultrafast",
-    "propagate": 0,
-}
 
 
 def _shot(n: int = 3, size: int = 32, seed: int = 0, **request) -> Shot:
@@ -503,3 +494,21 @@ def test_the_soak_at_its_smallest_delivers_exactly_once_and_reports_json():
         "end_rss_within_100mb",
         "cache_never_above_limit",
     }
+
+
+def test_an_error_record_is_counted_so_eviction_keeps_the_cache_in_step(tmp_path):
+    """``used`` equals the bytes on disk after a failed shot's error record is written and
+    after it is evicted (an uncounted record made eviction subtract bytes never added, and
+    the soak's cache then crept over its limit)."""
+    from server.cache import ShotCache, ShotMeta, tree_bytes
+
+    cache = ShotCache(tmp_path, max_bytes=10**9, busy=lambda key: False)
+    frame = np.zeros((16, 16, 3), np.float32)
+    for key in ("a" * 32, "b" * 32):
+        cache.create(ShotMeta(key, {"task": "upscale"}, 1, 16, 16, "none", "parts"), [frame])
+    cache.write_error("a" * 32, "the model returned NaN " + "x" * 2000)
+    assert cache.used == tree_bytes(tmp_path)
+    cache.remove("a" * 32)
+    assert cache.used == tree_bytes(tmp_path)
+    cache.clear_error("b" * 32)  # nothing to clear: nothing changes
+    assert cache.used == tree_bytes(tmp_path)
