@@ -62,6 +62,8 @@ class ClusterConfig:
             raise InvalidInput(f"--ray-chunk: expected an integer >= 1, got {self.chunk}")
         if not 0 <= self.overlap <= 1000:
             raise InvalidInput(f"--ray-overlap: expected an integer 0..1000, got {self.overlap}")
+        if not 0 < self.flow_cpus <= 256:
+            raise InvalidInput(f"--ray-flow-cpus: expected > 0, got {self.flow_cpus}")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise InvalidInput(f"threads per actor: expected >= 1, got {self.threads}")
 

@@ -102,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames a chunk runs before its first frame and drops (re-establish guidance)",
     )
     cluster.add_argument(
+        "--ray-flow-cpus", type=float, default=1.0, help="CPUs per flow task (one per frame pair)"
+    )
+    cluster.add_argument(
         "--ray-threads", type=int, default=None, help="torch threads per actor (default: torch's)"
     )
 
@@ -198,4 +201,5 @@ def _cluster_config(args: argparse.Namespace) -> object:
         chunk=defaults.chunk if args.ray_chunk is None else args.ray_chunk,
         overlap=defaults.overlap if args.ray_overlap is None else args.ray_overlap,
         threads=args.ray_threads,
+        flow_cpus=args.ray_flow_cpus,
     )

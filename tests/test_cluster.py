@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray")
 
 from server.client import Client, Shot  # noqa: E402
 from server.cluster import ClusterConfig  # noqa: E402
-from server.testing import running_server, tiny_shot, wait_until  # noqa: E402
+from server.testing import ServerProcess, running_server, tiny_shot, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -108,11 +108,13 @@ def test_three_chunks_with_guidance_within_the_measured_tolerance(server):
     _, events = _run(server, request, _frames(2))
     got = _delivered(events)
     reference = _sequential(request, _frames(2))
-    diffs = [float(np.abs(got[i] - reference[i]).max()) for i in range(N)]
-    # the first chunk is the sequential run; later chunks start their guidance chain at the
-    # overlap frame, so they differ, by far less than the frames change (measured: <= 0.02)
+    diffs = [float(np.abs(got[i] - reference[i]).mean()) for i in range(N)]
+    # The first chunk is the sequential run. Later chunks start their guidance chain at the
+    # overlap frame (no estimates before it), so the frames after a seam differ: measured mean
+    # |difference| <= 0.005 here (overlap 1; 0 two frames after the warm-up with overlap 2),
+    # against a mean change of 0.05 between neighbouring frames.
     assert max(diffs[:3]) == 0.0, diffs
-    assert 0.0 < max(diffs[3:]) < 0.05, diffs
+    assert 0.0 < max(diffs[3:]) < 0.01, diffs
 
 
 def test_two_shots_run_side_by_side(server):
@@ -176,3 +178,36 @@ def test_cancel_reaches_every_actor(server):
         late = [f for r, f, t in stats["log"] if r in runs and t > t_cancel + 1.0]
         assert late == [], f"frames computed after the cancel: {late}"
     assert len([e for e in events if e.kind == "frame"]) < N
+
+
+def test_kill_9_of_the_server_then_resume(cluster, tmp_path):
+    """A --ray server killed mid-shot; a new one on the same cache and cluster resumes it: the
+    frames finished before are neither lost nor made again, every frame is streamed once."""
+    request = {**UPSCALE, "model": "gaussian", "steps": 400, "guidance": 0.0, "seed": 8}
+    frames = _frames(5)
+    args = ("--model", "gaussian", "--ray", cluster, "--ray-actors", "2", "--ray-cpus-per-actor",
+            "0.25", "--ray-flow-cpus", "0.25", "--ray-chunk", "3", "--ray-overlap", "1",
+            "--ray-threads", "1")  # fmt: skip
+    first = ServerProcess(tmp_path, *args, timeout=120)
+    with first, Client(first.address, timeout=60) as client:
+        key = client.submit(Shot(request, frames, None))
+        for ev in client.events(key, timeout=120):
+            if ev.kind == "frame" and ev.frame == 1:
+                first.kill9()  # mid-shot
+                break
+    folder = tmp_path / key / "frames"
+    kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")}
+    assert 2 <= len(kept) < N, sorted(kept)
+
+    second = ServerProcess(tmp_path, *args, timeout=120)
+    with second, Client(second.address, timeout=60) as client:
+        assert client.subscribe(key)["done"] >= 2
+        events = list(client.events(key, timeout=120))
+    started = next(e for e in events if e.kind == "started")
+    assert 2 <= started.body["resume_from"] < N
+    got = _delivered(events)
+    for name, mtime in kept.items():  # finished frames are not made (or written) again
+        assert (folder / name).stat().st_mtime_ns == mtime, name
+    reference = _sequential(request, frames)
+    for i in range(N):
+        np.testing.assert_array_equal(got[i], reference[i], err_msg=f"frame {i}")
