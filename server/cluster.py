@@ -140,6 +140,7 @@ def pair_flows_task(
     from warpcore.request import RestoreRequest
 
     torch.set_num_threads(1)
+    prev, cur = ((np.array(f), None if m is None else np.array(m)) for f, m in (prev, cur))
     return flows_between(RestoreRequest.from_dict(request), downscale, prev, cur)
 
 
@@ -152,7 +153,8 @@ class _RefInputs:
     def frame_and_mask(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         import ray
 
-        return ray.get(self.refs[i])
+        frame, mask = ray.get(self.refs[i])  # read-only views of the object store: copied
+        return np.array(frame), None if mask is None else np.array(mask)
 
 
 class ChunkActor:

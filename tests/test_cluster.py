@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 
 N = 9  # 3 chunks of 3, overlap 1
 CHUNKS = ClusterConfig(address="auto", actors=2, cpus_per_actor=0.5, chunk=3, overlap=1,
-                       threads=1, flow_cpus=0.5)  # fmt: skip
+                       threads=1, flow_cpus=1.0)  # fmt: skip
 UPSCALE = {"task": "upscale", "scale": 2, "steps": 4, "strength": 1.0, "flow": "dis-ultrafast"}
 
 
@@ -183,12 +183,14 @@ def test_cancel_reaches_every_actor(server):
 def test_kill_9_of_the_server_then_resume(cluster, tmp_path):
     """A --ray server killed mid-shot; a new one on the same cache and cluster resumes it: the
     frames finished before are neither lost nor made again, every frame is streamed once."""
-    request = {**UPSCALE, "model": "gaussian", "steps": 400, "guidance": 0.0, "seed": 8}
+    request = {**UPSCALE, "model": "gaussian", "steps": 40, "guidance": 0.0, "seed": 8}
     frames = _frames(5)
     args = ("--model", "gaussian", "--ray", cluster, "--ray-actors", "2", "--ray-cpus-per-actor",
-            "0.25", "--ray-flow-cpus", "0.25", "--ray-chunk", "3", "--ray-overlap", "1",
+            "0.25", "--ray-flow-cpus", "0.5", "--ray-chunk", "3", "--ray-overlap", "1",
             "--ray-threads", "1")  # fmt: skip
+    print("T0", time.time(), flush=True)
     first = ServerProcess(tmp_path, *args, timeout=120)
+    print("T1", time.time(), flush=True)
     with first, Client(first.address, timeout=60) as client:
         key = client.submit(Shot(request, frames, None))
         for ev in client.events(key, timeout=120):
@@ -199,10 +201,13 @@ def test_kill_9_of_the_server_then_resume(cluster, tmp_path):
     kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")}
     assert 2 <= len(kept) < N, sorted(kept)
 
+    print("T2", time.time(), flush=True)
     second = ServerProcess(tmp_path, *args, timeout=120)
+    print("T3", time.time(), flush=True)
     with second, Client(second.address, timeout=60) as client:
         assert client.subscribe(key)["done"] >= 2
         events = list(client.events(key, timeout=120))
+    print("T4", time.time(), flush=True)
     started = next(e for e in events if e.kind == "started")
     assert 2 <= started.body["resume_from"] < N
     got = _delivered(events)
