@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +157,37 @@ class _RefInputs:
         return np.array(frame), None if mask is None else np.array(mask)
 
 
+class _LazyFlows(Mapping):
+    """The shot's flows by frame (object refs), fetched on first use; ``first`` at once."""
+
+    def __init__(self, refs: dict[int, Any], first: range) -> None:
+        import ray
+
+        self.refs = refs
+        self.values = dict(zip(first, ray.get([refs[j] for j in first]), strict=True))
+
+    def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        if j not in self.values:
+            import ray
+
+            self.values[j] = ray.get(self.refs[j])
+        return self.values[j]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+def warm_flow_worker() -> int:
+    """Ray task run once per flow slot at start: the imports (torch, OpenCV) done before the
+    first shot's flows are needed."""
+    import warpcore.chunks  # noqa: F401
+
+    return os.getpid()
+
+
 class ChunkActor:
     """A warm worker on one GPU (or CPU): models loaded once, one chunk at a time.
 
@@ -194,7 +225,6 @@ class ChunkActor:
         """Stream ``("frame", index, frame, state)`` for frames chunk.warm .. stop-1, then
         ``("done", n)``; ``("cancelled", index)`` when cancelled. ``job``: run id, request,
         size, n_frames, frame refs, flow refs (None: the restorer estimates its flows)."""
-        import ray
 
         from server.worker import _frame_source
         from warpcore.chunks import Chunk, as_flow_fn, run_chunk
@@ -206,11 +236,9 @@ class ChunkActor:
         c = Chunk(*chunk)
         inputs = _RefInputs(job["frames"])
         flows = None
-        if job["flows"] is not None:
-            need = range(1, c.stop)
-            values = ray.get([job["flows"][j] for j in need])
-            flows = dict(zip(need, values, strict=True))
-            source, flow_fn = inputs.frame_and_mask, as_flow_fn(flows)
+        if job["flows"] is not None:  # those before the chunk now, the chunk's as it needs them
+            flows = _LazyFlows(job["flows"], range(1, max(c.warm, 1)))
+            source, flow_fn = inputs.frame_and_mask, as_flow_fn(flows)  # type: ignore[arg-type]
         else:
             source, flow_fn = _frame_source(inputs, request, job["n_frames"])  # type: ignore[arg-type]
         restorer = self.engine.restorer(request, tuple(job["size"]), job["n_frames"], flow_fn)

@@ -33,7 +33,13 @@ import numpy as np
 import zmq
 
 from server.cache import ShotCache
-from server.cluster import ChunkActor, ClusterConfig, actor_plan, pair_flows_task
+from server.cluster import (
+    ChunkActor,
+    ClusterConfig,
+    actor_plan,
+    pair_flows_task,
+    warm_flow_worker,
+)
 from server.shots import ShotInputs, request_for_device
 from server.worker import QueueFull, ShotFailed, _describe, _emit, _emit_frame
 from warpcore.chunks import Chunk, chunkable, plan_chunks
@@ -96,6 +102,9 @@ class RayWorker:
         )
         self._flow_task = ray.remote(pair_flows_task).options(num_cpus=config.flow_cpus)
         self.actors: list[Any] = [self._new_actor() for _ in range(n)]
+        slots = max(1, int(resources.get("CPU", 1.0) // config.flow_cpus))
+        warm = ray.remote(warm_flow_worker).options(num_cpus=config.flow_cpus)
+        self._warm = [warm.remote() for _ in range(min(slots, 8))]  # flow workers imported
         self._cond = threading.Condition()
         self._jobs: deque[ShotRun] = deque()  # queued and active, in order
         self._tasks: deque[Task] = deque()
@@ -373,6 +382,8 @@ class RayWorker:
     def _deliver(self, task: Task, index: int, frame: np.ndarray, state: Any) -> None:
         """A kept frame: into the cache, then the events of the grown finished prefix."""
         run = task.run
+        if not task.chunk.start <= index < task.chunk.stop:  # overlap frames never come back
+            raise RuntimeError(f"chunk {task.chunk} sent frame {index}, outside what it delivers")
         if not np.isfinite(frame).all():
             raise ShotFailed(
                 f"frame {index}: the model returned NaN or infinite pixels; the frame was not "
