@@ -232,15 +232,17 @@ def fetch(server: Server, peer: Peer, msg: Message, body: Fetch) -> None:
     server.cache.touch(body.key)
     start = min(body.start, n)
     stop = min(n if body.stop is None else body.stop, state.done, start + MAX_FETCH)
-    frames, parts, held = [], [], 0
-    for i in range(start, max(start, stop)):
-        desc, buf = server.registry.frame_parts(state, i, body.dtype)
-        frames.append({"frame": i, "image": dict(desc, part=len(parts))})
-        parts.append(buf)
-        held += buf.nbytes
-        if held >= MAX_FETCH_BYTES:  # the rest with another fetch from frames[-1] + 1
-            break
-    server.reply(peer, msg, {**state.summary(), "frames": frames}, parts)
+    summary = state.summary()
+
+    def build(loaded: list) -> tuple[str, dict[str, Any]]:  # the rest: fetch from the last + 1
+        frames = [{"frame": f.index, "image": dict(f.desc, part=i)} for i, f in enumerate(loaded)]
+        return "fetch_reply", {**summary, "frames": frames}
+
+    indices = list(range(start, max(start, stop)))
+    if not indices:
+        server.reply(peer, msg, {**summary, "frames": []})
+        return
+    server.registry.send_frames(peer, msg.id, state, indices, body.dtype, build, MAX_FETCH_BYTES)
 
 
 def cancel(server: Server, peer: Peer, msg: Message, body: ShotRef) -> None:
