@@ -182,3 +182,21 @@ def test_a_reserved_reply_keeps_its_place_and_counts_against_the_peer_bound():
     first = outbox.reserve(peer, 600)
     assert outbox.reserve(peer, 600) is None and dropped == [peer]
     assert first.dead and outbox.bytes_held() == 0
+
+
+@pytest.mark.parametrize("memory", [0, 2**20])
+def test_a_fetch_reply_stops_at_its_byte_bound(tmp_path, monkeypatch, memory):
+    """One ``fetch`` reply holds at most ``MAX_FETCH_BYTES`` of frames (at least one); the
+    client asks again from the next frame. Read off the loop or from memory alike."""
+    import server.handlers
+
+    with (
+        finished_shot(tmp_path, frame_memory_bytes=memory) as (srv, key, made),
+        Client(srv.address, timeout=30) as c,
+    ):
+        monkeypatch.setattr(server.handlers, "MAX_FETCH_BYTES", made[0].nbytes + 1)
+        first = c.fetch(key)
+        assert sorted(first) == [0, 1]  # the second frame passed the bound: the reply ends
+        rest = c.fetch(key, start=2)
+        assert sorted(rest) == [2]
+        np.testing.assert_array_equal(rest[2], made[2])
