@@ -8,6 +8,7 @@ recently served frames come from a small in-memory LRU bounded in bytes.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,3 +201,18 @@ def test_a_fetch_reply_stops_at_its_byte_bound(tmp_path, monkeypatch, memory):
         rest = c.fetch(key, start=2)
         assert sorted(rest) == [2]
         np.testing.assert_array_equal(rest[2], made[2])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_worker_thread_yields_the_cpu_to_the_socket_loop(tmp_path):
+    """When the CPUs are short, the loop (heartbeats) goes before the model's compute."""
+    from server.worker import WORKER_NICE
+
+    def nice(tid: int) -> int:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+    with running_server(tmp_path / "cache", model="gaussian") as srv:
+        assert wait_until(lambda: srv.worker._thread.native_id is not None, 10)
+        loop, worker = srv._thread.native_id, srv.worker._thread.native_id
+        assert wait_until(lambda: nice(worker) == min(19, nice(loop) + WORKER_NICE), 10)
