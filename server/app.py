@@ -99,6 +99,28 @@ def return_freed_memory() -> None:
         pass
 
 
+# A heartbeat's or hello's envelope (msgpack: the key "type", then the fixstr type).
+URGENT = (b"\xa4type\xa9heartbeat", b"\xa4type\xa5hello")
+
+
+def urgent_first(batch: list[Any]) -> list[Any]:
+    """The messages of one loop iteration, heartbeats and hellos first (they are answered at
+    once, so a burst of other requests never delays them), except one whose peer sent
+    something earlier in the batch: each peer's requests keep their order."""
+    first, rest, seen = [], [], set()
+    for frames in batch:
+        identity = frames[0].bytes if hasattr(frames[0], "bytes") else bytes(frames[0])
+        envelope = frames[-1]
+        small = len(frames) <= 3 and len(envelope) <= 512  # no parts, a short envelope
+        data = (envelope.bytes if hasattr(envelope, "bytes") else bytes(envelope)) if small else b""
+        if identity not in seen and any(token in data for token in URGENT):
+            first.append(frames)
+        else:
+            rest.append(frames)
+            seen.add(identity)
+    return first + rest
+
+
 def bind_endpoint(bind: str) -> str:
     """``tcp://host:0`` -> ``tcp://host:*`` (ZeroMQ's ephemeral port)."""
     return bind[:-2] + ":*" if bind.startswith("tcp://") and bind.endswith(":0") else bind
@@ -253,11 +275,13 @@ class Server:
             if self.events in ready:
                 self._drain_events()
             if self.router in ready:
+                batch = []
                 for _ in range(64):
                     try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        batch.append(self.router.recv_multipart(zmq.NOBLOCK, copy=False))
                     except zmq.Again:
                         break
+                for frames in urgent_first(batch):
                     self.handle(frames)
             self.outbox.flush()
             pending = self.registry.pump()

@@ -107,6 +107,20 @@ class ShotState:
         }
 
 
+def cache_view(cache: ShotCache, key: str) -> ShotState | None:
+    """A shot as the cache holds it (finished, partial, or failed and why), or None; any
+    thread (the loop for one shot, the reader thread for ``list_shots``)."""
+    if not cache.exists(key):
+        return None
+    meta = cache.meta(key)
+    done = cache.done(key)
+    state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
+    error = cache.error(key)
+    if error is not None and done < meta.n_frames:
+        state.status, state.message = "error", error
+    return state
+
+
 class Registry:
     """The shots that have listeners, waiters or jobs; everything else lives in the cache."""
 
@@ -130,14 +144,7 @@ class Registry:
         if not isinstance(key, str) or not key.isalnum():
             return None
         state = self.shots.get(key)
-        if state is None and self.cache.exists(key):
-            meta = self.cache.meta(key)
-            done = self.cache.done(key)
-            state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
-            error = self.cache.error(key)
-            if error is not None and done < meta.n_frames:
-                state.status, state.message = "error", error
-        return state
+        return cache_view(self.cache, key) if state is None else state
 
     def activate(self, state: ShotState) -> ShotState:
         """Keep ``state`` while it has listeners, waiters or a job (see :meth:`forget_idle`)."""

@@ -216,3 +216,55 @@ def test_the_worker_thread_yields_the_cpu_to_the_socket_loop(tmp_path):
         assert wait_until(lambda: srv.worker._thread.native_id is not None, 10)
         loop, worker = srv._thread.native_id, srv.worker._thread.native_id
         assert wait_until(lambda: nice(worker) == min(19, nice(loop) + WORKER_NICE), 10)
+
+
+def test_list_shots_reads_the_cache_off_the_loop(tmp_path):
+    """``list_shots`` reads every shot's files (O(shots)): on the reader thread, in its turn."""
+    with (
+        finished_shot(tmp_path) as (srv, key, made),
+        Client(srv.address, timeout=30) as lister,
+        Client(srv.address, timeout=5) as beat,
+    ):
+        list_keys, gate, threads = srv.cache.list_keys, threading.Event(), []
+
+        def gated() -> list[str]:
+            threads.append(threading.current_thread().name)
+            gate.wait(20)
+            return list_keys()
+
+        srv.cache.list_keys = gated
+        got: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: got.update(shots=lister.list_shots()))
+        t.start()
+        assert wait_until(lambda: threads, 10)
+        beat.heartbeat(timeout=5)  # answered while the listing is stuck
+        gate.set()
+        t.join(30)
+        assert [s["key"] for s in got["shots"]] == [key]
+        assert got["shots"][0]["state"] == "finished" and got["shots"][0]["done"] == N
+        assert "warpdiff-server" not in threads
+
+
+def test_heartbeats_in_a_burst_go_first_but_each_peer_keeps_its_order():
+    """A burst of requests read in one loop iteration: heartbeats and hellos are handled
+    first (a hostile burst no longer delays them), unless their peer asked something before."""
+    from server.app import urgent_first
+
+    def msg(peer: bytes, type: str, parts: tuple = ()) -> list[bytes]:
+        return [peer, *encode(type, {"key": "k" * 32}, id=f"{peer.decode()}-{type}", parts=parts)]
+
+    batch = [
+        msg(b"a", "submit", (b"x" * 100,)),
+        msg(b"b", "echo"),
+        msg(b"a", "heartbeat"),  # behind a's submit: stays behind it
+        msg(b"c", "heartbeat"),
+        msg(b"b", "status"),
+        msg(b"d", "hello"),
+        msg(b"e", "heartbeat"),
+        msg(b"e", "get_frame"),
+    ]
+    order = [msgpack.unpackb(m[1])["id"] for m in urgent_first(batch)]
+    assert order[:3] == ["c-heartbeat", "d-hello", "e-heartbeat"]
+    assert order[3:] == ["a-submit", "b-echo", "a-heartbeat", "b-status", "e-get_frame"]
+    req = [b"f", b"", *encode("heartbeat", {}, id="f")]  # a REQ peer's delimiter frame
+    assert urgent_first([msg(b"a", "submit"), req])[0] is req
