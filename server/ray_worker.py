@@ -41,7 +41,15 @@ from server.cluster import (
     warm_flow_worker,
 )
 from server.shots import ShotInputs, request_for_device
-from server.worker import QueueFull, ShotFailed, _describe, _emit, _emit_frame
+from server.worker import (
+    WORKER_NICE,
+    QueueFull,
+    ShotFailed,
+    _describe,
+    _emit,
+    _emit_frame,
+    lower_thread_priority,
+)
 from warpcore.chunks import Chunk, chunkable, plan_chunks
 
 log = logging.getLogger("warpdiff.server")
@@ -312,6 +320,7 @@ class RayWorker:
 
     # -- the runners ---------------------------------------------------------------------------
     def _runner(self, slot: int) -> None:
+        lower_thread_priority(WORKER_NICE)  # cache writes yield to the socket loop
         while True:
             with self._cond:
                 while not self._closing and not self._tasks:
