@@ -65,9 +65,18 @@ def _sequential(request, frames):  # noqa: ANN001, ANN202
     from warpcore.request import RestoreRequest
     from warpcore.restore import restore_clip
 
+    import torch
+
     req = RestoreRequest.from_dict(request)
     denoiser = load_denoiser(req.model, req.task)
-    return [out for _, out in restore_clip(req, denoiser, iter(frames), n_frames=len(frames))]
+    # The actors compute with one thread (CHUNKS.threads): so does the reference, or a
+    # different float summation order changes the last bit of some pixels.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CHUNKS.threads)
+    try:
+        return [out for _, out in restore_clip(req, denoiser, iter(frames), n_frames=len(frames))]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _delivered(events) -> dict[int, np.ndarray]:  # noqa: ANN001
