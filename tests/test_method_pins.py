@@ -315,3 +315,133 @@ def test_grid_with_an_origin_is_the_field_at_the_shifted_pixel_centres() -> None
     pts = torch.stack((origin[0] + (xs + 0.5) / 7, origin[1] + (ys + 0.5) / 6), dim=-1)
     want = field.at(pts, method="exact")
     torch.testing.assert_close(field.grid(6, 7, origin=origin), want, atol=2e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.py: the mask's flow fill, the flicker map, frames smaller than a latent cell
+
+
+def _ramp(h: int, w: int, x_shift: float = 0.0) -> np.ndarray:
+    """A linear RGB ramp (bilinear sampling reproduces it exactly), shifted by ``x_shift``."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    xs = xs + x_shift
+    img = np.stack((0.2 + 0.02 * xs, 0.1 + 0.015 * ys, 0.3 + 0.01 * (xs + ys)), axis=-1)
+    return img.astype(np.float32)
+
+
+def _given_flows(monkeypatch: pytest.MonkeyPatch, fwd: torch.Tensor, bwd: torch.Tensor) -> None:
+    monkeypatch.setattr(metrics_module, "flow_pair", lambda a, b, method: (fwd, bwd))
+
+
+def test_masked_scores_fill_the_flow_inside_the_grown_mask(monkeypatch) -> None:
+    """A static shot whose estimated flows are wrong by 0.3 px inside the mask grown by 3 px
+    (the object's motion bleeding past its outline). The metric replaces the flow inside the
+    mask grown by ``MASK_FLOW_DILATE`` = 4 px by a fill from outside (zero here), so both the
+    warping error and E_warp are exactly 0 (measured ~1e-14). Mutants: no fill (either mask
+    ignored, ``and`` -> ``or`` / ``is None``, the mask not passed on), or the fill without
+    dilation for either flow (0.3 px error left in the 3 px ring: ~3e-6)."""
+    h = w = 32
+    mask = np.zeros((h, w), np.float32)
+    mask[12:20, 12:20] = 1.0
+    wrong = torch.zeros(2, h, w)
+    wrong[0, 9:23, 9:23] = 0.3  # round trip 0.6 px: under Lai's occlusion bound, so it counts
+    _given_flows(monkeypatch, wrong.clone(), wrong.clone())
+    frame = _ramp(h, w)
+    scorer = ClipScorer()
+    for _ in range(3):
+        row = scorer.add(frame, frame, mask=mask)
+    assert row["warp_pixel_prev"] == pytest.approx(0.0, abs=1e-10)
+    assert row["warp_pixel_first"] == pytest.approx(0.0, abs=1e-10)
+    assert row["e_warp"] == pytest.approx(0.0, abs=1e-10)
+    # A frame without a mask next to one with a mask: the flows are used as estimated.
+    scorer = ClipScorer()
+    scorer.add(frame, frame)
+    assert scorer.add(frame, frame, mask=mask)["warp_pixel_prev"] > 1e-7
+
+
+def test_the_flicker_map_is_the_per_pixel_prev_error_and_zero_where_points_leave(
+    monkeypatch,
+) -> None:
+    """``error_map`` after frame j: the channel mean of |O_j - O_{j-1}(x + B_j)|^2 per pixel,
+    0 in the last column (the 1 px backward shift leaves the frame), shape (1, H, W); None on
+    frame 0. Computed here independently with numpy from integer shifts. Mutants: the map from
+    the first frame, not set, divided by ``valid``, averaged over the wrong axis or everything,
+    squared differently."""
+    h, w = 16, 24
+    shift = torch.zeros(2, h, w)
+    shift[0] = 1.0  # B_j: pixel x of frame j is at x + 1 in frame j-1
+    _given_flows(monkeypatch, -shift, shift)
+    rng = np.random.default_rng(0)
+    outs = [_ramp(h, w, j) + rng.uniform(0, 0.05, (h, w, 3)).astype(np.float32) for j in range(3)]
+    scorer = ClipScorer()
+    scorer.add(outs[0], outs[0])
+    assert scorer.error_map is None
+    for j in (1, 2):
+        scorer.add(outs[j], outs[j])
+        want = np.zeros((1, h, w))
+        want[0, :, : w - 1] = ((outs[j][:, : w - 1] - outs[j - 1][:, 1:]) ** 2).mean(-1)
+        assert scorer.error_map is not None and tuple(scorer.error_map.shape) == (1, h, w)
+        np.testing.assert_allclose(scorer.error_map.numpy(), want, rtol=1e-5, atol=1e-9)
+        valid = want[0, :, : w - 1]
+        assert scorer.per_frame["warp_pixel_prev"][j] == pytest.approx(valid.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 32), (32, 4)])
+def test_frames_thinner_than_a_latent_cell_have_pixel_scores_only(size, monkeypatch) -> None:
+    """A side under 8 px has no latent grid: latent errors are None, pixel errors are numbers.
+    Mutants: the ``or`` of the empty-latent check, its ``== 0`` moved to 1, the empty
+    latent made of one element."""
+    _given_flows(monkeypatch, torch.zeros(2, *size), torch.zeros(2, *size))  # DIS needs 12 px
+    frame = np.full((*size, 3), 0.5, np.float32)
+    scorer = ClipScorer()
+    scorer.add(frame, frame)
+    row = scorer.add(frame + 0.1, frame)
+    assert row["warp_latent_prev"] is None and row["warp_latent_first"] is None
+    assert row["warp_pixel_prev"] == pytest.approx(0.01, rel=1e-5)
+
+
+def test_latent_error_on_a_cropped_non_square_frame_and_a_one_value_latent(monkeypatch) -> None:
+    """A 36x48 frame: the latent grid covers 32x48 (rows cropped), so the flow is cropped by
+    rows, not by columns (mutant: ``lat.shape[2]`` for the height). An encoder giving one value
+    per frame still scores (mutant: an empty latent tested as ``numel() == 1``)."""
+    frame = _ramp(36, 48)
+    result = metrics_module.score_clip([frame, frame + 0.1], [frame, frame])
+    assert result["per_frame"]["warp_latent_prev"][1] == pytest.approx(0.01, rel=1e-4)
+
+    def one_value(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1) for an 8x8 frame
+
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))  # DIS needs 12 px
+    scorer = ClipScorer(encode=one_value, factor=8)
+    small = np.full((8, 8, 3), 0.5, np.float32)
+    scorer.add(small, small)
+    assert scorer.add(small + 0.1, small)["warp_latent_prev"] == pytest.approx(0.01, rel=1e-4)
+
+
+def test_one_pixel_masks_and_bad_sizes_say_what_is_wrong() -> None:
+    """A mask of one pixel scores that pixel (mutant: an empty total tested as ``<= 1``); masks
+    as (H, W) or (1, H, W), numpy or torch, agree, and a (3, H, W) mask is refused with its
+    size; a value of exactly 0.5 is outside the mask; an input that changes size says which
+    frame and what size."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    out = np.zeros((8, 8, 3), np.float32)
+    ref = out.copy()
+    ref[3, 5] = 0.2
+    one = np.zeros((8, 8), np.float32)
+    one[3, 5] = 1.0
+    assert restoration_scores(out, ref, one)["mse"] == pytest.approx(0.04)
+    for mask in (one[None], torch.from_numpy(one), torch.from_numpy(one)[None]):
+        assert restoration_scores(out, ref, mask)["mse"] == pytest.approx(0.04)
+    half = one.copy()
+    half[0, 0] = 0.5
+    assert restoration_scores(out, ref, half)["mse"] == pytest.approx(0.04)
+    with pytest.raises(
+        InvalidInput, match=r"^mask: expected size \(H, W\) = \(8, 8\), got \(3, 8, 8\)"
+    ):
+        restoration_scores(out, ref, np.stack([one] * 3))
+    scorer = ClipScorer()
+    scorer.add(out, out)
+    with pytest.raises(InvalidInput, match=r"^input: frame 1 changed size to \(3, 8, 9\)"):
+        scorer.add(out, np.zeros((8, 9, 3), np.float32))
