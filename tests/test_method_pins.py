@@ -445,3 +445,72 @@ def test_one_pixel_masks_and_bad_sizes_say_what_is_wrong() -> None:
     scorer.add(out, out)
     with pytest.raises(InvalidInput, match=r"^input: frame 1 changed size to \(3, 8, 9\)"):
         scorer.add(out, np.zeros((8, 9, 3), np.float32))
+
+
+@pytest.mark.parametrize("rows", [3, 4, 5, 6])
+def test_ssim_window_fits_thin_frames(rows: int) -> None:
+    """SSIM's window is the largest odd size up to 7 that fits the SHORTER side (3 for 3-4 rows,
+    5 for 5-6): skimage refuses even or oversized windows, so each mutant of that choice
+    (the longer side, odd/even swapped, ``side + 1``/``- 2``, ``<= 3``, the window dropped)
+    raises or gives None here."""
+    from warpcore.metrics import restoration_scores
+
+    rng = np.random.default_rng(rows)
+    out = rng.uniform(0, 1, (rows, 32, 3)).astype(np.float32)
+    ssim = restoration_scores(out, out)["ssim"]
+    assert ssim == pytest.approx(1.0, abs=1e-6)
+    assert restoration_scores(out, np.clip(out + 0.1, 0, 1))["ssim"] < 1.0
+
+
+def test_ssim_of_two_flat_frames_is_the_luminance_term_with_data_range_one() -> None:
+    """Flat frames a = 0.1, b = 0.05: SSIM = (2ab + C1) / (a^2 + b^2 + C1) with
+    C1 = (0.01 * 1)^2, i.e. 0.0101 / 0.0126 = 0.801587 (data range 2 would give 0.806202)."""
+    from warpcore.metrics import restoration_scores
+
+    out = np.full((16, 16, 3), 0.1, np.float32)
+    ref = np.full((16, 16, 3), 0.05, np.float32)
+    scores = restoration_scores(out, ref)
+    assert scores["ssim"] == pytest.approx(0.0101 / 0.0126, rel=1e-5)
+    assert scores["mse"] == pytest.approx(0.0025, rel=1e-5)
+    assert scores["psnr"] == pytest.approx(-10 * math.log10(0.0025), rel=1e-6)
+
+
+def test_restoration_errors_name_the_frame_and_both_sizes() -> None:
+    """Mutants: the names passed to the frame check, the sizes in the size-mismatch error."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    good = np.zeros((8, 8, 3), np.float32)
+    bad = np.zeros((8, 8), np.float32)
+    with pytest.raises(InvalidInput, match=r"^output: expected numpy \(H, W, 3\|4\)"):
+        restoration_scores(bad, good)
+    with pytest.raises(InvalidInput, match=r"^reference: expected numpy \(H, W, 3\|4\)"):
+        restoration_scores(good, bad)
+    with pytest.raises(
+        InvalidInput, match=r"^reference: size \(8, 9\) differs from the output's \(8, 8\)"
+    ):
+        restoration_scores(good, np.zeros((8, 9, 3), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# flow.py
+
+
+def test_valid_mask_bounds_are_the_outer_pixel_centres_within_the_tolerance() -> None:
+    """Each side of the frame on its own: a point exactly ``tol`` past an outer pixel centre
+    is inside, one pixel past is outside (mutants: ``>``/``<`` for ``>=``/``<=``, the x test
+    replaced by y, ``h + 1``); the mask has the flow's dtype."""
+    from warpcore.flow import valid_mask
+
+    h, w, tol = 6, 8, 1e-4
+    for dtype in (torch.float64, torch.float32):
+        sides = ((0, (0, 0), -1), (0, (3, w - 1), 1), (1, (0, 2), -1), (1, (h - 1, 5), 1))
+        for axis, index, inside_step in sides:
+            for step, want in ((inside_step * tol, 1.0), (inside_step * 1.0, 0.0)):
+                flow = torch.zeros(2, h, w, dtype=torch.float64)
+                flow[axis][index] = step
+                m = valid_mask(flow.to(dtype))
+                assert m.dtype == dtype and tuple(m.shape) == (1, h, w)
+                if dtype == torch.float64 or want == 0.0:
+                    assert float(m[0][index]) == want, (dtype, axis, index, step)
+                assert float(m.sum()) == h * w - 1 + want
