@@ -514,3 +514,67 @@ def test_valid_mask_bounds_are_the_outer_pixel_centres_within_the_tolerance() ->
                 if dtype == torch.float64 or want == 0.0:
                     assert float(m[0][index]) == want, (dtype, axis, index, step)
                 assert float(m.sum()) == h * w - 1 + want
+
+
+def test_compose_checks_both_flows_by_name_and_size() -> None:
+    """Mutants: the names passed to the checks, the second flow's size check dropped."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import compose
+
+    good = torch.zeros(2, 4, 4)
+    with pytest.raises(InvalidInput, match=r"^flow_ab: expected shape \(2, H, W\)"):
+        compose(torch.zeros(3, 4, 4), good)
+    with pytest.raises(InvalidInput, match=r"^flow_bc: expected shape \(2, H, W\)"):
+        compose(good, torch.zeros(3, 4, 4))
+    with pytest.raises(
+        InvalidInput, match=r"^flow_bc: expected size \(H, W\) = \(4, 4\), got \(5, 5\)"
+    ):
+        compose(good, torch.zeros(2, 5, 5))
+
+
+def test_compose_extends_the_second_flow_from_the_border_in_the_first_flows_precision() -> None:
+    """Points that leave frame b take the nearest edge flow (mutant: zero padding); and the
+    composition runs in the first flow's dtype: a float64 ``flow_ab`` with a float32 ramp
+    ``flow_bc(x) = x`` composes to ``flow_ab + x + flow_ab`` within 1e-12 (mutant: sampling in
+    float32, ~1e-6 off; the GP warper composes float64 maps over hundreds of frames)."""
+    from warpcore.flow import compose
+
+    h, w = 6, 10
+    out_left = torch.zeros(2, h, w)
+    out_left[0] = -3.0  # every point lands 3 px to the left: columns 0-2 leave b
+    flow_bc = torch.zeros(2, h, w)
+    flow_bc[0] = 0.5
+    flow_bc[1, :, 0] = 2.0  # b's edge column
+    got = compose(out_left, flow_bc)
+    assert torch.equal(got[0], torch.full((h, w), -2.5))
+    torch.testing.assert_close(got[1, :, :3], torch.full((h, 3), 2.0))  # the edge's flow
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    ab = torch.stack((0.1 + 0.01 * ys, 0.2 + 0.0 * xs))
+    ramp = torch.stack((xs, ys)).float()
+    want = ab + torch.stack((xs, ys)) + ab
+    inner = (slice(None), slice(0, h - 1), slice(0, w - 1))
+    torch.testing.assert_close(compose(ab, ramp)[inner], want[inner], atol=1e-12, rtol=0)
+
+
+def test_resize_flow_samples_pixel_centres_and_checks_the_size() -> None:
+    """A flow linear in the pixel index, f(x) = 0.5 x + 1 on 8 columns, resized to 16: pixel
+    centres map as x_old = (x' + 0.5) / 2 - 0.5 (``align_corners=False``; mutant: True) and
+    displacements double. Sizes of one pixel are fine; zero, or not two numbers, is an error
+    that says so (mutants: ``and``, ``<= 1`` / ``< 2``, the message)."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import resize_flow
+
+    xs = torch.arange(8, dtype=torch.float64)
+    flow = torch.zeros(2, 4, 8, dtype=torch.float64)
+    flow[0] = 0.5 * xs + 1.0
+    got = resize_flow(flow, (8, 16))
+    x_new = torch.arange(16, dtype=torch.float64)
+    want = (0.5 * ((x_new + 0.5) / 2 - 0.5) + 1.0) * 2
+    torch.testing.assert_close(got[0, 3, 1:15], want[1:15], atol=1e-12, rtol=0)
+    assert float(got[1].abs().max()) == 0.0
+    assert tuple(resize_flow(flow, (1, 4)).shape) == (2, 1, 4)
+    for size in ((0, 5), (4, 0), (1, 2, 3)):
+        with pytest.raises(InvalidInput, match=r"^size: expected \(H, W\) with H, W > 0, got"):
+            resize_flow(flow, size)  # type: ignore[arg-type]
