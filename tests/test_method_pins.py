@@ -578,3 +578,72 @@ def test_resize_flow_samples_pixel_centres_and_checks_the_size() -> None:
     for size in ((0, 5), (4, 0), (1, 2, 3)):
         with pytest.raises(InvalidInput, match=r"^size: expected \(H, W\) with H, W > 0, got"):
             resize_flow(flow, size)  # type: ignore[arg-type]
+
+
+def test_warp_of_a_batch_with_one_shared_flow_and_with_a_flow_per_image() -> None:
+    """A batch of two images warped by one (2, H, W) flow, and by a (2, 2, H, W) flow per
+    image, equals warping each image alone (mutants of the flow's batching test: a batch of
+    two images meets the flow's two channels, so a flow left unbatched is misread)."""
+    from warpcore.flow import warp
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 6, 7, generator=gen)
+    flows = torch.rand(2, 2, 6, 7, generator=gen) * 2 - 1
+    shared, valid = warp(images, flows[0])
+    assert tuple(shared.shape) == (2, 3, 6, 7) and tuple(valid.shape) == (2, 1, 6, 7)
+    each, each_valid = warp(images, flows)
+    for i in range(2):
+        alone, alone_valid = warp(images[i], flows[0])
+        torch.testing.assert_close(shared[i], alone)
+        torch.testing.assert_close(valid[i], alone_valid)
+        alone, alone_valid = warp(images[i], flows[i])
+        torch.testing.assert_close(each[i], alone)
+        torch.testing.assert_close(each_valid[i], alone_valid)
+
+
+def test_motion_boundaries_across_rows_in_both_directions() -> None:
+    """The flow jumps by 2 px between rows 3 and 4 (and back at 6/7): |grad|^2 counts the
+    vertical differences squared, whatever their sign (mutants: ``du^2 - dv^2``, ``dv^3``)."""
+    from warpcore.flow import motion_boundary
+
+    flow = torch.zeros(2, 10, 5)
+    flow[0, 4:7] = 2.0
+    rows = motion_boundary(flow)[0].any(dim=1).tolist()
+    assert rows == [False, False, False, True, False, False, True, False, False, False]
+
+
+def test_occlusion_bound_grows_with_both_flows_magnitudes() -> None:
+    """Lai's bound: a round trip of 3 px (forward 30, backward -27) is occluded only if
+    9 > 0.01 (30^2 + 27^2) + 0.5 = 16.79, so it is kept; each mutant of the bound (``/``
+    for ``*``, ``-`` for ``+``, ``2 f`` for ``f^2`` on either flow: 0.5, 2.21, 8.39, 8.96) drops
+    it. A 10 px round trip (backward -20: 100 > 13.5) is occluded. Points that leave b are
+    never kept. Errors name the flow."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import occlusion_mask
+
+    h, w = 3, 48
+    forward = torch.zeros(2, h, w)
+    forward[0] = 30.0
+    for back, kept in ((-27.0, 1.0), (-20.0, 0.0)):
+        backward = torch.zeros(2, h, w)
+        backward[0] = back
+        mask = occlusion_mask(forward, backward)[0]
+        assert torch.equal(mask[:, : w - 30], torch.full((h, w - 30), kept)), back
+        assert float(mask[:, w - 30 :].abs().max()) == 0.0  # x + 30 leaves the frame
+    with pytest.raises(InvalidInput, match=r"^forward: expected shape"):
+        occlusion_mask(torch.zeros(3, h, w), forward)
+    with pytest.raises(InvalidInput, match=r"^backward: expected shape"):
+        occlusion_mask(forward, torch.zeros(3, h, w))
+
+
+def test_to_model_grid_takes_factor_one_and_refuses_non_integers() -> None:
+    """Factor 1 is the identity (mutants: ``<= 1``, ``< 2``); True and 2.0 are refused
+    (mutant: ``and`` between the bool and int checks)."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import to_model_grid
+
+    flow = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(to_model_grid(flow, 1), flow)
+    for factor in (True, 2.0, 0):
+        with pytest.raises(InvalidInput, match=r"^factor: expected a positive integer"):
+            to_model_grid(flow, factor)  # type: ignore[arg-type]
