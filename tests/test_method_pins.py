@@ -583,14 +583,19 @@ def test_resize_flow_samples_pixel_centres_and_checks_the_size() -> None:
 def test_warp_of_a_batch_with_one_shared_flow_and_with_a_flow_per_image() -> None:
     """A batch of two images warped by one (2, H, W) flow, and by a (2, 2, H, W) flow per
     image, equals warping each image alone (mutants of the flow's batching test: a batch of
-    two images meets the flow's two channels, so a flow left unbatched is misread)."""
+    two images meets the flow's two channels, so a flow left unbatched is misread; with
+    one-channel images, the flows' batch must not be compared with the channels)."""
+    gen = torch.Generator().manual_seed(0)
+    for channels in (3, 1):  # one channel: the batch of flows must not be taken for channels
+        _check_batched_warp(torch.rand(2, channels, 6, 7, generator=gen), gen)
+
+
+def _check_batched_warp(images: torch.Tensor, gen: torch.Generator) -> None:
     from warpcore.flow import warp
 
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(2, 3, 6, 7, generator=gen)
     flows = torch.rand(2, 2, 6, 7, generator=gen) * 2 - 1
     shared, valid = warp(images, flows[0])
-    assert tuple(shared.shape) == (2, 3, 6, 7) and tuple(valid.shape) == (2, 1, 6, 7)
+    assert tuple(shared.shape) == images.shape and tuple(valid.shape) == (2, 1, 6, 7)
     each, each_valid = warp(images, flows)
     for i in range(2):
         alone, alone_valid = warp(images[i], flows[0])
@@ -647,3 +652,18 @@ def test_to_model_grid_takes_factor_one_and_refuses_non_integers() -> None:
     for factor in (True, 2.0, 0):
         with pytest.raises(InvalidInput, match=r"^factor: expected a positive integer"):
             to_model_grid(flow, factor)  # type: ignore[arg-type]
+
+
+def test_warp_of_two_pixel_wide_frames_and_mixed_precision() -> None:
+    """A 2x2 frame: the flow (+1, +1) at pixel (0, 0) reads pixel (1, 1) exactly (mutant: the
+    grid scale ``2 / max(w - 1, 2)``, which reads the frame's centre). A float32 image warped
+    by a float64 flow comes back float32 (mutant: the flow not cast to the image's dtype, which
+    ``grid_sample`` refuses)."""
+    from warpcore.flow import warp
+
+    image = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
+    flow = torch.zeros(2, 2, 2, dtype=torch.float64)
+    flow[:, 0, 0] = 1.0
+    out, valid = warp(image, flow)
+    assert out.dtype == torch.float32 and float(out[0, 0, 0]) == 3.0
+    assert float(valid.min()) == 1.0
