@@ -499,8 +499,9 @@ def test_restoration_errors_name_the_frame_and_both_sizes() -> None:
 def test_valid_mask_bounds_are_the_outer_pixel_centres_within_the_tolerance() -> None:
     """Each side of the frame on its own: a point exactly ``tol`` past an outer pixel centre
     is inside, one pixel past is outside (mutants: ``>``/``<`` for ``>=``/``<=``, the x test
-    replaced by y, ``h + 1``); the mask has the flow's dtype."""
-    from warpcore.flow import valid_mask
+    replaced by y, ``h + 1``, in ``valid_mask`` and in ``warp``); the mask has the flow's
+    dtype."""
+    from warpcore.flow import valid_mask, warp
 
     h, w, tol = 6, 8, 1e-4
     for dtype in (torch.float64, torch.float32):
@@ -511,6 +512,8 @@ def test_valid_mask_bounds_are_the_outer_pixel_centres_within_the_tolerance() ->
                 flow[axis][index] = step
                 m = valid_mask(flow.to(dtype))
                 assert m.dtype == dtype and tuple(m.shape) == (1, h, w)
+                if dtype == torch.float64:  # warp's own valid map follows the same bounds
+                    assert torch.equal(warp(torch.zeros(1, h, w, dtype=dtype), flow)[1], m)
                 if dtype == torch.float64 or want == 0.0:
                     assert float(m[0][index]) == want, (dtype, axis, index, step)
                 assert float(m.sum()) == h * w - 1 + want
@@ -575,6 +578,9 @@ def test_resize_flow_samples_pixel_centres_and_checks_the_size() -> None:
     torch.testing.assert_close(got[0, 3, 1:15], want[1:15], atol=1e-12, rtol=0)
     assert float(got[1].abs().max()) == 0.0
     assert tuple(resize_flow(flow, (1, 4)).shape) == (2, 1, 4)
+    ones = torch.ones(2, 3, 3, dtype=torch.float64)  # a scale of 7/3 kept in float64
+    want = ones.new_full((2, 7, 7), 7 / 3)
+    torch.testing.assert_close(resize_flow(ones, (7, 7)), want, atol=1e-12, rtol=0)
     for size in ((0, 5), (4, 0), (1, 2, 3)):
         with pytest.raises(InvalidInput, match=r"^size: expected \(H, W\) with H, W > 0, got"):
             resize_flow(flow, size)  # type: ignore[arg-type]
@@ -666,4 +672,7 @@ def test_warp_of_two_pixel_wide_frames_and_mixed_precision() -> None:
     flow[:, 0, 0] = 1.0
     out, valid = warp(image, flow)
     assert out.dtype == torch.float32 and float(out[0, 0, 0]) == 3.0
-    assert float(valid.min()) == 1.0
+    assert valid.dtype == torch.float32 and float(valid.min()) == 1.0
+    half = torch.full((2, 2, 2), 0.4)  # nearest reads pixel (0, 0) at 0.4 px; bilinear mixes
+    assert float(warp(image, half, mode="nearest")[0][0, 0, 0]) == 0.0
+    assert float(warp(image, half)[0][0, 0, 0]) == pytest.approx(0.4 * 1 + 0.4 * 2)
