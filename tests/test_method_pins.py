@@ -676,3 +676,107 @@ def test_warp_of_two_pixel_wide_frames_and_mixed_precision() -> None:
     half = torch.full((2, 2, 2), 0.4)  # nearest reads pixel (0, 0) at 0.4 px; bilinear mixes
     assert float(warp(image, half, mode="nearest")[0][0, 0, 0]) == 0.0
     assert float(warp(image, half)[0][0, 0, 0]) == pytest.approx(0.4 * 1 + 0.4 * 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.py: frames, the scorer's settings, whole clips
+
+
+def test_frames_in_every_accepted_layout_score_alike_in_float32(monkeypatch) -> None:
+    """RGBA numpy / torch frames lose alpha; float64 frames are scored in float32; one pixel is
+    a frame. Mutants: the accepted channel counts, alpha kept (``[..., :4]``), the float32 cast
+    dropped, the size checks at 1 -> 2."""
+    from warpcore.metrics import restoration_scores
+
+    rgb = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    ref = np.clip(rgb + 0.1, 0, 1)
+    want = restoration_scores(rgb, ref)
+    rgba = np.concatenate([rgb, np.ones((8, 8, 1), np.float32)], axis=-1)
+    torch_rgba = torch.from_numpy(rgba).permute(2, 0, 1)
+    for frame in (rgba, torch_rgba, rgb.astype(np.float64), torch_rgba.double()):
+        assert restoration_scores(frame, ref) == pytest.approx(want)
+    one = np.full((1, 1, 3), 0.5, np.float32)
+    assert restoration_scores(one, one)["mse"] == 0.0
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+    for frame in (rgb.astype(np.float64), torch.from_numpy(rgb).permute(2, 0, 1).double()):
+        scorer = ClipScorer()
+        scorer.add(frame, rgb)
+        scorer.add(frame, rgb)
+        assert scorer.error_map is not None and scorer.error_map.dtype == torch.float32
+
+
+def test_bad_frames_are_named_and_say_what_is_accepted() -> None:
+    """Mutants: the messages, the names passed in, ``and`` for ``or`` in the shape checks."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    ok = np.zeros((8, 8, 3), np.float32)
+    cases = [
+        (torch.zeros(5, 8, 8), r"^output: expected torch \(3, H, W\), got \(5, 8, 8\)"),
+        ([[0.0]], r"^output: expected a numpy \(H, W, 3\) or torch \(3, H, W\) frame"),
+        (np.zeros((0, 8, 3), np.float32), r"^output: expected a non-empty frame of finite"),
+        (np.zeros((8, 0, 3), np.float32), r"^output: expected a non-empty frame of finite"),
+        (np.full((8, 8, 3), np.nan, np.float32), r"^output: expected a non-empty frame of fin"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            restoration_scores(bad, ok)
+    scorer = ClipScorer()
+    with pytest.raises(InvalidInput, match=r"^output: expected numpy"):
+        scorer.add(np.zeros((8, 8), np.float32), ok)
+    with pytest.raises(InvalidInput, match=r"^input: expected numpy"):
+        scorer.add(ok, np.zeros((8, 8), np.float32))
+    scorer.add(ok, ok)
+    with pytest.raises(InvalidInput, match=r"^output: frame 1 changed size to \(3, 8, 9\)"):
+        scorer.add(np.zeros((8, 9, 3), np.float32), ok)
+
+
+def test_scorer_settings_factor_and_labels() -> None:
+    """The proxy's factor is always 8; an encoder's default factor is 8, 1 is allowed; factors
+    that are not positive integers are refused by name; the latent label says 'vae' for an
+    encoder; no error map before the first frame. Mutants: the default 9, the factor checks'
+    ``and``/``<= 1``, the proxy taking the given factor, the label always 'latent_proxy', the
+    messages."""
+    from warpcore.errors import InvalidInput
+
+    assert ClipScorer(factor=4).factor == 8
+    assert ClipScorer(encode=metrics_module.latent_proxy).factor == 8
+    assert ClipScorer(encode=metrics_module.latent_proxy, factor=1).factor == 1
+    assert ClipScorer(encode=metrics_module.latent_proxy).latent_name == "vae"
+    assert ClipScorer().latent_name == "latent_proxy" and ClipScorer().error_map is None
+    for factor in (True, 2.0, 0):
+        with pytest.raises(InvalidInput, match=r"^factor: expected a positive integer"):
+            ClipScorer(factor=factor)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"^flow: got 'optical'; accepted: dis, dis-fast, "):
+        ClipScorer(flow="optical")
+
+
+def test_score_clip_events_summary_and_length_errors(monkeypatch) -> None:
+    """One 'frame' event per frame with its index and the given n_frames (default 0:
+    unknown); means of keys that never have a value are None; clips of different lengths say
+    which ended and which of the GIVEN clips went on (it used to list 'mask' when no masks
+    were given: fixed); a cancel says after how many frames."""
+    from warpcore.errors import Cancelled, InvalidInput
+
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+    frames = [np.full((8, 8, 3), v, np.float32) for v in (0.2, 0.3, 0.4)]
+    events: list = []
+    result = metrics_module.score_clip(frames, frames, on_event=events.append)
+    assert [(e.kind, e.frame, e.n_frames) for e in events] == [("frame", j, 0) for j in range(3)]
+    assert result["mean"]["warp_pixel_prev"] == pytest.approx(0.01)
+    single = metrics_module.score_clip(frames[:1], frames[:1])  # no pair: no warping error
+    assert single["frames"] == 1 and single["mean"]["warp_pixel_prev"] is None
+    events.clear()
+    metrics_module.score_clip(frames, frames, on_event=events.append, n_frames=3)
+    assert [e.n_frames for e in events] == [3, 3, 3]
+    with pytest.raises(
+        InvalidInput,
+        match=r"^reference: ended after 2 frames while output, input went on; "
+        r"expected clips of the same length$",
+    ):
+        metrics_module.score_clip(frames, frames, references=frames[:2])
+    masks = [np.zeros((8, 8), np.float32)] * 2
+    with pytest.raises(InvalidInput, match=r"^mask: ended after 2 frames while output, input"):
+        metrics_module.score_clip(frames, frames, masks=masks)
+    with pytest.raises(Cancelled, match=r"^metrics: cancelled after 0 frames$"):
+        metrics_module.score_clip(frames, frames, should_stop=lambda: True)
