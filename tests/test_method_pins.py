@@ -778,5 +778,89 @@ def test_score_clip_events_summary_and_length_errors(monkeypatch) -> None:
     masks = [np.zeros((8, 8), np.float32)] * 2
     with pytest.raises(InvalidInput, match=r"^mask: ended after 2 frames while output, input"):
         metrics_module.score_clip(frames, frames, masks=masks)
+    with pytest.raises(InvalidInput, match=r"^reference, mask: ended after 2 frames while out"):
+        metrics_module.score_clip(frames, frames, references=frames[:2], masks=masks)
     with pytest.raises(Cancelled, match=r"^metrics: cancelled after 0 frames$"):
         metrics_module.score_clip(frames, frames, should_stop=lambda: True)
+
+
+def test_validate_flow_says_what_is_wrong_and_takes_one_pixel() -> None:
+    """Mutants: the default name, the messages, ``and`` / repeated index in the empty-size
+    check, one-pixel flows refused."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import validate_flow
+
+    one = torch.zeros(2, 1, 1)
+    assert validate_flow(one) is one
+    with pytest.raises(InvalidInput, match=r"^flow: expected a torch tensor \(2, H, W\), got nd"):
+        validate_flow(np.zeros((2, 4, 4)))
+    for shape in ((2, 0, 5), (2, 5, 0)):
+        with pytest.raises(InvalidInput, match=r"^flow: expected shape \(2, H, W\) with H, W > 0"):
+            validate_flow(torch.zeros(shape))
+
+
+def _linear(h: int, w: int) -> torch.Tensor:
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    return torch.stack((0.1 * xs - 0.05 * ys + 1.0, 0.03 * xs + 0.08 * ys - 0.5))
+
+
+def test_fill_masked_grows_the_mask_by_exactly_dilate_pixels_and_keeps_float64() -> None:
+    """A one-pixel mask grown by 2 px fills exactly the 5x5 square around it: wrong flow on
+    that square is replaced, the flow one pixel further out is kept as it was (mutants: the
+    kernel's rows or columns ``2 d - 1``, ``3 d + 1``, ``2 d + 2``). A float64 flow comes back
+    float64 (mutant: the dtype dropped). Bad masks and dilations are named."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import fill_masked
+
+    h = w = 15
+    flow = _linear(h, w)
+    flow[:, 3:12, 3:12] += 0.5 * torch.rand(2, 9, 9, generator=torch.Generator().manual_seed(3))
+    flow[:, 5:10, 5:10] = 100.0  # the wrong flow: the 5x5 square around (7, 7)
+    mask = torch.zeros(h, w)
+    mask[7, 7] = 1.0
+    filled = fill_masked(flow, mask, dilate=2)
+    assert filled.dtype == torch.float64
+    outside = torch.ones(h, w, dtype=torch.bool)
+    outside[5:10, 5:10] = False
+    torch.testing.assert_close(filled[:, outside], flow[:, outside], atol=1e-5, rtol=0)
+    assert float(filled[:, 5:10, 5:10].abs().max()) < 5.0
+    with pytest.raises(InvalidInput, match=r"^mask: expected shape \(H, W\)"):
+        fill_masked(flow, torch.zeros(3, 4))
+    for dilate in (True, 1.5, -1):
+        with pytest.raises(InvalidInput, match=r"^dilate: expected an integer >= 0"):
+            fill_masked(flow, mask, dilate=dilate)  # type: ignore[arg-type]
+
+
+def test_fill_masked_continues_the_camera_motion_into_holes_at_the_border() -> None:
+    """A rotation and zoom (a similarity) with a hole touching the frame's left border: the
+    similarity fitted to the KNOWN pixels carries it exactly (mutant: fitted to the hole's wrong
+    flow; the no-flux border then bends the harmonic fill by ~0.1 px). A hole one pixel from
+    the top-left corner, and one on the right border: the 5-point stencil sees neighbours in
+    row 0 / column 0 and none past the last column (mutants: ``> 0`` / ``>= 1``, ``<= w``)."""
+    from warpcore.flow import fill_masked
+
+    h, w = 24, 30
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    c, s, zoom = math.cos(0.05), math.sin(0.05), 1.03
+    similarity = torch.stack(
+        (zoom * (c * xs - s * ys) + 2.0 - xs, zoom * (s * xs + c * ys) - 1.0 - ys)
+    )
+    broken = similarity.clone()
+    broken[:, 6:18, :8] = torch.tensor([[[7.0]], [[-3.0]]], dtype=torch.float64)
+    mask = torch.zeros(h, w)
+    mask[6:18, :8] = 1.0
+    torch.testing.assert_close(fill_masked(broken, mask), similarity, atol=1e-3, rtol=0)
+    linear = _linear(h, w)
+    for rows, cols in ((slice(1, 4), slice(1, 4)), (slice(8, 12), slice(w - 3, w))):
+        wrong = linear.clone()
+        wrong[:, rows, cols] = 50.0
+        corner = torch.zeros(h, w)
+        corner[rows, cols] = 1.0
+        got = fill_masked(wrong, corner)
+        assert bool(torch.isfinite(got).all())
+        if cols.stop < w:  # every neighbour inside the frame: a linear field is exact
+            torch.testing.assert_close(got, linear, atol=1e-4, rtol=0)
