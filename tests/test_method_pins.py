@@ -834,9 +834,10 @@ def test_fill_masked_grows_the_mask_by_exactly_dilate_pixels_and_keeps_float64()
 
 
 def test_fill_masked_continues_the_camera_motion_into_holes_at_the_border() -> None:
-    """A rotation and zoom (a similarity) with a hole touching the frame's left border: the
-    similarity fitted to the KNOWN pixels carries it exactly (mutant: fitted to the hole's wrong
-    flow; the no-flux border then bends the harmonic fill by ~0.1 px). A hole one pixel from
+    """A rotation and zoom (a similarity) with a hole in the frame's top-left corner: the
+    similarity fitted to the KNOWN pixels carries it exactly (mutants: fitted to the hole's
+    wrong flow, not used, a sign of its linear part flipped; the no-flux borders then bend the
+    harmonic fill by ~0.1 px). A hole one pixel from
     the top-left corner, and one on the right border: the 5-point stencil sees neighbours in
     row 0 / column 0 and none past the last column (mutants: ``> 0`` / ``>= 1``, ``<= w``)."""
     from warpcore.flow import fill_masked
@@ -850,9 +851,9 @@ def test_fill_masked_continues_the_camera_motion_into_holes_at_the_border() -> N
         (zoom * (c * xs - s * ys) + 2.0 - xs, zoom * (s * xs + c * ys) - 1.0 - ys)
     )
     broken = similarity.clone()
-    broken[:, 6:18, :8] = torch.tensor([[[7.0]], [[-3.0]]], dtype=torch.float64)
+    broken[:, :12, :8] = torch.tensor([[[7.0]], [[-3.0]]], dtype=torch.float64)
     mask = torch.zeros(h, w)
-    mask[6:18, :8] = 1.0
+    mask[:12, :8] = 1.0  # the top-left corner: no-flux on two sides
     torch.testing.assert_close(fill_masked(broken, mask), similarity, atol=1e-3, rtol=0)
     linear = _linear(h, w)
     for rows, cols in ((slice(1, 4), slice(1, 4)), (slice(8, 12), slice(w - 3, w))):
@@ -864,3 +865,68 @@ def test_fill_masked_continues_the_camera_motion_into_holes_at_the_border() -> N
         assert bool(torch.isfinite(got).all())
         if cols.stop < w:  # every neighbour inside the frame: a linear field is exact
             torch.testing.assert_close(got, linear, atol=1e-4, rtol=0)
+
+
+def test_psnr_is_capped_at_100_db_exactly_at_mse_1e_minus_10() -> None:
+    """MSE 5e-11 is under the cap's 1e-10: 100 dB (mutants moving the threshold to 11^-10 or
+    10^-1000 give 103 dB); MSE 5e-10 is above it: 93.01 dB (mutant 10^(-100/11) caps it). An
+    empty mask gives None for every score, under their names."""
+    from warpcore.metrics import restoration_scores
+
+    ref = np.zeros((4, 4, 3), np.float32)
+    for mse, want in ((5e-11, 100.0), (5e-10, -10 * math.log10(5e-10))):
+        out = np.full((4, 4, 3), math.sqrt(mse), np.float32)
+        got = restoration_scores(out, ref)
+        assert got["mse"] == pytest.approx(mse, rel=1e-5)
+        assert got["psnr"] == pytest.approx(want, abs=1e-3)
+    empty = restoration_scores(ref, ref, np.zeros((4, 4), np.float32))
+    assert empty == {"mse": None, "psnr": None, "ssim": None}
+
+
+def test_flow_masks_accept_one_row_frames_and_name_bad_masks() -> None:
+    """A (1, W) mask of a one-row flow is (H, W), not a squeezable (1, H, W) (mutant: ``or``);
+    a (3, H, W) mask is refused; 0.5 is outside the mask; non-arrays and NaN are named."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import fill_masked
+
+    row = torch.zeros(2, 1, 6)
+    row[0] = torch.arange(6.0)
+    row_mask = torch.zeros(1, 6)
+    row_mask[0, 2:4] = 1.0
+    filled = fill_masked(row, row_mask)
+    torch.testing.assert_close(filled, row, atol=1e-4, rtol=0)  # linear along the row
+    flow = torch.zeros(2, 4, 4)
+    half = torch.full((4, 4), 0.5)
+    assert torch.equal(fill_masked(flow + 1.0, half), flow + 1.0)  # nothing is masked
+    with pytest.raises(InvalidInput, match=r"^mask: expected shape \(H, W\) = \(4, 4\) or"):
+        fill_masked(flow, torch.zeros(3, 4, 4))
+    with pytest.raises(
+        InvalidInput, match=r"^mask: expected a \(H, W\) or \(1, H, W\) array, got <class 'str'>"
+    ):
+        fill_masked(flow, "mask.png")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"^mask: contains NaN or infinite values"):
+        fill_masked(flow, torch.full((4, 4), float("nan")))
+
+
+def test_fill_masked_with_few_known_pixels_and_flow_pair_methods() -> None:
+    """Under 16 known pixels no camera motion is fitted: the fill is the harmonic one (here the
+    one known value everywhere; mutant: the zero base built from None). ``flow_pair`` runs the
+    given method both ways and DIS by default (mutants: the method dropped or renamed)."""
+    from warpcore.flow import estimate_flow, fill_masked, flow_pair
+
+    flow = torch.full((2, 5, 5), 9.0)
+    flow[:, 0, 0] = torch.tensor([1.5, -0.5])
+    mask = torch.ones(5, 5)
+    mask[0, 0] = 0.0
+    want = torch.stack((torch.full((5, 5), 1.5), torch.full((5, 5), -0.5)))
+    torch.testing.assert_close(fill_masked(flow, mask), want, atol=1e-6, rtol=0)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (24, 24, 3)).astype(np.float32)
+    b = np.roll(a, 2, axis=1)
+    for method in ("farneback", "dis-fast"):
+        fwd, bwd = flow_pair(a, b, method)
+        assert torch.equal(fwd, estimate_flow(a, b, method))
+        assert torch.equal(bwd, estimate_flow(b, a, method))
+    default = flow_pair(a, b)
+    assert torch.equal(default[0], estimate_flow(a, b, "dis"))
+    assert torch.equal(default[1], estimate_flow(b, a, "dis"))
