@@ -26,6 +26,7 @@ from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_event
 from warpcore.request import RestoreRequest
 from warpcore.sampler import StepInfo, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
+from warpcore.tiles import TiledDenoiser, resolve_tile
 from warpcore.warps import make_warper
 
 DEFAULT_STEPS = 25  # a model without its own default_steps (SDXL)
@@ -76,6 +77,13 @@ class ClipRestorer:
         self.pad_out = (self.pad_in[0] * scale, self.pad_in[1] * scale)
         self.grid = (self.pad_out[0] // denoiser.downscale, self.pad_out[1] // denoiser.downscale)
         self.steps = resolve_steps(request, denoiser)
+        # Frames larger than the model's working size go through it in blended tiles (tiles.py);
+        # the sampler, the noise and the guidance still see the whole frame.
+        self.tile = resolve_tile(request.tile, denoiser)
+        if self._crop is None and self.tile and max(self.pad_out) > self.tile:
+            unit = multiple * scale
+            overlap = max(unit, self.tile // 4 // unit * unit)
+            self.denoiser = TiledDenoiser(denoiser, self.tile, overlap, unit)
         sigmas = karras_sigmas(self.steps, denoiser.sigma_min, denoiser.sigma_max)
         self.sigmas = truncate(sigmas, self.strength)
         n_steps = len(self.sigmas) - 1
