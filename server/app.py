@@ -68,6 +68,7 @@ class ServerConfig:
     cache_max_bytes: int | None = None  # None: a share of the free disk (ShotCache)
     insecure_no_auth: bool = False  # serve a non-loopback address without CURVE keys
     frame_memory_bytes: int = DEFAULT_MEMORY_BYTES  # recently made/served frames kept in memory
+    ray: Any = None  # server.cluster.ClusterConfig: run shots on a Ray cluster (--ray)
 
 
 class InsecureBind(ValueError):
@@ -163,9 +164,11 @@ class Server:
             self._close_sockets()
             raise
         self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.worker = Worker(
-            self.context, self.events_address, self.cache, self.engine, config.queue_limit
-        )
+        try:
+            self.worker = self._make_worker(config)
+        except BaseException:
+            self._close_sockets()
+            raise
         self.intake = Intake(self.context, self.events_address)
         self.reader = Intake(self.context, self.events_address, "reader")
         self.frames = FrameMemory(config.frame_memory_bytes)
@@ -184,6 +187,26 @@ class Server:
         self.stopping = False
         self._thread: threading.Thread | None = None
         self.received = 0
+
+    def _make_worker(self, config: ServerConfig) -> Worker:
+        """The local GPU worker, or with ``config.ray`` the Ray cluster's (server/ray_worker)."""
+        if config.ray is None:
+            return Worker(
+                self.context, self.events_address, self.cache, self.engine, config.queue_limit
+            )
+        from server.cluster import connect
+        from server.ray_worker import RayWorker
+
+        resources = connect(config.ray)  # ClusterUnreachable: said at start, before serving
+        return RayWorker(  # type: ignore[return-value]
+            self.context,
+            self.events_address,
+            self.cache,
+            config.ray,
+            resources,
+            config.device,
+            config.queue_limit,
+        )
 
     def _configure_router(self) -> None:
         r = self.router

@@ -232,6 +232,11 @@ class Worker:
         )
         if start > 0:
             next_index, state = self.cache.load_state(key)
+            if "chunked" in state:  # server/ray_worker.marker_state
+                raise ShotFailed(
+                    f"frames 0-{start - 1} were made in chunks by a --ray server and the state "
+                    "to go on from is not kept; resume the shot on a --ray server"
+                )
             restorer.load_state_dict(state)
             if restorer.next_index != next_index:
                 raise RuntimeError(f"resume state says frame {restorer.next_index}, not {start}")
