@@ -41,7 +41,8 @@ format: setup
 
 # Mutation testing of the method's core (noise, warps, guidance, sampler, metrics, flow) with the
 # fast tests ([tool.mutmut] in pyproject.toml). Not in CI: about an hour on 2 cores.
-# Writes out/mutants.md: the score per module and every surviving mutant's diff.
+# Writes out/mutants.md: the score per module and every surviving mutant's diff. After adding
+# pins: tools/mutant_recheck.py SURVIVORS -- tests/test_method_pins.py (no full re-run).
 mutants: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
 	mkdir -p out && $(BIN)/python tools/mutation_report.py > out/mutants.md

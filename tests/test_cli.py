@@ -124,6 +124,83 @@ def test_every_subcommand_has_help(command: str, capsys) -> None:
     assert exc.value.code == 0 and "usage" in capsys.readouterr().out
 
 
+class _WriteHook:
+    """Stands in for ``open`` inside :mod:`warpcore.writers`: while frame ``index``'s bytes are
+    being written (half on disk, half not), ``during`` runs; every other write is untouched."""
+
+    def __init__(self, index: int, during) -> None:
+        self.index, self.during, self.hits = index, during, 0
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)  # noqa: SIM115 -- returned to a ``with``
+        if f"frame_{self.index:06d}" not in Path(path).name:
+            return f
+        hook = self
+        write = f.write
+
+        def half_then_hook(data: bytes) -> int:
+            n = write(data[: len(data) // 2])
+            f.flush()
+            hook.hits += 1
+            hook.during()
+            return n + write(data[len(data) // 2 :])
+
+        f.write = half_then_hook
+        return f
+
+
+def _inpaint_with_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: _WriteHook):
+    from warpcore import writers
+
+    frames, masks = write_clip(tmp_path, n=5)
+    out = tmp_path / "out"
+    monkeypatch.setattr(writers, "open", hook, raising=False)
+    code = main(["inpaint", str(frames), "--mask", str(masks), "-o", str(out), *FAST])
+    return code, out
+
+
+def test_ctrl_c_during_a_frame_write_keeps_that_frame_and_stops_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A real SIGINT delivered (deterministically, by ``signal.raise_signal``) while frame 1's
+    file is half written: the first Ctrl-C only asks to stop, so frame 1 is finished and kept,
+    and the run stops before frame 2 with exit code 130. Fails if the first Ctrl-C aborts at
+    once (frame 1 lost) or if the stop is not honoured (frames 2-4 written)."""
+    import signal
+
+    hook = _WriteHook(1, lambda: signal.raise_signal(signal.SIGINT))
+    code, out = _inpaint_with_hook(tmp_path, monkeypatch, hook)
+    err = capsys.readouterr().err
+    assert code == 130 and hook.hits == 1, err
+    assert "finished frames were kept" in err and "wrote 2 of 5 frames" in err
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.png", "frame_000001.png"]
+    restored = list(video.open_frames(out))
+    assert len(restored) == 2 and all(f.shape == (32, 32, 3) for f in restored)
+
+
+def test_second_ctrl_c_during_a_frame_write_leaves_no_partial_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two SIGINTs while frame 1's file is half written: the second aborts at once, inside the
+    write. Frame 1 must not appear under its name (frames go to a hidden temp name and are
+    renamed when whole), frame 0 stays whole, exit code 130. Fails if frames are written
+    straight to their final name (a half PNG named frame_000001.png is left)."""
+    import signal
+
+    def twice() -> None:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    hook = _WriteHook(1, twice)
+    code, out = _inpaint_with_hook(tmp_path, monkeypatch, hook)
+    err = capsys.readouterr().err
+    assert code == 130 and hook.hits == 1, err
+    assert "finished frames were kept" in err
+    assert [p.name for p in out.glob("frame_*")] == ["frame_000000.png"]
+    restored = list(video.open_frames(out))
+    assert len(restored) == 1 and restored[0].shape == (32, 32, 3)
+
+
 def test_ctrl_c_stops_cleanly_and_keeps_finished_frames(tmp_path: Path) -> None:
     import signal
     import subprocess
@@ -152,11 +229,14 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_frames(tmp_path: Path) -> None:
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
+        # Margins a loaded 2-core machine cannot miss: 40 frames of 40 steps take minutes, so
+        # the signal always lands mid-run; the deterministic races are the two tests above.
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 2:
             time.sleep(0.05)
+        assert len(list(out.glob("*.png"))) >= 2, "no frames within 300 s"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     written = sorted(out.glob("*.png"))

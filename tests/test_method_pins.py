@@ -315,3 +315,618 @@ def test_grid_with_an_origin_is_the_field_at_the_shifted_pixel_centres() -> None
     pts = torch.stack((origin[0] + (xs + 0.5) / 7, origin[1] + (ys + 0.5) / 6), dim=-1)
     want = field.at(pts, method="exact")
     torch.testing.assert_close(field.grid(6, 7, origin=origin), want, atol=2e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.py: the mask's flow fill, the flicker map, frames smaller than a latent cell
+
+
+def _ramp(h: int, w: int, x_shift: float = 0.0) -> np.ndarray:
+    """A linear RGB ramp (bilinear sampling reproduces it exactly), shifted by ``x_shift``."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    xs = xs + x_shift
+    img = np.stack((0.2 + 0.02 * xs, 0.1 + 0.015 * ys, 0.3 + 0.01 * (xs + ys)), axis=-1)
+    return img.astype(np.float32)
+
+
+def _given_flows(monkeypatch: pytest.MonkeyPatch, fwd: torch.Tensor, bwd: torch.Tensor) -> None:
+    monkeypatch.setattr(metrics_module, "flow_pair", lambda a, b, method: (fwd, bwd))
+
+
+def test_masked_scores_fill_the_flow_inside_the_grown_mask(monkeypatch) -> None:
+    """A static shot whose estimated flows are wrong by 0.3 px inside the mask grown by 3 px
+    (the object's motion bleeding past its outline). The metric replaces the flow inside the
+    mask grown by ``MASK_FLOW_DILATE`` = 4 px by a fill from outside (zero here), so both the
+    warping error and E_warp are exactly 0 (measured ~1e-14). Mutants: no fill (either mask
+    ignored, ``and`` -> ``or`` / ``is None``, the mask not passed on), or the fill without
+    dilation for either flow (0.3 px error left in the 3 px ring: ~3e-6)."""
+    h = w = 32
+    mask = np.zeros((h, w), np.float32)
+    mask[12:20, 12:20] = 1.0
+    wrong = torch.zeros(2, h, w)
+    wrong[0, 9:23, 9:23] = 0.3  # round trip 0.6 px: under Lai's occlusion bound, so it counts
+    _given_flows(monkeypatch, wrong.clone(), wrong.clone())
+    frame = _ramp(h, w)
+    scorer = ClipScorer()
+    for _ in range(3):
+        row = scorer.add(frame, frame, mask=mask)
+    assert row["warp_pixel_prev"] == pytest.approx(0.0, abs=1e-10)
+    assert row["warp_pixel_first"] == pytest.approx(0.0, abs=1e-10)
+    assert row["e_warp"] == pytest.approx(0.0, abs=1e-10)
+    # A frame without a mask next to one with a mask: the flows are used as estimated.
+    scorer = ClipScorer()
+    scorer.add(frame, frame)
+    assert scorer.add(frame, frame, mask=mask)["warp_pixel_prev"] > 1e-7
+
+
+def test_the_flicker_map_is_the_per_pixel_prev_error_and_zero_where_points_leave(
+    monkeypatch,
+) -> None:
+    """``error_map`` after frame j: the channel mean of |O_j - O_{j-1}(x + B_j)|^2 per pixel,
+    0 in the last column (the 1 px backward shift leaves the frame), shape (1, H, W); None on
+    frame 0. Computed here independently with numpy from integer shifts. Mutants: the map from
+    the first frame, not set, divided by ``valid``, averaged over the wrong axis or everything,
+    squared differently."""
+    h, w = 16, 24
+    shift = torch.zeros(2, h, w)
+    shift[0] = 1.0  # B_j: pixel x of frame j is at x + 1 in frame j-1
+    _given_flows(monkeypatch, -shift, shift)
+    rng = np.random.default_rng(0)
+    outs = [_ramp(h, w, j) + rng.uniform(0, 0.05, (h, w, 3)).astype(np.float32) for j in range(3)]
+    scorer = ClipScorer()
+    scorer.add(outs[0], outs[0])
+    assert scorer.error_map is None
+    for j in (1, 2):
+        scorer.add(outs[j], outs[j])
+        want = np.zeros((1, h, w))
+        want[0, :, : w - 1] = ((outs[j][:, : w - 1] - outs[j - 1][:, 1:]) ** 2).mean(-1)
+        assert scorer.error_map is not None and tuple(scorer.error_map.shape) == (1, h, w)
+        np.testing.assert_allclose(scorer.error_map.numpy(), want, rtol=1e-5, atol=1e-9)
+        valid = want[0, :, : w - 1]
+        assert scorer.per_frame["warp_pixel_prev"][j] == pytest.approx(valid.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 32), (32, 4)])
+def test_frames_thinner_than_a_latent_cell_have_pixel_scores_only(size, monkeypatch) -> None:
+    """A side under 8 px has no latent grid: latent errors are None, pixel errors are numbers.
+    Mutants: the ``or`` of the empty-latent check, its ``== 0`` moved to 1, the empty
+    latent made of one element."""
+    _given_flows(monkeypatch, torch.zeros(2, *size), torch.zeros(2, *size))  # DIS needs 12 px
+    frame = np.full((*size, 3), 0.5, np.float32)
+    scorer = ClipScorer()
+    scorer.add(frame, frame)
+    row = scorer.add(frame + 0.1, frame)
+    assert row["warp_latent_prev"] is None and row["warp_latent_first"] is None
+    assert row["warp_pixel_prev"] == pytest.approx(0.01, rel=1e-5)
+
+
+def test_latent_error_on_a_cropped_non_square_frame_and_a_one_value_latent(monkeypatch) -> None:
+    """A 36x48 frame: the latent grid covers 32x48 (rows cropped), so the flow is cropped by
+    rows, not by columns (mutant: ``lat.shape[2]`` for the height). An encoder giving one value
+    per frame still scores (mutant: an empty latent tested as ``numel() == 1``)."""
+    frame = _ramp(36, 48)
+    result = metrics_module.score_clip([frame, frame + 0.1], [frame, frame])
+    assert result["per_frame"]["warp_latent_prev"][1] == pytest.approx(0.01, rel=1e-4)
+
+    def one_value(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1) for an 8x8 frame
+
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))  # DIS needs 12 px
+    scorer = ClipScorer(encode=one_value, factor=8)
+    small = np.full((8, 8, 3), 0.5, np.float32)
+    scorer.add(small, small)
+    assert scorer.add(small + 0.1, small)["warp_latent_prev"] == pytest.approx(0.01, rel=1e-4)
+
+
+def test_one_pixel_masks_and_bad_sizes_say_what_is_wrong() -> None:
+    """A mask of one pixel scores that pixel (mutant: an empty total tested as ``<= 1``); masks
+    as (H, W) or (1, H, W), numpy or torch, agree, and a (3, H, W) mask is refused with its
+    size; a value of exactly 0.5 is outside the mask; an input that changes size says which
+    frame and what size."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    out = np.zeros((8, 8, 3), np.float32)
+    ref = out.copy()
+    ref[3, 5] = 0.2
+    one = np.zeros((8, 8), np.float32)
+    one[3, 5] = 1.0
+    assert restoration_scores(out, ref, one)["mse"] == pytest.approx(0.04)
+    for mask in (one[None], torch.from_numpy(one), torch.from_numpy(one)[None]):
+        assert restoration_scores(out, ref, mask)["mse"] == pytest.approx(0.04)
+    half = one.copy()
+    half[0, 0] = 0.5
+    assert restoration_scores(out, ref, half)["mse"] == pytest.approx(0.04)
+    with pytest.raises(
+        InvalidInput, match=r"^mask: expected size \(H, W\) = \(8, 8\), got \(3, 8, 8\)"
+    ):
+        restoration_scores(out, ref, np.stack([one] * 3))
+    scorer = ClipScorer()
+    scorer.add(out, out)
+    with pytest.raises(InvalidInput, match=r"^input: frame 1 changed size to \(3, 8, 9\)"):
+        scorer.add(out, np.zeros((8, 9, 3), np.float32))
+
+
+@pytest.mark.parametrize("rows", [3, 4, 5, 6])
+def test_ssim_window_fits_thin_frames(rows: int) -> None:
+    """SSIM's window is the largest odd size up to 7 that fits the SHORTER side (3 for 3-4 rows,
+    5 for 5-6): skimage refuses even or oversized windows, so each mutant of that choice
+    (the longer side, odd/even swapped, ``side + 1``/``- 2``, ``<= 3``, the window dropped)
+    raises or gives None here."""
+    from warpcore.metrics import restoration_scores
+
+    rng = np.random.default_rng(rows)
+    out = rng.uniform(0, 1, (rows, 32, 3)).astype(np.float32)
+    ssim = restoration_scores(out, out)["ssim"]
+    assert ssim == pytest.approx(1.0, abs=1e-6)
+    assert restoration_scores(out, np.clip(out + 0.1, 0, 1))["ssim"] < 1.0
+
+
+def test_ssim_of_two_flat_frames_is_the_luminance_term_with_data_range_one() -> None:
+    """Flat frames a = 0.1, b = 0.05: SSIM = (2ab + C1) / (a^2 + b^2 + C1) with
+    C1 = (0.01 * 1)^2, i.e. 0.0101 / 0.0126 = 0.801587 (data range 2 would give 0.806202)."""
+    from warpcore.metrics import restoration_scores
+
+    out = np.full((16, 16, 3), 0.1, np.float32)
+    ref = np.full((16, 16, 3), 0.05, np.float32)
+    scores = restoration_scores(out, ref)
+    assert scores["ssim"] == pytest.approx(0.0101 / 0.0126, rel=1e-5)
+    assert scores["mse"] == pytest.approx(0.0025, rel=1e-5)
+    assert scores["psnr"] == pytest.approx(-10 * math.log10(0.0025), rel=1e-6)
+
+
+def test_restoration_errors_name_the_frame_and_both_sizes() -> None:
+    """Mutants: the names passed to the frame check, the sizes in the size-mismatch error."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    good = np.zeros((8, 8, 3), np.float32)
+    bad = np.zeros((8, 8), np.float32)
+    with pytest.raises(InvalidInput, match=r"^output: expected numpy \(H, W, 3\|4\)"):
+        restoration_scores(bad, good)
+    with pytest.raises(InvalidInput, match=r"^reference: expected numpy \(H, W, 3\|4\)"):
+        restoration_scores(good, bad)
+    with pytest.raises(
+        InvalidInput, match=r"^reference: size \(8, 9\) differs from the output's \(8, 8\)"
+    ):
+        restoration_scores(good, np.zeros((8, 9, 3), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# flow.py
+
+
+def test_valid_mask_bounds_are_the_outer_pixel_centres_within_the_tolerance() -> None:
+    """Each side of the frame on its own: a point exactly ``tol`` past an outer pixel centre
+    is inside, one pixel past is outside (mutants: ``>``/``<`` for ``>=``/``<=``, the x test
+    replaced by y, ``h + 1``, in ``valid_mask`` and in ``warp``); the mask has the flow's
+    dtype."""
+    from warpcore.flow import valid_mask, warp
+
+    h, w, tol = 6, 8, 1e-4
+    for dtype in (torch.float64, torch.float32):
+        sides = ((0, (0, 0), -1), (0, (3, w - 1), 1), (1, (0, 2), -1), (1, (h - 1, 5), 1))
+        for axis, index, inside_step in sides:
+            for step, want in ((inside_step * tol, 1.0), (inside_step * 1.0, 0.0)):
+                flow = torch.zeros(2, h, w, dtype=torch.float64)
+                flow[axis][index] = step
+                m = valid_mask(flow.to(dtype))
+                assert m.dtype == dtype and tuple(m.shape) == (1, h, w)
+                if dtype == torch.float64:  # warp's own valid map follows the same bounds
+                    assert torch.equal(warp(torch.zeros(1, h, w, dtype=dtype), flow)[1], m)
+                if dtype == torch.float64 or want == 0.0:
+                    assert float(m[0][index]) == want, (dtype, axis, index, step)
+                assert float(m.sum()) == h * w - 1 + want
+
+
+def test_compose_checks_both_flows_by_name_and_size() -> None:
+    """Mutants: the names passed to the checks, the second flow's size check dropped."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import compose
+
+    good = torch.zeros(2, 4, 4)
+    with pytest.raises(InvalidInput, match=r"^flow_ab: expected shape \(2, H, W\)"):
+        compose(torch.zeros(3, 4, 4), good)
+    with pytest.raises(InvalidInput, match=r"^flow_bc: expected shape \(2, H, W\)"):
+        compose(good, torch.zeros(3, 4, 4))
+    with pytest.raises(
+        InvalidInput, match=r"^flow_bc: expected size \(H, W\) = \(4, 4\), got \(5, 5\)"
+    ):
+        compose(good, torch.zeros(2, 5, 5))
+
+
+def test_compose_extends_the_second_flow_from_the_border_in_the_first_flows_precision() -> None:
+    """Points that leave frame b take the nearest edge flow (mutant: zero padding); and the
+    composition runs in the first flow's dtype: a float64 ``flow_ab`` with a float32 ramp
+    ``flow_bc(x) = x`` composes to ``flow_ab + x + flow_ab`` within 1e-12 (mutant: sampling in
+    float32, ~1e-6 off; the GP warper composes float64 maps over hundreds of frames)."""
+    from warpcore.flow import compose
+
+    h, w = 6, 10
+    out_left = torch.zeros(2, h, w)
+    out_left[0] = -3.0  # every point lands 3 px to the left: columns 0-2 leave b
+    flow_bc = torch.zeros(2, h, w)
+    flow_bc[0] = 0.5
+    flow_bc[1, :, 0] = 2.0  # b's edge column
+    got = compose(out_left, flow_bc)
+    assert torch.equal(got[0], torch.full((h, w), -2.5))
+    torch.testing.assert_close(got[1, :, :3], torch.full((h, 3), 2.0))  # the edge's flow
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    ab = torch.stack((0.1 + 0.01 * ys, 0.2 + 0.0 * xs))
+    ramp = torch.stack((xs, ys)).float()
+    want = ab + torch.stack((xs, ys)) + ab
+    inner = (slice(None), slice(0, h - 1), slice(0, w - 1))
+    torch.testing.assert_close(compose(ab, ramp)[inner], want[inner], atol=1e-12, rtol=0)
+
+
+def test_resize_flow_samples_pixel_centres_and_checks_the_size() -> None:
+    """A flow linear in the pixel index, f(x) = 0.5 x + 1 on 8 columns, resized to 16: pixel
+    centres map as x_old = (x' + 0.5) / 2 - 0.5 (``align_corners=False``; mutant: True) and
+    displacements double. Sizes of one pixel are fine; zero, or not two numbers, is an error
+    that says so (mutants: ``and``, ``<= 1`` / ``< 2``, the message)."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import resize_flow
+
+    xs = torch.arange(8, dtype=torch.float64)
+    flow = torch.zeros(2, 4, 8, dtype=torch.float64)
+    flow[0] = 0.5 * xs + 1.0
+    got = resize_flow(flow, (8, 16))
+    x_new = torch.arange(16, dtype=torch.float64)
+    want = (0.5 * ((x_new + 0.5) / 2 - 0.5) + 1.0) * 2
+    torch.testing.assert_close(got[0, 3, 1:15], want[1:15], atol=1e-12, rtol=0)
+    assert float(got[1].abs().max()) == 0.0
+    assert tuple(resize_flow(flow, (1, 4)).shape) == (2, 1, 4)
+    ones = torch.ones(2, 3, 3, dtype=torch.float64)  # a scale of 7/3 kept in float64
+    want = ones.new_full((2, 7, 7), 7 / 3)
+    torch.testing.assert_close(resize_flow(ones, (7, 7)), want, atol=1e-12, rtol=0)
+    for size in ((0, 5), (4, 0), (1, 2, 3)):
+        with pytest.raises(InvalidInput, match=r"^size: expected \(H, W\) with H, W > 0, got"):
+            resize_flow(flow, size)  # type: ignore[arg-type]
+
+
+def test_warp_of_a_batch_with_one_shared_flow_and_with_a_flow_per_image() -> None:
+    """A batch of two images warped by one (2, H, W) flow, and by a (2, 2, H, W) flow per
+    image, equals warping each image alone (mutants of the flow's batching test: a batch of
+    two images meets the flow's two channels, so a flow left unbatched is misread; with
+    one-channel images, the flows' batch must not be compared with the channels)."""
+    gen = torch.Generator().manual_seed(0)
+    for channels in (3, 1):  # one channel: the batch of flows must not be taken for channels
+        _check_batched_warp(torch.rand(2, channels, 6, 7, generator=gen), gen)
+
+
+def _check_batched_warp(images: torch.Tensor, gen: torch.Generator) -> None:
+    from warpcore.flow import warp
+
+    flows = torch.rand(2, 2, 6, 7, generator=gen) * 2 - 1
+    shared, valid = warp(images, flows[0])
+    assert tuple(shared.shape) == images.shape and tuple(valid.shape) == (2, 1, 6, 7)
+    each, each_valid = warp(images, flows)
+    for i in range(2):
+        alone, alone_valid = warp(images[i], flows[0])
+        torch.testing.assert_close(shared[i], alone)
+        torch.testing.assert_close(valid[i], alone_valid)
+        alone, alone_valid = warp(images[i], flows[i])
+        torch.testing.assert_close(each[i], alone)
+        torch.testing.assert_close(each_valid[i], alone_valid)
+
+
+def test_motion_boundaries_across_rows_in_both_directions() -> None:
+    """The flow jumps by 2 px between rows 3 and 4 (and back at 6/7): |grad|^2 counts the
+    vertical differences squared, whatever their sign (mutants: ``du^2 - dv^2``, ``dv^3``)."""
+    from warpcore.flow import motion_boundary
+
+    flow = torch.zeros(2, 10, 5)
+    flow[0, 4:7] = 2.0
+    rows = motion_boundary(flow)[0].any(dim=1).tolist()
+    assert rows == [False, False, False, True, False, False, True, False, False, False]
+
+
+def test_occlusion_bound_grows_with_both_flows_magnitudes() -> None:
+    """Lai's bound: a round trip of 3 px (forward 30, backward -27) is occluded only if
+    9 > 0.01 (30^2 + 27^2) + 0.5 = 16.79, so it is kept; each mutant of the bound (``/``
+    for ``*``, ``-`` for ``+``, ``2 f`` for ``f^2`` on either flow: 0.5, 2.21, 8.39, 8.96) drops
+    it. A 10 px round trip (backward -20: 100 > 13.5) is occluded. Points that leave b are
+    never kept. Errors name the flow."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import occlusion_mask
+
+    h, w = 3, 48
+    forward = torch.zeros(2, h, w)
+    forward[0] = 30.0
+    for back, kept in ((-27.0, 1.0), (-20.0, 0.0)):
+        backward = torch.zeros(2, h, w)
+        backward[0] = back
+        mask = occlusion_mask(forward, backward)[0]
+        assert torch.equal(mask[:, : w - 30], torch.full((h, w - 30), kept)), back
+        assert float(mask[:, w - 30 :].abs().max()) == 0.0  # x + 30 leaves the frame
+    with pytest.raises(InvalidInput, match=r"^forward: expected shape"):
+        occlusion_mask(torch.zeros(3, h, w), forward)
+    with pytest.raises(InvalidInput, match=r"^backward: expected shape"):
+        occlusion_mask(forward, torch.zeros(3, h, w))
+
+
+def test_to_model_grid_takes_factor_one_and_refuses_non_integers() -> None:
+    """Factor 1 is the identity (mutants: ``<= 1``, ``< 2``); True and 2.0 are refused
+    (mutant: ``and`` between the bool and int checks)."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import to_model_grid
+
+    flow = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(to_model_grid(flow, 1), flow)
+    for factor in (True, 2.0, 0):
+        with pytest.raises(InvalidInput, match=r"^factor: expected a positive integer"):
+            to_model_grid(flow, factor)  # type: ignore[arg-type]
+
+
+def test_warp_of_two_pixel_wide_frames_and_mixed_precision() -> None:
+    """A 2x2 frame: the flow (+1, +1) at pixel (0, 0) reads pixel (1, 1) exactly (mutant: the
+    grid scale ``2 / max(w - 1, 2)``, which reads the frame's centre). A float32 image warped
+    by a float64 flow comes back float32 (mutant: the flow not cast to the image's dtype, which
+    ``grid_sample`` refuses)."""
+    from warpcore.flow import warp
+
+    image = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
+    flow = torch.zeros(2, 2, 2, dtype=torch.float64)
+    flow[:, 0, 0] = 1.0
+    out, valid = warp(image, flow)
+    assert out.dtype == torch.float32 and float(out[0, 0, 0]) == 3.0
+    assert valid.dtype == torch.float32 and float(valid.min()) == 1.0
+    half = torch.full((2, 2, 2), 0.4)  # nearest reads pixel (0, 0) at 0.4 px; bilinear mixes
+    assert float(warp(image, half, mode="nearest")[0][0, 0, 0]) == 0.0
+    assert float(warp(image, half)[0][0, 0, 0]) == pytest.approx(0.4 * 1 + 0.4 * 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.py: frames, the scorer's settings, whole clips
+
+
+def test_frames_in_every_accepted_layout_score_alike_in_float32(monkeypatch) -> None:
+    """RGBA numpy / torch frames lose alpha; float64 frames are scored in float32; one pixel is
+    a frame. Mutants: the accepted channel counts, alpha kept (``[..., :4]``), the float32 cast
+    dropped, the size checks at 1 -> 2."""
+    from warpcore.metrics import restoration_scores
+
+    rgb = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    ref = np.clip(rgb + 0.1, 0, 1)
+    want = restoration_scores(rgb, ref)
+    rgba = np.concatenate([rgb, np.ones((8, 8, 1), np.float32)], axis=-1)
+    torch_rgba = torch.from_numpy(rgba).permute(2, 0, 1)
+    for frame in (rgba, torch_rgba, rgb.astype(np.float64), torch_rgba.double()):
+        assert restoration_scores(frame, ref) == pytest.approx(want)
+    one = np.full((1, 1, 3), 0.5, np.float32)
+    assert restoration_scores(one, one)["mse"] == 0.0
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+    for frame in (rgb.astype(np.float64), torch.from_numpy(rgb).permute(2, 0, 1).double()):
+        scorer = ClipScorer()
+        scorer.add(frame, rgb)
+        scorer.add(frame, rgb)
+        assert scorer.error_map is not None and scorer.error_map.dtype == torch.float32
+
+
+def test_bad_frames_are_named_and_say_what_is_accepted() -> None:
+    """Mutants: the messages, the names passed in, ``and`` for ``or`` in the shape checks."""
+    from warpcore.errors import InvalidInput
+    from warpcore.metrics import restoration_scores
+
+    ok = np.zeros((8, 8, 3), np.float32)
+    cases = [
+        (torch.zeros(5, 8, 8), r"^output: expected torch \(3, H, W\), got \(5, 8, 8\)"),
+        ([[0.0]], r"^output: expected a numpy \(H, W, 3\) or torch \(3, H, W\) frame"),
+        (np.zeros((0, 8, 3), np.float32), r"^output: expected a non-empty frame of finite"),
+        (np.zeros((8, 0, 3), np.float32), r"^output: expected a non-empty frame of finite"),
+        (np.full((8, 8, 3), np.nan, np.float32), r"^output: expected a non-empty frame of fin"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            restoration_scores(bad, ok)
+    scorer = ClipScorer()
+    with pytest.raises(InvalidInput, match=r"^output: expected numpy"):
+        scorer.add(np.zeros((8, 8), np.float32), ok)
+    with pytest.raises(InvalidInput, match=r"^input: expected numpy"):
+        scorer.add(ok, np.zeros((8, 8), np.float32))
+    scorer.add(ok, ok)
+    with pytest.raises(InvalidInput, match=r"^output: frame 1 changed size to \(3, 8, 9\)"):
+        scorer.add(np.zeros((8, 9, 3), np.float32), ok)
+
+
+def test_scorer_settings_factor_and_labels() -> None:
+    """The proxy's factor is always 8; an encoder's default factor is 8, 1 is allowed; factors
+    that are not positive integers are refused by name; the latent label says 'vae' for an
+    encoder; no error map before the first frame. Mutants: the default 9, the factor checks'
+    ``and``/``<= 1``, the proxy taking the given factor, the label always 'latent_proxy', the
+    messages."""
+    from warpcore.errors import InvalidInput
+
+    assert ClipScorer(factor=4).factor == 8
+    assert ClipScorer(encode=metrics_module.latent_proxy).factor == 8
+    assert ClipScorer(encode=metrics_module.latent_proxy, factor=1).factor == 1
+    assert ClipScorer(encode=metrics_module.latent_proxy).latent_name == "vae"
+    assert ClipScorer().latent_name == "latent_proxy" and ClipScorer().error_map is None
+    for factor in (True, 2.0, 0):
+        with pytest.raises(InvalidInput, match=r"^factor: expected a positive integer"):
+            ClipScorer(factor=factor)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"^flow: got 'optical'; accepted: dis, dis-fast, "):
+        ClipScorer(flow="optical")
+
+
+def test_score_clip_events_summary_and_length_errors(monkeypatch) -> None:
+    """One 'frame' event per frame with its index and the given n_frames (default 0:
+    unknown); means of keys that never have a value are None; clips of different lengths say
+    which ended and which of the GIVEN clips went on (it used to list 'mask' when no masks
+    were given: fixed); a cancel says after how many frames."""
+    from warpcore.errors import Cancelled, InvalidInput
+
+    _given_flows(monkeypatch, torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+    frames = [np.full((8, 8, 3), v, np.float32) for v in (0.2, 0.3, 0.4)]
+    events: list = []
+    result = metrics_module.score_clip(frames, frames, on_event=events.append)
+    assert [(e.kind, e.frame, e.n_frames) for e in events] == [("frame", j, 0) for j in range(3)]
+    assert result["mean"]["warp_pixel_prev"] == pytest.approx(0.01)
+    single = metrics_module.score_clip(frames[:1], frames[:1])  # no pair: no warping error
+    assert single["frames"] == 1 and single["mean"]["warp_pixel_prev"] is None
+    events.clear()
+    metrics_module.score_clip(frames, frames, on_event=events.append, n_frames=3)
+    assert [e.n_frames for e in events] == [3, 3, 3]
+    with pytest.raises(
+        InvalidInput,
+        match=r"^reference: ended after 2 frames while output, input went on; "
+        r"expected clips of the same length$",
+    ):
+        metrics_module.score_clip(frames, frames, references=frames[:2])
+    masks = [np.zeros((8, 8), np.float32)] * 2
+    with pytest.raises(InvalidInput, match=r"^mask: ended after 2 frames while output, input"):
+        metrics_module.score_clip(frames, frames, masks=masks)
+    with pytest.raises(InvalidInput, match=r"^reference, mask: ended after 2 frames while out"):
+        metrics_module.score_clip(frames, frames, references=frames[:2], masks=masks)
+    with pytest.raises(Cancelled, match=r"^metrics: cancelled after 0 frames$"):
+        metrics_module.score_clip(frames, frames, should_stop=lambda: True)
+
+
+def test_validate_flow_says_what_is_wrong_and_takes_one_pixel() -> None:
+    """Mutants: the default name, the messages, ``and`` / repeated index in the empty-size
+    check, one-pixel flows refused."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import validate_flow
+
+    one = torch.zeros(2, 1, 1)
+    assert validate_flow(one) is one
+    with pytest.raises(InvalidInput, match=r"^flow: expected a torch tensor \(2, H, W\), got nd"):
+        validate_flow(np.zeros((2, 4, 4)))
+    for shape in ((2, 0, 5), (2, 5, 0)):
+        with pytest.raises(InvalidInput, match=r"^flow: expected shape \(2, H, W\) with H, W > 0"):
+            validate_flow(torch.zeros(shape))
+
+
+def _linear(h: int, w: int) -> torch.Tensor:
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    return torch.stack((0.1 * xs - 0.05 * ys + 1.0, 0.03 * xs + 0.08 * ys - 0.5))
+
+
+def test_fill_masked_grows_the_mask_by_exactly_dilate_pixels_and_keeps_float64() -> None:
+    """A one-pixel mask grown by 2 px fills exactly the 5x5 square around it: wrong flow on
+    that square is replaced, the flow one pixel further out is kept as it was (mutants: the
+    kernel's rows or columns ``2 d - 1``, ``3 d + 1``, ``2 d + 2``). A float64 flow comes back
+    float64 (mutant: the dtype dropped). Bad masks and dilations are named."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import fill_masked
+
+    h = w = 15
+    flow = _linear(h, w)
+    flow[:, 3:12, 3:12] += 0.5 * torch.rand(2, 9, 9, generator=torch.Generator().manual_seed(3))
+    flow[:, 5:10, 5:10] = 100.0  # the wrong flow: the 5x5 square around (7, 7)
+    mask = torch.zeros(h, w)
+    mask[7, 7] = 1.0
+    filled = fill_masked(flow, mask, dilate=2)
+    assert filled.dtype == torch.float64
+    outside = torch.ones(h, w, dtype=torch.bool)
+    outside[5:10, 5:10] = False
+    torch.testing.assert_close(filled[:, outside], flow[:, outside], atol=1e-5, rtol=0)
+    assert float(filled[:, 5:10, 5:10].abs().max()) < 5.0
+    with pytest.raises(InvalidInput, match=r"^mask: expected shape \(H, W\)"):
+        fill_masked(flow, torch.zeros(3, 4))
+    for dilate in (True, 1.5, -1):
+        with pytest.raises(InvalidInput, match=r"^dilate: expected an integer >= 0"):
+            fill_masked(flow, mask, dilate=dilate)  # type: ignore[arg-type]
+
+
+def test_fill_masked_continues_the_camera_motion_into_holes_at_the_border() -> None:
+    """A rotation and zoom (a similarity) with a hole in the frame's top-left corner: the
+    similarity fitted to the KNOWN pixels carries it exactly (mutants: fitted to the hole's
+    wrong flow, not used, a sign of its linear part flipped; the no-flux borders then bend the
+    harmonic fill by ~0.1 px). A hole one pixel from
+    the top-left corner, and one on the right border: the 5-point stencil sees neighbours in
+    row 0 / column 0 and none past the last column (mutants: ``> 0`` / ``>= 1``, ``<= w``)."""
+    from warpcore.flow import fill_masked
+
+    h, w = 24, 30
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    c, s, zoom = math.cos(0.05), math.sin(0.05), 1.03
+    similarity = torch.stack(
+        (zoom * (c * xs - s * ys) + 2.0 - xs, zoom * (s * xs + c * ys) - 1.0 - ys)
+    )
+    broken = similarity.clone()
+    broken[:, :12, :8] = torch.tensor([[[7.0]], [[-3.0]]], dtype=torch.float64)
+    mask = torch.zeros(h, w)
+    mask[:12, :8] = 1.0  # the top-left corner: no-flux on two sides
+    torch.testing.assert_close(fill_masked(broken, mask), similarity, atol=1e-3, rtol=0)
+    linear = _linear(h, w)
+    for rows, cols in ((slice(1, 4), slice(1, 4)), (slice(8, 12), slice(w - 3, w))):
+        wrong = linear.clone()
+        wrong[:, rows, cols] = 50.0
+        corner = torch.zeros(h, w)
+        corner[rows, cols] = 1.0
+        got = fill_masked(wrong, corner)
+        assert bool(torch.isfinite(got).all())
+        if cols.stop < w:  # every neighbour inside the frame: a linear field is exact
+            torch.testing.assert_close(got, linear, atol=1e-4, rtol=0)
+
+
+def test_psnr_is_capped_at_100_db_exactly_at_mse_1e_minus_10() -> None:
+    """MSE 5e-11 is under the cap's 1e-10: 100 dB (mutants moving the threshold to 11^-10 or
+    10^-1000 give 103 dB); MSE 5e-10 is above it: 93.01 dB (mutant 10^(-100/11) caps it). An
+    empty mask gives None for every score, under their names."""
+    from warpcore.metrics import restoration_scores
+
+    ref = np.zeros((4, 4, 3), np.float32)
+    for mse, want in ((5e-11, 100.0), (5e-10, -10 * math.log10(5e-10))):
+        out = np.full((4, 4, 3), math.sqrt(mse), np.float32)
+        got = restoration_scores(out, ref)
+        assert got["mse"] == pytest.approx(mse, rel=1e-5)
+        assert got["psnr"] == pytest.approx(want, abs=1e-3)
+    empty = restoration_scores(ref, ref, np.zeros((4, 4), np.float32))
+    assert empty == {"mse": None, "psnr": None, "ssim": None}
+
+
+def test_flow_masks_accept_one_row_frames_and_name_bad_masks() -> None:
+    """A (1, W) mask of a one-row flow is (H, W), not a squeezable (1, H, W) (mutant: ``or``);
+    a (3, H, W) mask is refused; 0.5 is outside the mask; non-arrays and NaN are named."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import fill_masked
+
+    row = torch.zeros(2, 1, 6)
+    row[0] = torch.arange(6.0)
+    row_mask = torch.zeros(1, 6)
+    row_mask[0, 2:4] = 1.0
+    filled = fill_masked(row, row_mask)
+    torch.testing.assert_close(filled, row, atol=1e-4, rtol=0)  # linear along the row
+    flow = torch.zeros(2, 4, 4)
+    half = torch.full((4, 4), 0.5)
+    assert torch.equal(fill_masked(flow + 1.0, half), flow + 1.0)  # nothing is masked
+    with pytest.raises(InvalidInput, match=r"^mask: expected shape \(H, W\) = \(4, 4\) or"):
+        fill_masked(flow, torch.zeros(3, 4, 4))
+    with pytest.raises(
+        InvalidInput, match=r"^mask: expected a \(H, W\) or \(1, H, W\) array, got <class 'str'>"
+    ):
+        fill_masked(flow, "mask.png")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"^mask: contains NaN or infinite values"):
+        fill_masked(flow, torch.full((4, 4), float("nan")))
+
+
+def test_fill_masked_with_few_known_pixels_and_flow_pair_methods() -> None:
+    """Under 16 known pixels no camera motion is fitted: the fill is the harmonic one (here the
+    one known value everywhere; mutant: the zero base built from None). ``flow_pair`` runs the
+    given method both ways and DIS by default (mutants: the method dropped or renamed)."""
+    from warpcore.flow import estimate_flow, fill_masked, flow_pair
+
+    flow = torch.full((2, 5, 5), 9.0)
+    flow[:, 0, 0] = torch.tensor([1.5, -0.5])
+    mask = torch.ones(5, 5)
+    mask[0, 0] = 0.0
+    want = torch.stack((torch.full((5, 5), 1.5), torch.full((5, 5), -0.5)))
+    torch.testing.assert_close(fill_masked(flow, mask), want, atol=1e-6, rtol=0)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (24, 24, 3)).astype(np.float32)
+    b = np.roll(a, 2, axis=1)
+    for method in ("farneback", "dis-fast"):
+        fwd, bwd = flow_pair(a, b, method)
+        assert torch.equal(fwd, estimate_flow(a, b, method))
+        assert torch.equal(bwd, estimate_flow(b, a, method))
+    default = flow_pair(a, b)
+    assert torch.equal(default[0], estimate_flow(a, b, "dis"))
+    assert torch.equal(default[1], estimate_flow(b, a, "dis"))

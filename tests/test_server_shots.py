@@ -120,17 +120,53 @@ def test_frame_t_in_any_order_from_many_threads_is_made_once(server, client):
         np.testing.assert_array_equal(client.get_frame(key, t, wait=False), by_t[t])
 
 
-def test_cancel_mid_shot_keeps_finished_frames_and_can_resume(server, client):
-    key = client.submit(_shot(n=8, seed=4))
-    seen = []
-    for ev in client.events(key, timeout=60):
-        seen.append(ev)
-        if ev.kind == "frame" and ev.frame == 1:
-            assert client.cancel(key)["was"] == "running"
+def _idle(server) -> bool:
+    snap = server.worker.snapshot()
+    return snap["running"] is None and snap["queued"] == 0
+
+
+class _Gate:
+    """Holds the worker thread at a chosen point until the test lets it go (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def hold(self) -> None:
+        self.reached.set()
+        assert self.go.wait(60), "the test never released the worker"
+
+
+def test_cancel_while_a_frame_finishes_keeps_that_frame_and_can_resume(server, client, monkeypatch):
+    """The cancel arrives just as frame 1 is finished: its last step is done, nothing is stored
+    yet (the worker is held on leaving ``ClipRestorer.process``). Deterministic: the job is
+    running, so ``was`` is 'running'; frame 1 is stored and reported before 'cancelled' (a
+    finished frame is never dropped), the shot stops there, and a later request resumes from
+    frame 2. Fails if the worker checks the stop flag between computing and storing a frame."""
+    from warpcore.restore import ClipRestorer
+
+    shot = _shot(n=8, seed=4)
+    gate, process, held = _Gate(), ClipRestorer.process, []
+
+    def held_process(self, index, *args, **kwargs):
+        out = process(self, index, *args, **kwargs)
+        if index == 1 and not held:  # the first frame 1 made after the patch: this shot's
+            held.append(True)
+            gate.hold()
+        return out
+
+    assert wait_until(lambda: _idle(server), 60)
+    monkeypatch.setattr(ClipRestorer, "process", held_process)
+    key = client.submit(shot)
+    try:
+        assert gate.reached.wait(60)
+        reply = client.cancel(key)
+        assert reply["was"] == "running"
+    finally:
+        gate.go.set()
+    seen = _collect(client, key)
     assert seen[-1].kind == "cancelled"
-    done = client.status(key)["done"]
     delivered = [e.frame for e in seen if e.kind == "frame"]
-    assert 2 <= done < 8 and delivered == list(range(done))
+    assert delivered == [0, 1] and client.status(key)["done"] == 2
     frame_1 = next(e.image for e in seen if e.kind == "frame" and e.frame == 1)
     np.testing.assert_array_equal(client.get_frame(key, 1, wait=False), frame_1)
     with pytest.raises(ServerError) as info:
@@ -138,6 +174,35 @@ def test_cancel_mid_shot_keeps_finished_frames_and_can_resume(server, client):
     assert info.value.code == "not_ready"
     assert client.get_frame(key, 7, timeout=60).shape == (32, 32, 3)  # resumes from `done`
     assert wait_until(lambda: client.status(key)["state"] == "finished", 30)
+
+
+def test_cancel_as_the_last_frame_is_reported_finds_the_job_gone(server, client, monkeypatch):
+    """The cancel arrives after the worker made the last frame but before its 'finished' event
+    reaches the loop (the worker is held inside that emit). The worker lets go of the job
+    before emitting its last event, so the cancel answers 'idle' and the shot ends 'finished'
+    with every frame. Fails if the job is released after the event (the reply says 'running'
+    for a shot that then finishes, and a resubmit at that moment would join a dead job)."""
+    import server.worker as worker_module
+
+    gate, emit, held = _Gate(), worker_module._emit, []
+
+    def held_emit(push, key, kind, *args, **body):
+        if kind == "finished" and not held:  # the first shot to finish after the patch
+            held.append(key)
+            gate.hold()
+        emit(push, key, kind, *args, **body)
+
+    assert wait_until(lambda: _idle(server), 60)
+    monkeypatch.setattr(worker_module, "_emit", held_emit)
+    key = client.submit(_shot(n=2, seed=5), subscribe=False)
+    try:
+        assert gate.reached.wait(60)
+        assert held == [key] and client.cancel(key)["was"] == "idle"
+        assert server.worker.state(key) is None
+    finally:
+        gate.go.set()
+    assert wait_until(lambda: client.status(key)["state"] == "finished", 30)
+    assert client.status(key)["done"] == 2
 
 
 def test_two_clients_at_once_get_their_own_frames(server):

@@ -289,9 +289,10 @@ def score_clip(
         ended = [n for n, it in zip(names, items, strict=True) if it is StopIteration]
         if ended:
             if len(ended) != sum(s is not None for s in streams):
+                given = [n for n, s in zip(names, streams, strict=True) if s is not None]
                 raise InvalidInput(
                     f"{', '.join(ended)}: ended after {len(scorer)} frames while "
-                    f"{', '.join(n for n in names if n not in ended)} went on; "
+                    f"{', '.join(n for n in given if n not in ended)} went on; "
                     "expected clips of the same length"
                 )
             break
