@@ -74,7 +74,6 @@ def test_partial_strength_starts_from_the_frame() -> None:
     nearer than a full-strength run; the built-in model's upscale default is such a run."""
     import numpy as np
 
-    from warpcore.models.builtin import INPAINT_STRENGTH, UPSCALE_STRENGTH
     from warpcore.models.gaussian import GaussianDenoiser
     from warpcore.request import RestoreRequest
     from warpcore.restore import resolve_steps, resolve_strength, restore_clip
@@ -90,9 +89,10 @@ def test_partial_strength_starts_from_the_frame() -> None:
         ((_, out),) = restore_clip(request, model, iter(low), None, n_frames=1)
         gaps[strength] = float(np.abs(out - bicubic).mean())
     assert gaps[0.3] < 0.05 and gaps[0.3] < 0.5 * gaps[1.0]
-    assert resolve_strength(RestoreRequest(task="upscale"), model) == UPSCALE_STRENGTH < 1
+    defaults = model.net.config["strength"]  # config.json's, per task
+    assert resolve_strength(RestoreRequest(task="upscale"), model) == defaults["upscale"] < 1
     inpaint = load_builtin("inpaint")
-    assert resolve_strength(RestoreRequest(task="inpaint"), inpaint) == INPAINT_STRENGTH < 1
+    assert resolve_strength(RestoreRequest(task="inpaint"), inpaint) == defaults["inpaint"] < 1
     assert resolve_strength(RestoreRequest(task="inpaint", strength=1.0), inpaint) == 1.0
     assert resolve_steps(RestoreRequest(task="inpaint"), inpaint) == 10  # the model's default
     assert resolve_steps(RestoreRequest(task="inpaint", steps=25), inpaint) == 25

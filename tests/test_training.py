@@ -106,7 +106,7 @@ def test_loss_falls_and_logs(tmp_path: Path, photos: list[Photo]) -> None:
     covers only platform differences)."""
     cfg = tiny_config(
         tmp_path / "run", steps=40, validate_every=40, noise="gp", lr=4e-3,
-        block_out_channels=(16, 32),
+        block_out_channels=(16, 32), mean_fraction=0.0,
     )  # fmt: skip
     backend = BuiltinBackend(cfg)  # the same seeded initialisation train() starts from
     batch = make_batch(np.random.default_rng(99), photos, 64, 16, cfg.tasks, (2, 4), (0.5, 0.5))
