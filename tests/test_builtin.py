@@ -50,6 +50,12 @@ def test_interface(model: Denoiser) -> None:
     estimate = model.net.estimate(prepared.cond, prepared.task)  # one call at sigma_max
     torch.testing.assert_close(model.start(prepared), estimate)
     assert not torch.allclose(estimate, prepared.cond[:, :3], atol=1e-3)
+    up = load_builtin("upscale")  # moves config.json's estimate_weight of the way from b
+    prepared = up.prepare(Condition("upscale", torch.rand(3, 6, 5), scale=4))
+    base, weight = prepared.cond[:, :3], up.net.config["estimate_weight"]["upscale"]
+    expected = base + weight * (up.net.estimate(prepared.cond, prepared.task) - base)
+    assert 0 < weight < 1
+    torch.testing.assert_close(up.start(prepared), expected)
 
 
 def test_weights_from_before_the_estimate_start_from_the_base(tmp_path: Path) -> None:
