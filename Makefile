@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # torch is pinned in pyproject.toml (2.13.0: the CPU wheel on our machines).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[ui,dev]'
+	$(BIN)/pip install -q -e '.[ui,dev,cluster]'
 	touch $(STAMP)
 
 setup: $(STAMP)

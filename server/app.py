@@ -7,7 +7,8 @@ exception in a handler becomes an ``internal`` error reply, never a dead server.
 
 Sending never blocks either (:mod:`server.outbox`: each peer's unsent backlog is bounded in
 bytes). Slow work (hashing and storing a submit's inputs) runs on the intake thread
-(:mod:`server.intake`), so no message waits behind it. ZeroMQ refuses any message part over
+(:mod:`server.intake`), and finished frames not in memory are read on the reader thread
+(:mod:`server.frames`), so no message waits behind either. ZeroMQ refuses any message part over
 the part limit before it is buffered (``ZMQ_MAXMSGSIZE``; the sender is disconnected).
 """
 
@@ -29,6 +30,7 @@ import zmq
 from server.bodies import Policy
 from server.cache import CacheFull, ShotCache
 from server.engine import Engine
+from server.frames import DEFAULT_MEMORY_BYTES, FrameMemory
 from server.intake import Intake
 from server.outbox import Outbox
 from server.protocol import (
@@ -65,6 +67,8 @@ class ServerConfig:
     allow_paths: tuple[str, ...] | None = None  # None: home for loopback, none otherwise
     cache_max_bytes: int | None = None  # None: a share of the free disk (ShotCache)
     insecure_no_auth: bool = False  # serve a non-loopback address without CURVE keys
+    frame_memory_bytes: int = DEFAULT_MEMORY_BYTES  # recently made/served frames kept in memory
+    ray: Any = None  # server.cluster.ClusterConfig: run shots on a Ray cluster (--ray)
 
 
 class InsecureBind(ValueError):
@@ -94,6 +98,28 @@ def return_freed_memory() -> None:
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, fixed
     except (OSError, AttributeError):
         pass
+
+
+# A heartbeat's or hello's envelope (msgpack: the key "type", then the fixstr type).
+URGENT = (b"\xa4type\xa9heartbeat", b"\xa4type\xa5hello")
+
+
+def urgent_first(batch: list[Any]) -> list[Any]:
+    """The messages of one loop iteration, heartbeats and hellos first (they are answered at
+    once, so a burst of other requests never delays them), except one whose peer sent
+    something earlier in the batch: each peer's requests keep their order."""
+    first, rest, seen = [], [], set()
+    for frames in batch:
+        identity = frames[0].bytes if hasattr(frames[0], "bytes") else bytes(frames[0])
+        envelope = frames[-1]
+        small = len(frames) <= 3 and len(envelope) <= 512  # no parts, a short envelope
+        data = (envelope.bytes if hasattr(envelope, "bytes") else bytes(envelope)) if small else b""
+        if identity not in seen and any(token in data for token in URGENT):
+            first.append(frames)
+        else:
+            rest.append(frames)
+            seen.add(identity)
+    return first + rest
 
 
 def bind_endpoint(bind: str) -> str:
@@ -138,13 +164,22 @@ class Server:
             self._close_sockets()
             raise
         self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.worker = Worker(
-            self.context, self.events_address, self.cache, self.engine, config.queue_limit
-        )
+        try:
+            self.worker = self._make_worker(config)
+        except BaseException:
+            self._close_sockets()
+            raise
         self.intake = Intake(self.context, self.events_address)
-        self.registry = Registry(self.cache, self, self.worker.state)
+        self.reader = Intake(self.context, self.events_address, "reader")
+        self.frames = FrameMemory(config.frame_memory_bytes)
         self.outbox = Outbox(
-            self.router, self.registry.drop_peer, config.max_backlog, config.max_backlog_bytes
+            self.router,
+            lambda peer: self.registry.drop_peer(peer),
+            config.max_backlog,
+            config.max_backlog_bytes,
+        )
+        self.registry = Registry(
+            self.cache, self.outbox, self.worker.state, self.reader, self.frames
         )
         self.started = time.time()
         self.max_stall_s = 0.0  # the longest (wall time) the loop went between two polls
@@ -152,6 +187,26 @@ class Server:
         self.stopping = False
         self._thread: threading.Thread | None = None
         self.received = 0
+
+    def _make_worker(self, config: ServerConfig) -> Worker:
+        """The local GPU worker, or with ``config.ray`` the Ray cluster's (server/ray_worker)."""
+        if config.ray is None:
+            return Worker(
+                self.context, self.events_address, self.cache, self.engine, config.queue_limit
+            )
+        from server.cluster import connect
+        from server.ray_worker import RayWorker
+
+        resources = connect(config.ray)  # ClusterUnreachable: said at start, before serving
+        return RayWorker(  # type: ignore[return-value]
+            self.context,
+            self.events_address,
+            self.cache,
+            config.ray,
+            resources,
+            config.device,
+            config.queue_limit,
+        )
 
     def _configure_router(self) -> None:
         r = self.router
@@ -208,6 +263,7 @@ class Server:
         """Run the loop until ``shutdown`` or :meth:`stop`; then close everything."""
         self.worker.start()
         self.intake.start()
+        self.reader.start()
         log.info(
             "warpdiff server on %s (pid %d, cache %s)",
             self.address,
@@ -219,6 +275,7 @@ class Server:
         finally:
             self.worker.close()
             self.intake.close()
+            self.reader.close()
             self._drain_events()
             self._close_sockets()
 
@@ -241,11 +298,13 @@ class Server:
             if self.events in ready:
                 self._drain_events()
             if self.router in ready:
+                batch = []
                 for _ in range(64):
                     try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        batch.append(self.router.recv_multipart(zmq.NOBLOCK, copy=False))
                     except zmq.Again:
                         break
+                for frames in urgent_first(batch):
                     self.handle(frames)
             self.outbox.flush()
             pending = self.registry.pump()
@@ -261,8 +320,8 @@ class Server:
             except zmq.Again:
                 return
             msg = decode(frames, Limits(max_parts=8, max_part_bytes=2**40, max_total_bytes=2**41))
-            if msg.type == "intake":
-                self.intake.deliver()
+            if msg.type in ("intake", "reader"):
+                (self.intake if msg.type == "intake" else self.reader).deliver()
                 continue
             if msg.type != "worker":
                 continue
@@ -359,4 +418,5 @@ class Server:
                 "max_bytes": self.cache.max_bytes,
                 "evicted": self.cache.evicted,
             },
+            "frame_memory": {"bytes": self.frames.bytes, "max_bytes": self.frames.max_bytes},
         }

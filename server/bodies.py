@@ -309,13 +309,14 @@ def check_pixels(source: PartsInput) -> None:
         for i, a in enumerate(arrays):
             if a.dtype.kind != "f":
                 continue
-            if not np.isfinite(a).all():
+            # NaN propagates through min and max, inf lands in them: two passes, no copies
+            amin, amax = float(a.min()), float(a.max())
+            if not (np.isfinite(amin) and np.isfinite(amax)):
                 raise ProtocolError(
                     "bad_request",
                     f"{what}[{i}]: holds NaN or infinite values; accepted: finite values, "
                     f"images in [0, 1] (within [{lo}, {hi}])",
                 )
-            amin, amax = float(a.min()), float(a.max())
             if amin < lo or amax > hi:
                 raise ProtocolError(
                     "bad_request",

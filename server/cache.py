@@ -51,12 +51,21 @@ class CacheFull(Exception):
 
 
 def tree_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (0 if it is gone)."""
+    """Bytes of the files under ``path`` (0 if it is gone), each file (inode) counted once, as
+    ``du`` does: a file renamed into a folder not walked yet while this walks (a temporary
+    renamed into place, a shot folder renamed from its temporary name) is seen twice, and
+    counting it twice reported a cache over its limit that never was."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for root, _dirs, files in os.walk(path):
         for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
@@ -95,6 +104,10 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     with open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     os.replace(tmp, path)
+
+
+def _meta_text(meta: ShotMeta) -> str:
+    return json.dumps(meta.to_json(), indent=1, sort_keys=True)
 
 
 def save_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -236,7 +249,8 @@ class ShotCache:
         if self.exists(meta.key):
             self.touch(meta.key)
             return False
-        nbytes = sum(a.nbytes + 128 for a in (*frames, *masks)) + 4096
+        meta_text = _meta_text(meta)  # its real size is reserved: a long prompt is ~50 KB
+        nbytes = sum(a.nbytes + 128 for a in (*frames, *masks)) + len(meta_text.encode())
         self._make_room(nbytes, meta.key)
         tmp = _tmp_name(final)
         with self._undo_on_failure(nbytes, lambda: shutil.rmtree(tmp, ignore_errors=True)):
@@ -246,7 +260,7 @@ class ShotCache:
                 np.save(tmp / "inputs" / f"f{i:05d}.npy", frame, allow_pickle=False)
             for i, mask in enumerate(masks):
                 np.save(tmp / "inputs" / f"m{i:05d}.npy", mask, allow_pickle=False)
-            (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
+            (tmp / META).write_text(meta_text)
             size = tree_bytes(tmp)
             try:
                 os.rename(tmp, final)
@@ -275,8 +289,15 @@ class ShotCache:
             self.touch(meta.key)
             self._grew(0, reserved)
             return False
+        meta_text = _meta_text(meta)
+        try:  # the meta file is counted like the frames: room for it first
+            self._make_room(len(meta_text.encode()), meta.key)
+        except BaseException:
+            self._grew(0, reserved)
+            raise
+        reserved += len(meta_text.encode())
         try:
-            (folder / META).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True))
+            (folder / META).write_text(meta_text)
             size = tree_bytes(folder)
             final = self.folder(meta.key)
             shutil.rmtree(final, ignore_errors=True)  # a leftover folder without meta.json

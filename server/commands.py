@@ -74,6 +74,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-part-mb", type=int, default=512, help="largest binary part accepted (MiB)"
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    cluster = parser.add_argument_group("Ray cluster (README 'Scale-out on Ray')")
+    cluster.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="run shots on a Ray cluster: 'auto' (the cluster this machine joined with "
+        "`ray start`) or the head node's address; the protocol stays the same",
+    )
+    cluster.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=None,
+        help="GPUs per worker actor (default 1 if the cluster has GPUs, else 0: CPU actors)",
+    )
+    cluster.add_argument(
+        "--ray-cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor"
+    )
+    cluster.add_argument(
+        "--ray-actors", type=int, default=None, help="worker actors (default: one per GPU)"
+    )
+    cluster.add_argument("--ray-chunk", type=int, default=None, help="frames per chunk of one shot")
+    cluster.add_argument(
+        "--ray-overlap",
+        type=int,
+        default=None,
+        help="frames a chunk runs before its first frame and drops (re-establish guidance)",
+    )
+    cluster.add_argument(
+        "--ray-flow-cpus", type=float, default=1.0, help="CPUs per flow task (one per frame pair)"
+    )
+    cluster.add_argument(
+        "--ray-threads", type=int, default=None, help="torch threads per actor (default: torch's)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInput(str(exc)) from None
         print(f"keys written to {folder}: give hosts {name}.key_secret and server.key")
     limits = Limits(max_part_bytes=args.max_part_mb * 2**20)
+    ray_config = _cluster_config(args) if args.ray is not None else None
+    if ray_config is not None:
+        from server.cluster import ClusterUnreachable, connect
+
+        try:
+            connect(ray_config)
+        except ClusterUnreachable as exc:  # on stderr whatever the log level; non-zero exit
+            print(f"warpdiff serve: {exc}", file=sys.stderr, flush=True)
+            return 3
     config = ServerConfig(
         cache_dir=args.cache,
         bind=args.bind,
@@ -124,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         allow_paths=tuple(args.allow_paths) if args.allow_paths is not None else None,
         cache_max_bytes=None if args.cache_max_gb is None else int(args.cache_max_gb * 2**30),
         insecure_no_auth=args.insecure_no_auth,
+        ray=ray_config,
     )
     try:
         server = Server(config)
@@ -144,3 +187,19 @@ def run(args: argparse.Namespace) -> int:
     server.serve_forever()
     print("warpdiff server stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _cluster_config(args: argparse.Namespace) -> object:
+    from server.cluster import ClusterConfig
+
+    defaults = ClusterConfig()
+    return ClusterConfig(
+        address=args.ray,
+        gpus_per_actor=args.ray_gpus_per_actor,
+        cpus_per_actor=args.ray_cpus_per_actor,
+        actors=args.ray_actors,
+        chunk=defaults.chunk if args.ray_chunk is None else args.ray_chunk,
+        overlap=defaults.overlap if args.ray_overlap is None else args.ray_overlap,
+        threads=args.ray_threads,
+        flow_cpus=args.ray_flow_cpus,
+    )

@@ -12,7 +12,9 @@ the request's id). Handlers never read ``msg.body``. A new request type is one l
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +32,21 @@ from server.bodies import (
     Submit,
     Subscribe,
 )
-from server.protocol import DTYPES, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Message, ProtocolError
+from server.protocol import (
+    DTYPES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Message,
+    ProtocolError,
+    error_body,
+)
 from server.registry import Peer, ShotState, Subscriber, Waiter
 from server.worker import QueueFull
 
 if TYPE_CHECKING:
     from server.app import Server
+
+log = logging.getLogger("warpdiff.server")
 
 Handler = Callable[["Server", Peer, Message], None]
 TypedHandler = Callable[["Server", Peer, Message, Any], None]
@@ -232,15 +243,17 @@ def fetch(server: Server, peer: Peer, msg: Message, body: Fetch) -> None:
     server.cache.touch(body.key)
     start = min(body.start, n)
     stop = min(n if body.stop is None else body.stop, state.done, start + MAX_FETCH)
-    frames, parts, held = [], [], 0
-    for i in range(start, max(start, stop)):
-        desc, buf = server.registry.frame_parts(state, i, body.dtype)
-        frames.append({"frame": i, "image": dict(desc, part=len(parts))})
-        parts.append(buf)
-        held += buf.nbytes
-        if held >= MAX_FETCH_BYTES:  # the rest with another fetch from frames[-1] + 1
-            break
-    server.reply(peer, msg, {**state.summary(), "frames": frames}, parts)
+    summary = state.summary()
+
+    def build(loaded: list) -> tuple[str, dict[str, Any]]:  # the rest: fetch from the last + 1
+        frames = [{"frame": f.index, "image": dict(f.desc, part=i)} for i, f in enumerate(loaded)]
+        return "fetch_reply", {**summary, "frames": frames}
+
+    indices = list(range(start, max(start, stop)))
+    if not indices:
+        server.reply(peer, msg, {**summary, "frames": []})
+        return
+    server.registry.send_frames(peer, msg.id, state, indices, body.dtype, build, MAX_FETCH_BYTES)
 
 
 def cancel(server: Server, peer: Peer, msg: Message, body: ShotRef) -> None:
@@ -260,12 +273,38 @@ def status(server: Server, peer: Peer, msg: Message, body: Status) -> None:
 
 
 def list_shots(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
-    shots = []
-    for key in server.cache.list_keys():
-        state = server.registry.get(key)
-        if state is not None:
-            shots.append(state.summary())
-    server.reply(peer, msg, {"shots": shots})
+    """Every shot of the cache: read on the reader thread (O(shots) files), in its turn."""
+    from server.registry import cache_view
+
+    active = {key: state.summary() for key, state in server.registry.shots.items()}
+    slot = server.outbox.reserve(peer, 4096)
+    if slot is None:
+        return
+
+    def work() -> list[dict[str, Any]]:
+        shots = []
+        for key in server.cache.list_keys():
+            if key in active:
+                shots.append(active[key])
+                continue
+            try:
+                state = cache_view(server.cache, key)
+            except (OSError, ValueError):  # evicted while listed
+                continue
+            if state is not None:
+                shots.append(state.summary())
+        return shots
+
+    def done(shots: Any, error: BaseException | None) -> None:
+        if error is None:
+            server.outbox.fill(slot, "list_shots_reply", {"shots": shots}, (), msg.id)
+            return
+        error_id = uuid.uuid4().hex[:12]
+        log.error("internal error %s listing shots", error_id, exc_info=error)
+        message = f"internal server error {error_id}; the server goes on and its log has it"
+        server.outbox.fill(slot, "error", error_body("internal", message), (), msg.id)
+
+    server.reader.run(work, done)
 
 
 def shutdown(server: Server, peer: Peer, msg: Message, body: Empty) -> None:

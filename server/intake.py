@@ -3,7 +3,9 @@
 The loop hands :meth:`Intake.run` a function and a callback; a thread runs the function and
 the loop runs the callback (with the result, or the exception) on its own thread, woken by a
 ``intake`` message on the same inproc socket the worker reports on. So ``hello`` and
-``heartbeat`` keep answering while a large submit is hashed and stored.
+``heartbeat`` keep answering while a large submit is hashed and stored. The server runs two:
+``intake`` (hashing, pixel checks, cache writes) and ``reader`` (finished frames read from the
+cache for replies, :mod:`server.frames`), so a reply never waits behind an upload's writes.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ Done = Callable[[Any, BaseException | None], None]
 class Intake:
     """One thread; jobs run in order. ``pending`` counts jobs not yet handed back."""
 
-    def __init__(self, context: zmq.Context, events_address: str) -> None:
-        self.context, self.events_address = context, events_address
+    def __init__(self, context: zmq.Context, events_address: str, name: str = "intake") -> None:
+        """``name``: the thread's name suffix and the type of the wake-up message it sends."""
+        self.context, self.events_address, self.name = context, events_address, name
         self._jobs: deque[tuple[Callable[[], Any], Done]] = deque()
         self._results: deque[tuple[Done, Any, BaseException | None]] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self.pending = 0
-        self._thread = threading.Thread(target=self._main, name="warpdiff-intake", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=f"warpdiff-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -83,6 +86,6 @@ class Intake:
                     result, error = None, exc
                 with self._cond:
                     self._results.append((done, result, error))
-                push.send_multipart(encode("intake", {}))
+                push.send_multipart(encode(self.name, {}))
         finally:
             push.close()

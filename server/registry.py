@@ -3,7 +3,9 @@
 Only the socket loop thread touches this. Every subscriber has a cursor ``next``: frames go
 out strictly in order and exactly once, either live from the worker or, when the subscriber is
 behind (it joined late, or its socket was full), from the cache, a few at a time, so a slow
-client never makes the server hold a whole shot in memory.
+client never makes the server hold a whole shot in memory. Frames not in memory are read on the
+reader thread (:func:`Registry.send_frames`), never on the loop, each message keeping its place
+in the peer's queue.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from server.cache import ShotCache, ShotMeta
-from server.protocol import array_part, error_body, from_float
+from server.frames import FrameMemory, Loaded, frame_bytes, from_memory, load
+from server.protocol import error_body
 
 log = logging.getLogger("warpdiff.server")
 
@@ -36,6 +41,22 @@ class Outbox(Protocol):
     ) -> None: ...
 
     def backlogged(self, peer: Peer) -> bool: ...
+
+    def reserve(self, peer: Peer, size: int) -> Any: ...
+
+    def fill(
+        self, slot: Any, type: str, body: dict[str, Any], parts: Sequence[Any], parent: Any
+    ) -> None: ...
+
+
+class Reader(Protocol):
+    """Runs ``work()`` off the loop, then ``done(result, error)`` on it (server.intake)."""
+
+    def run(self, work: Callable[[], Any], done: Callable[[Any, BaseException | None], None]): ...
+
+
+# A message carrying loaded frames: (type, body) from them.
+Build = Callable[[list[Loaded]], tuple[str, dict[str, Any]]]
 
 
 @dataclass
@@ -86,13 +107,32 @@ class ShotState:
         }
 
 
+def cache_view(cache: ShotCache, key: str) -> ShotState | None:
+    """A shot as the cache holds it (finished, partial, or failed and why), or None; any
+    thread (the loop for one shot, the reader thread for ``list_shots``)."""
+    if not cache.exists(key):
+        return None
+    meta = cache.meta(key)
+    done = cache.done(key)
+    state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
+    error = cache.error(key)
+    if error is not None and done < meta.n_frames:
+        state.status, state.message = "error", error
+    return state
+
+
 class Registry:
     """The shots that have listeners, waiters or jobs; everything else lives in the cache."""
 
     def __init__(
-        self, cache: ShotCache, outbox: Outbox, job_state: Callable[[str], str | None]
+        self,
+        cache: ShotCache,
+        outbox: Outbox,
+        job_state: Callable[[str], str | None],
+        reader: Reader,
+        memory: FrameMemory,
     ) -> None:
-        self.cache, self.outbox = cache, outbox
+        self.cache, self.outbox, self.reader, self.memory = cache, outbox, reader, memory
         self.job_state = job_state  # the worker's 'running' / 'queued' / None for a shot
         self.shots: dict[str, ShotState] = {}
 
@@ -104,14 +144,7 @@ class Registry:
         if not isinstance(key, str) or not key.isalnum():
             return None
         state = self.shots.get(key)
-        if state is None and self.cache.exists(key):
-            meta = self.cache.meta(key)
-            done = self.cache.done(key)
-            state = ShotState(meta, done, "finished" if done >= meta.n_frames else "idle")
-            error = self.cache.error(key)
-            if error is not None and done < meta.n_frames:
-                state.status, state.message = "error", error
-        return state
+        return cache_view(self.cache, key) if state is None else state
 
     def activate(self, state: ShotState) -> ShotState:
         """Keep ``state`` while it has listeners, waiters or a job (see :meth:`forget_idle`)."""
@@ -135,12 +168,64 @@ class Registry:
         payload = {"key": state.meta.key, "kind": kind, "n_frames": state.meta.n_frames, **body}
         self.outbox.send(sub.peer, "event", payload, parts, sub.parent)
 
-    def frame_parts(self, state: ShotState, index: int, dtype: str) -> tuple[dict, Any]:
-        """(descriptor, buffer) of a finished frame: the worker's buffer if fresh, else cache."""
-        if state.latest is not None and state.latest[0] == index and dtype == "float32":
-            return dict(state.latest[1][0], part=0), state.latest[1][1]
-        frame = self.cache.read_frame(state.meta.key, index)
-        return array_part(from_float(frame, dtype), 0)
+    def send_frames(
+        self,
+        peer: Peer,
+        parent: Any,
+        state: ShotState,
+        indices: Sequence[int],
+        dtype: str,
+        build: Build,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Send ``build(frames)`` with frames ``indices`` of ``state`` as its parts: at once when
+        they are all in memory, else once the reader thread has read them (the message keeps
+        its place in the peer's queue meanwhile). ``max_bytes``: stop after that many bytes of
+        frames (at least one; ``build`` sees which were loaded)."""
+        key = state.meta.key
+        ready = [self._in_memory(state, i, dtype) for i in indices]
+        if ready and all(f is not None for f in ready):
+            loaded, held = [], 0
+            for f in ready:
+                loaded.append(f)
+                held += f.buf.nbytes
+                if max_bytes is not None and held >= max_bytes:
+                    break
+            self._send_built(peer, parent, build, loaded)  # type: ignore[arg-type]
+            return
+        meta = state.meta
+        scale = int(meta.request.get("scale", 1)) if meta.request.get("task") == "upscale" else 1
+        size = frame_bytes(meta.height, meta.width, scale, dtype, len(indices))
+        slot = self.outbox.reserve(peer, min(size, max_bytes or size) + 4096)
+        if slot is None:  # the peer was dropped: over its backlog bound
+            return
+        cache, memory = self.cache, self.memory
+
+        def work() -> list[Loaded] | None:
+            if slot.dead:
+                return None
+            return load(cache, memory, key, list(indices), dtype, max_bytes)
+
+        def done(loaded: list[Loaded] | None, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("could not read frames of shot %s", key, exc_info=error)
+                message = f"frames of shot {key} could not be read ({type(error).__name__})"
+                self.outbox.fill(slot, "error", error_body("internal", message), (), parent)
+            elif loaded is not None:
+                type_, body = build(loaded)
+                self.outbox.fill(slot, type_, body, [f.buf for f in loaded], parent)
+
+        self.reader.run(work, done)
+
+    def _in_memory(self, state: ShotState, index: int, dtype: str) -> Loaded | None:
+        latest = state.latest
+        if latest is not None and latest[0] == index and dtype == "float32":
+            return Loaded(index, dict(latest[1][0], part=0), latest[1][1])
+        return from_memory(self.memory, state.meta.key, index, dtype)
+
+    def _send_built(self, peer: Peer, parent: Any, build: Build, loaded: list[Loaded]) -> None:
+        type_, body = build(loaded)
+        self.outbox.send(peer, type_, body, [f.buf for f in loaded], parent)
 
     def advance(self, state: ShotState, sub: Subscriber, budget: int) -> bool:
         """Send ``sub`` what it is owed, at most ``budget`` frames; True if it is finished."""
@@ -151,8 +236,7 @@ class Registry:
             if sub.next in state.timing:
                 extra["timing"] = state.timing[sub.next]
             if sub.stream:
-                desc, buf = self.frame_parts(state, sub.next, sub.dtype)
-                self.event(sub, state, "frame", (buf,), frame=sub.next, image=desc, **extra)
+                self._send_event_frame(sub, state, extra)
             else:  # a late listener without images still hears of every finished frame once
                 self.event(sub, state, "frame", frame=sub.next, **extra)
             sub.next += 1
@@ -161,6 +245,15 @@ class Registry:
             self.event(sub, state, state.status, frame=state.done - 1, message=state.message)
             return True
         return False
+
+    def _send_event_frame(self, sub: Subscriber, state: ShotState, extra: dict) -> None:
+        head = {"key": state.meta.key, "kind": "frame", "n_frames": state.meta.n_frames}
+
+        def build(loaded: list[Loaded]) -> tuple[str, dict[str, Any]]:
+            f = loaded[0]
+            return "event", {**head, "frame": f.index, "image": f.desc, **extra}
+
+        self.send_frames(sub.peer, sub.parent, state, [sub.next], sub.dtype, build)
 
     def pump(self) -> bool:
         """Catch up late or slow subscribers a little; True while some are still behind."""
@@ -188,9 +281,12 @@ class Registry:
         state.waiters = pending
 
     def reply_frame(self, peer: Peer, msg_id: Any, state: ShotState, index: int, dtype: str):
-        desc, buf = self.frame_parts(state, index, dtype)
         body = {"key": state.meta.key, "frame": index, "n_frames": state.meta.n_frames}
-        self.outbox.send(peer, "get_frame_reply", {**body, "image": desc}, (buf,), msg_id)
+
+        def build(loaded: list[Loaded]) -> tuple[str, dict[str, Any]]:
+            return "get_frame_reply", {**body, "image": loaded[0].desc}
+
+        self.send_frames(peer, msg_id, state, [index], dtype, build)
 
     def fail_waiters(self, state: ShotState, code: str, message: str) -> None:
         for w in state.waiters:
@@ -222,6 +318,9 @@ class Registry:
         image = (dict(body["image"]), parts[0])
         state.done = max(state.done, index + 1)
         state.latest = (index, image, parts[1] if len(parts) > 1 else None)
+        shape = tuple(body["image"]["shape"])
+        if body["image"].get("dtype") == "float32":  # served from memory while it is recent
+            self.memory.put(state.meta.key, index, np.frombuffer(parts[0], "<f4").reshape(shape))
         state.compute_s[index] = float(body.get("compute_s", 0.0))
         if isinstance(body.get("timing"), dict):
             state.timing[index] = dict(body["timing"])

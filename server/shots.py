@@ -1,14 +1,13 @@
 """A parsed ``submit`` -> a shot with its content-hash key, and reading a shot's inputs.
 
-The shot key is a blake2b hash of the request's key (every output-relevant parameter, not the
-device), the mask mode and the bytes, dtypes and shapes of every input frame and matte (or the
-bytes of the input files). The same shot and parameters always give the same key; a changed
-parameter or a changed input pixel gives a new one.
+The shot key is a BLAKE3 hash (:mod:`server.hashing`) of the request's key (every
+output-relevant parameter, not the device), the mask mode and the bytes, dtypes and shapes of
+every input frame and matte (or the bytes of the input files). The same shot and parameters
+always give the same key; a changed parameter or a changed input pixel gives a new one.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from server.bodies import MIN_SIDE, PathsInput, Policy, Submit, check_pixels
 from server.bodies import parse_submit as parse_submit_body
 from server.cache import ShotCache, ShotMeta
+from server.hashing import hex_key, new_hash, update_array
 from server.protocol import Message, ProtocolError
 from warpcore.errors import InvalidInput
 from warpcore.request import RestoreRequest
@@ -68,12 +68,11 @@ def parse_submit(
 
 def shot_key(request: RestoreRequest, mask_mode: str, arrays: Sequence[np.ndarray]) -> str:
     """Content hash of the parameters and every input array (dtype, shape and bytes)."""
-    h = hashlib.blake2b(KEY_PREFIX, digest_size=16)
+    h = new_hash(KEY_PREFIX)
     h.update(f"{request.key()}|{mask_mode}|{len(arrays)}".encode())
     for a in arrays:
-        h.update(f"|{a.dtype.str}{a.shape}|".encode())
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
+        update_array(h, a)
+    return hex_key(h)
 
 
 def _hash_file_tree(h: Any, path: Path, roots: Sequence[Path]) -> None:
@@ -131,7 +130,7 @@ def _from_paths(source: PathsInput, request: RestoreRequest, roots: Sequence[Pat
             raise ProtocolError(
                 "bad_body", f"paths.masks: expected {n_frames} mattes of {height}x{width}"
             )
-    h = hashlib.blake2b(KEY_PREFIX, digest_size=16)
+    h = new_hash(KEY_PREFIX)
     h.update(f"{request.key()}|{mask_mode}|paths".encode())
     kept: dict[str, str | None] = {"frames": str(source.frames), "masks": None}
     _hash_file_tree(h, source.frames, roots)
@@ -139,7 +138,7 @@ def _from_paths(source: PathsInput, request: RestoreRequest, roots: Sequence[Pat
         kept["masks"] = str(source.masks)
         _hash_file_tree(h, source.masks, roots)
     meta = ShotMeta(
-        h.hexdigest(), request.to_dict(), n_frames, height, width, mask_mode, "paths", kept
+        hex_key(h), request.to_dict(), n_frames, height, width, mask_mode, "paths", kept
     )
     return ShotSpec(meta, [], [])
 

@@ -8,14 +8,14 @@ and then starts it like ``submit``. Bodies are parsed into typed values here (th
 batch is stored. At most :data:`MAX_IN_FLIGHT` batches of one upload may wait there, so the
 server holds a few frames per upload, and so does a client that waits for the replies.
 
-The shot key of a chunked upload is a blake2b hash of the request's key, the mask mode, the
-frame count and the hashes of every frame and matte (dtype, shape, bytes) in order: the same
-shot and parameters give the same key; a changed parameter or pixel gives a new one.
+The shot key of a chunked upload is a BLAKE3 hash (:mod:`server.hashing`) of the request's
+key, the mask mode, the frame count and the hashes of every frame and matte (dtype, shape,
+bytes) in order: the same shot and parameters give the same key; a changed parameter or pixel
+gives a new one. Each frame is hashed while it is written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 import uuid
@@ -35,6 +35,7 @@ from server.bodies import (
     parse_request,
 )
 from server.cache import ShotMeta
+from server.hashing import digest, hash_while, hex_key, new_hash
 from server.protocol import (
     DTYPES,
     MAX_SIDE,
@@ -172,19 +173,19 @@ class Upload:
     accepted: int = 0  # frames validated and handed to the intake thread
     in_flight: int = 0
     touched: float = field(default_factory=time.monotonic)
-    frame_hash: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
-    mask_hash: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+    frame_hash: Any = field(default_factory=new_hash)
+    mask_hash: Any = field(default_factory=new_hash)
     reserved: int = 0  # cache bytes reserved for the batches stored (intake thread)
     failed: str = ""
 
     def meta(self) -> ShotMeta:
         s = self.shot
-        h = hashlib.blake2b(KEY_PREFIX + b"-chunked", digest_size=16)
+        h = new_hash(KEY_PREFIX + b"-chunked")
         h.update(f"{s.request.key()}|{s.mask_mode}|{s.n_frames}|".encode())
-        h.update(self.frame_hash.digest())
-        h.update(self.mask_hash.digest())
+        h.update(digest(self.frame_hash))
+        h.update(digest(self.mask_hash))
         request = s.request.to_dict()
-        return ShotMeta(h.hexdigest(), request, s.n_frames, s.height, s.width, s.mask_mode, "parts")
+        return ShotMeta(hex_key(h), request, s.n_frames, s.height, s.width, s.mask_mode, "parts")
 
 
 def _uploads(server: Server) -> dict[str, Upload]:
@@ -308,11 +309,9 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
             upload.reserved += nbytes
             inputs = upload.folder / "inputs"
             for i, frame in enumerate(frames):
-                _hash(upload.frame_hash, frame)
-                np.save(inputs / f"f{start + i:05d}.npy", frame, allow_pickle=False)
+                _store(upload.frame_hash, frame, inputs / f"f{start + i:05d}.npy")
             for i, mask in enumerate(masks):
-                _hash(upload.mask_hash, mask)
-                np.save(inputs / f"m{start + i:05d}.npy", mask, allow_pickle=False)
+                _store(upload.mask_hash, mask, inputs / f"m{start + i:05d}.npy")
         except BaseException as exc:
             upload.failed = str(getattr(exc, "message", exc))
             raise
@@ -330,9 +329,9 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     server.intake.run(store, done)
 
 
-def _hash(h: Any, array: np.ndarray) -> None:
-    h.update(f"|{array.dtype.str}{array.shape}|".encode())
-    h.update(np.ascontiguousarray(array).data)
+def _store(h: Any, array: np.ndarray, path: Path) -> None:
+    """Hash ``array`` into ``h`` while it is written to ``path`` (.npy)."""
+    hash_while(h, array, lambda: np.save(path, array, allow_pickle=False))
 
 
 def start_shot(server: Server, peer: Peer, msg: Message, body: StartShot) -> None:

@@ -512,3 +512,51 @@ def test_an_error_record_is_counted_so_eviction_keeps_the_cache_in_step(tmp_path
     assert cache.used == tree_bytes(tmp_path)
     cache.clear_error("b" * 32)  # nothing to clear: nothing changes
     assert cache.used == tree_bytes(tmp_path)
+
+
+def test_the_disk_sampler_counts_a_file_renamed_during_its_walk_once(tmp_path, monkeypatch):
+    """The soak samples the cache with ``tree_bytes`` while the server renames temporaries into
+    place; a file moved into a folder the walk has not reached yet was counted twice (the
+    soak reported a peak over the limit that the disk never held)."""
+    from server.cache import tree_bytes
+
+    (tmp_path / ".a.tmp").mkdir()  # a shot being built: sorts first, walked first
+    (tmp_path / ".a.tmp" / "f.npy").write_bytes(b"x" * 1000)
+    (tmp_path / "zz").mkdir()
+    walk = os.walk
+
+    def walk_and_rename(top, *args, **kwargs):
+        for entry in walk(top, *args, **kwargs):
+            yield entry
+            if entry[0].endswith(".a.tmp"):  # renamed into place between two folders
+                os.rename(tmp_path / ".a.tmp" / "f.npy", tmp_path / "zz" / "f.npy")
+
+    monkeypatch.setattr(os, "walk", walk_and_rename)
+    assert tree_bytes(tmp_path) == 1000
+    monkeypatch.setattr(os, "walk", walk)
+    os.link(tmp_path / "zz" / "f.npy", tmp_path / "zz" / "g.npy")  # one file, two names
+    assert tree_bytes(tmp_path) == 1000
+
+
+def test_a_shots_meta_file_is_reserved_before_it_is_written(tmp_path):
+    """A long prompt makes ``meta.json`` tens of KB (JSON escapes non-ASCII): it was written
+    beyond the 4 KB reserved for it (``create``) or with nothing reserved (a chunked upload's
+    ``adopt``), so the cache passed its limit."""
+    from server.cache import CacheFull, ShotCache, ShotMeta
+
+    frame = np.zeros((16, 16, 3), np.float32)
+    request = {"task": "upscale", "prompt": "\u00e9" * 4096}  # ~25 KB of JSON
+    limit = frame.nbytes + 128 + 8192
+    for how in ("create", "adopt"):
+        cache = ShotCache(tmp_path / how, max_bytes=limit, busy=lambda key: False)
+        meta = ShotMeta("c" * 32, request, 1, 16, 16, "none", "parts")
+        with pytest.raises(CacheFull):
+            if how == "create":
+                cache.create(meta, [frame])
+            else:
+                folder = cache.root / ".upload-x.tmp"
+                (folder / "inputs").mkdir(parents=True)
+                cache.reserve(frame.nbytes + 128)
+                np.save(folder / "inputs" / "f00000.npy", frame)
+                cache.adopt(folder, meta, frame.nbytes + 128)
+        assert cache.used == 0 and cache.reserved == 0 and not cache.exists(meta.key)

@@ -11,6 +11,7 @@ from typing import Any
 from warpcore.errors import InvalidInput
 
 TASKS = ("inpaint", "upscale")
+MIN_TILE, MAX_TILE = 64, 8192  # a request's tile side in output pixels (warpcore.tiles)
 NOISE_SCHEMES = (
     "gp",
     "integral",
@@ -60,7 +61,10 @@ class RestoreRequest:
     before and after show (:mod:`warpcore.propagate`); only what no frame of that window shows
     is generated. 0 turns it off. ``crop`` (inpaint): restore only a window around the remaining
     hole, at the model's working scale (:mod:`warpcore.crops`); pixels outside it are never
-    touched. False sends the whole frame to the model.
+    touched. False sends the whole frame to the model. ``tile``: output frames larger than
+    this many pixels a side go through the model in overlapping tiles whose estimates are
+    blended at every step (:mod:`warpcore.tiles`); None takes the model's native size (1024
+    px), 0 sends the whole frame at once.
     """
 
     task: str
@@ -83,6 +87,7 @@ class RestoreRequest:
     composite: bool = True
     propagate: int = 8
     crop: bool = True
+    tile: int | None = None
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -104,6 +109,15 @@ class RestoreRequest:
         _int_range("propagate", self.propagate, 0, 64)
         if not isinstance(self.crop, bool):
             raise InvalidInput(f"crop: expected true or false, got {self.crop!r}")
+        if self.tile is not None and (
+            isinstance(self.tile, bool)
+            or not isinstance(self.tile, int)
+            or not (self.tile == 0 or MIN_TILE <= self.tile <= MAX_TILE)
+        ):
+            raise InvalidInput(
+                f"tile: expected 0 (whole frames) or a side in pixels in [{MIN_TILE}, {MAX_TILE}], "
+                f"got {self.tile!r}"
+            )
         _float_range("guidance", self.guidance, 0.0, 100.0)
         if self.guidance_rule == "blend" and self.guidance > 1.0:
             raise InvalidInput(
@@ -149,6 +163,8 @@ class RestoreRequest:
         """A stable content hash of every field that changes the output (not the device)."""
         d = self.to_dict()
         d.pop("device")
+        if d["tile"] is None:  # the default keeps the keys of requests made before tiles
+            d.pop("tile")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 

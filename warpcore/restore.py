@@ -26,6 +26,7 @@ from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_event
 from warpcore.request import RestoreRequest
 from warpcore.sampler import StepInfo, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
+from warpcore.tiles import TiledDenoiser, resolve_tile
 from warpcore.warps import make_warper
 
 DEFAULT_STEPS = 25  # a model without its own default_steps (SDXL)
@@ -72,10 +73,17 @@ class ClipRestorer:
         self.scale = scale
         self.out_size = (self.in_size[0] * scale, self.in_size[1] * scale)
         multiple = denoiser.downscale if denoiser.downscale == 1 else denoiser.downscale * 8
-        self.pad_in = tuple(-(-s // multiple) * multiple for s in self.in_size)
+        self.pad_in = padded_size(self.in_size, denoiser.downscale)
         self.pad_out = (self.pad_in[0] * scale, self.pad_in[1] * scale)
         self.grid = (self.pad_out[0] // denoiser.downscale, self.pad_out[1] // denoiser.downscale)
         self.steps = resolve_steps(request, denoiser)
+        # Frames larger than the model's working size go through it in blended tiles (tiles.py);
+        # the sampler, the noise and the guidance still see the whole frame.
+        self.tile = resolve_tile(request.tile, denoiser)
+        if self._crop is None and self.tile and max(self.pad_out) > self.tile:
+            unit = multiple * scale
+            overlap = max(unit, self.tile // 4 // unit * unit)
+            self.denoiser = TiledDenoiser(denoiser, self.tile, overlap, unit)
         sigmas = karras_sigmas(self.steps, denoiser.sigma_min, denoiser.sigma_max)
         self.sigmas = truncate(sigmas, self.strength)
         n_steps = len(self.sigmas) - 1
@@ -160,6 +168,38 @@ class ClipRestorer:
             state[f"warper.{k}"] = v.detach().cpu().contiguous()
         return state
 
+    def start_at(
+        self,
+        index: int,
+        previous: tuple[np.ndarray, np.ndarray | None],
+        backward: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        """Make frame ``index`` the next one, as a chunk of a long shot starts (warpcore/chunks):
+        the noise warper is advanced through the flows (forward, backward) of frames
+        1 .. index-1 (at output resolution, as ``flow_fn`` gives them), so frame ``index`` gets
+        exactly the noise of the sequential run; ``previous`` = (frame, mask) of frame
+        ``index - 1`` for the next flow. Frame ``index`` has no guidance (there are no
+        estimates of frame index-1): a chunk's first frames re-establish it and are dropped."""
+        if self._crop is not None:
+            raise InvalidInput("start_at: crop inpainting runs a shot in order from frame 0")
+        if index < 1 or len(backward) != index - 1:
+            raise InvalidInput(
+                f"start_at: frame {index} needs index >= 1 and the {index - 1} flow pairs of "
+                f"frames 1..{index - 1}; got {len(backward)}"
+            )
+        from warpcore.warps import fast_forward
+
+        ds = self.denoiser.downscale
+
+        def model_grid(flow: torch.Tensor) -> torch.Tensor:
+            return flowlib.to_model_grid(_pad_flow(flow, self.pad_out), ds).to(self.denoiser.device)
+
+        self.warper.first()
+        fast_forward(self.warper, ((model_grid(f), model_grid(b)) for f, b in backward))
+        image, hole = self._inputs(*previous)
+        self._prev = {"image": image, "mask": hole, "denoised": None}
+        self.next_index = index
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         dev = self.denoiser.device
         self.next_index = int(state["next_index"])
@@ -184,17 +224,9 @@ class ClipRestorer:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frame at output resolution (padded) for flow and conditioning, and the mask."""
         _check_frame(frame, self.in_size)
-        hole = None
-        if self.request.task == "inpaint":
-            _check_mask(mask, self.in_size)
-            hole = _pad(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None], self.pad_in)
-            hole = hole.to(self.denoiser.device)
-        elif mask is not None:
-            raise InvalidInput("mask: only the inpaint task takes a mask; upscale takes none")
-        image = _pad(_to_tensor(frame), self.pad_in)
-        if self.scale > 1:
-            image = _upsample(image, self.scale)
-        return image.to(self.denoiser.device), hole
+        image, hole = padded_input(frame, mask, self.request.task, self.pad_in, self.scale)
+        dev = self.denoiser.device
+        return image.to(dev), None if hole is None else hole.to(dev)
 
     def _noise_and_guidance(
         self, index: int, image: torch.Tensor, hole: torch.Tensor | None
@@ -207,19 +239,21 @@ class ClipRestorer:
         if self.flow_fn is not None:  # given plate flows, extended to the padded grid
             size = tuple(image.shape[-2:])
             fwd, bwd = (_pad_flow(f, size) for f in self.flow_fn(index, prev_img, image.cpu()))
-        elif hole is not None:  # the clean plate follows the background, not the removed object
-            prev_hole = self._prev["mask"].cpu()
-            fwd, bwd = flowlib.plate_flow_pair(
-                prev_img, image.cpu(), prev_hole, hole.cpu(), self.request.flow
-            )
         else:
-            fwd, bwd = flowlib.flow_pair(prev_img, image.cpu(), self.request.flow)
+            prev_hole = self._prev["mask"]
+            fwd, bwd = pair_flows(
+                prev_img,
+                image.cpu(),
+                None if prev_hole is None else prev_hole.cpu(),
+                None if hole is None else hole.cpu(),
+                self.request.flow,
+            )
         ds = self.denoiser.downscale
         fwd_m = flowlib.to_model_grid(fwd, ds).to(image.device)
         bwd_m = flowlib.to_model_grid(bwd, ds).to(image.device)
         noise = self.warper.next(fwd_m, bwd_m)[None]
-        if self.request.guidance <= 0:
-            return noise, None
+        if self.request.guidance <= 0 or self._prev["denoised"] is None:
+            return noise, None  # (no estimates of frame j-1: the first frame of a chunk)
 
         def guide_mask(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             valid = torch.ones_like(a[:1])
@@ -324,6 +358,41 @@ def restore_clip(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def padded_size(size: tuple[int, int], downscale: int) -> tuple[int, int]:
+    """The input grid a model of ``downscale`` works on: ``size`` padded to its multiple."""
+    multiple = downscale if downscale == 1 else downscale * 8
+    return tuple(-(-s // multiple) * multiple for s in size)  # type: ignore[return-value]
+
+
+def pair_flows(
+    prev_img: torch.Tensor,
+    image: torch.Tensor,
+    prev_hole: torch.Tensor | None,
+    hole: torch.Tensor | None,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The restorer's own flows between two padded inputs (CPU): the clean plate's when there
+    is a hole (the background, not the removed object), else the frames'."""
+    if hole is not None and prev_hole is not None:
+        return flowlib.plate_flow_pair(prev_img, image, prev_hole, hole, method)
+    return flowlib.flow_pair(prev_img, image, method)
+
+
+def padded_input(
+    frame: np.ndarray, mask: np.ndarray | None, task: str, pad_in: tuple[int, int], scale: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A checked frame (and mask) as the restorer sees it, on the CPU: padded, upsampled."""
+    _check_frame(frame, (frame.shape[0], frame.shape[1]))
+    hole = None
+    if task == "inpaint":
+        _check_mask(mask, frame.shape[:2])
+        hole = _pad(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None], pad_in)
+    elif mask is not None:
+        raise InvalidInput("mask: only the inpaint task takes a mask; upscale takes none")
+    image = _pad(_to_tensor(frame), pad_in)
+    return (_upsample(image, scale) if scale > 1 else image), hole
+
+
 def resolve_steps(request: RestoreRequest, denoiser: Denoiser) -> int:
     """The request's step count, or the model's default when the request has None."""
     if request.steps is not None:

@@ -15,6 +15,7 @@ warp of white noise: every frame exactly i.i.d. N(0, 1), see :class:`IntegralWar
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -206,11 +207,36 @@ class GPWarper(_Base):
         return self.field.grid(*self.shape[1:])
 
     def _step(self, forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+        self.compose(backward)
+        coords = self._unit + self.displacement * self._scale[:, None, None]
+        return self.field.at(coords.permute(1, 2, 0))
+
+    def compose(self, backward: torch.Tensor) -> None:
+        """``Phi_j = Phi_{j-1} o (id + B_j)``: the map only, no noise evaluated (a chunk that
+        starts at frame s composes B_1 .. B_{s-1} this way, see :func:`fast_forward`)."""
         back = backward.double()
         previous, _ = warp(self.displacement, back, mode="bilinear", padding="border")
         self.displacement = back + previous
-        coords = self._unit + self.displacement * self._scale[:, None, None]
-        return self.field.at(coords.permute(1, 2, 0))
+
+
+def fast_forward(
+    warper: NoiseWarper, flows: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> NoiseWarper:
+    """Advance ``warper`` (just after :meth:`~NoiseWarper.first`) through the flow pairs
+    (forward, backward) of frames 1, 2, ... without using the noise: its state afterwards is
+    bit-identical to a run that called ``next`` on each pair. For ``gp`` only the composed map
+    is updated (the noise of frame j depends only on frame 0's field and the map 0 -> j), so a
+    chunk of a long shot starts at any frame for the price of the flow compositions."""
+    for forward, backward in flows:
+        if isinstance(warper, GPWarper):
+            if warper.frame < 0:
+                raise InvalidInput("fast_forward: call first() before fast_forward()")
+            warper._check_flow("forward", forward)
+            warper.compose(warper._check_flow("backward", backward))
+            warper.frame += 1
+        else:
+            warper.next(forward, backward)
+    return warper
 
 
 class IntegralWarper(_Base):

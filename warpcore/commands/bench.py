@@ -13,6 +13,7 @@ from warpcore.errors import InvalidInput
 TARGETS = {
     "noise": "warpcore.bench.noise",
     "propagate": "warpcore.bench.propagate",
+    "ray": "server.bench_ray",
     "sampler": "warpcore.bench.sampler",
     "server": "server.bench",
     "soak": "server.soak",

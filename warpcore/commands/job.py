@@ -114,6 +114,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strength", type=float, default=None, help=STRENGTH_HELP)
     parser.add_argument("--flow", default="dis", choices=FLOW_METHODS)
     parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="frames larger than PX a side go through the model in blended tiles "
+        "(default: the model's native size, 1024; 0 = whole frames)",
+    )
+    parser.add_argument(
         "--colorspace",
         default=None,
         metavar="NAME",
@@ -220,6 +228,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         strength=args.strength,
         propagate=getattr(args, "propagate", 8),  # upscale ignores it
         crop=getattr(args, "crop", True),
+        tile=getattr(args, "tile", None),
         flow=args.flow,
         device=args.device,
     )

@@ -1,0 +1,191 @@
+"""``warpdiff bench ray --json``: frames per second of one shot on 1 and 2 Ray workers, and what
+a chunk seam costs in warping error against the sequential run.
+
+Throughput: an in-process ``--ray`` server (this module starts a local Ray cluster with 2 CPUs,
+or joins ``RAY_ADDRESS``), CPU actors with one torch thread each (GPU actors on a GPU cluster),
+the same upscaling shot (the motion-sr suite's first clip, built-in model, its defaults): one
+worker runs it whole (the sequential run), two run it in chunks of the default size and overlap.
+Actors are warmed on a short shot first; the clock runs from submit to the last frame, flows
+included. With ``RAY_ADDRESS`` and ``WARPDIFF_BENCH_WORKERS=1,2,4,8`` it is the scaling bench.
+
+Seams: the evaluation suites' clips (motion-sr, and motion-inpaint with crop and propagation
+off, the inpainting that chunks), restored sequentially and in chunks (the same code the actors
+run, in this process); the warping error (``warp_pixel_prev``, exact flows) of the frames at
+each seam and the one after it, summed, over the sequential run's at the same frames, per
+overlap. ``seam_warp_error_ratio`` is that ratio at the defaults (1.0: the seam costs nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from warpcore.bench.schema import NUMBER, MapOf
+from warpcore.chunks import DEFAULT_CHUNK, DEFAULT_OVERLAP, as_flow_fn, flows_between, plan_chunks
+from warpcore.chunks import run_chunk as run_chunk_frames
+
+SCHEMA = {
+    "workers": MapOf(NUMBER),
+    "speedup_2": NUMBER,
+    "seam_warp_error_ratio": NUMBER,
+    "chunk": int,
+    "overlap": int,
+    "frames": int,
+    "size": str,
+    "seam_by_overlap": MapOf(MapOf(NUMBER)),
+    "load_average": {"1m": NUMBER, "5m": NUMBER, "15m": NUMBER},
+    "cluster": str,
+}
+
+
+def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
+    from warpcore.suites import SuiteConfig, suite_clips
+
+    frames = 6 if smoke else (16 if quick else 32)
+    size = (32, 32) if smoke else (64, 64)
+    sr = suite_clips("motion-sr", SuiteConfig(clips=1, frames=frames, size=size, scales=(2,)))[0]
+    seam_frames = 6 if smoke else 16
+    chunk = 3 if smoke else DEFAULT_CHUNK
+    seam_k = 3 if smoke else 6  # short chunks for the seam measurement: many seams per clip
+    overlaps = (0, DEFAULT_OVERLAP) if smoke else (0, 1, 2, 4)
+    seams = _seam_ratios(seam_frames, size, seam_k, overlaps)
+    at_default = seams[str(DEFAULT_OVERLAP)]["mean"]
+    fps, where = _throughput(sr, chunk, DEFAULT_OVERLAP)
+    return {
+        "workers": {str(w): v for w, v in fps.items()},
+        "speedup_2": fps.get(2, 0.0) / fps[1],
+        "seam_warp_error_ratio": at_default,
+        "chunk": chunk,
+        "overlap": DEFAULT_OVERLAP,
+        "frames": frames,
+        "size": f"{size[0] // 2}x{size[1] // 2} -> {size[0]}x{size[1]}",
+        "seam_by_overlap": seams,
+        "load_average": dict(zip(("1m", "5m", "15m"), os.getloadavg(), strict=True)),
+        "cluster": where,
+    }
+
+
+def format_result(result: dict[str, Any]) -> str:
+    fps = ", ".join(f"{w} workers {v:.2f} fps" for w, v in result["workers"].items())
+    return (
+        f"{fps}; speedup at 2: {result['speedup_2']:.2f}; seam warping error ratio "
+        f"{result['seam_warp_error_ratio']:.3f} (chunk {result['chunk']}, overlap "
+        f"{result['overlap']}); load average {result['load_average']['1m']:.1f}"
+    )
+
+
+# -- seams --------------------------------------------------------------------------------------
+def _seam_ratios(
+    n: int, size: tuple[int, int], k: int, overlaps: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
+    import torch
+
+    from warpcore.evaluate import ExactFlowScorer
+    from warpcore.models import load_denoiser
+    from warpcore.request import RestoreRequest
+    from warpcore.suites import SuiteConfig, suite_clips
+
+    torch.set_num_threads(1)
+    cases = [
+        ("motion-sr", {"task": "upscale", "scale": 2}, (2,)),
+        ("motion-inpaint", {"task": "inpaint", "crop": False, "propagate": 0}, (4,)),
+    ]
+    out: dict[str, dict[str, float]] = {str(o): {} for o in overlaps}
+    for suite, fields, scales in cases:
+        clip = suite_clips(suite, SuiteConfig(clips=1, frames=n, size=size, scales=scales))[0]
+        request = RestoreRequest(**fields, flow="dis")
+        denoiser = load_denoiser(request.model, request.task)
+        inputs = [np.asarray(f, np.float32) for f in clip.inputs]
+        masks = [np.asarray(m, np.float32) for m in clip.masks] if clip.masks is not None else None
+
+        def source(i: int, inputs=inputs, masks=masks) -> tuple[np.ndarray, np.ndarray | None]:
+            return inputs[i], None if masks is None else masks[i]
+
+        flows = {
+            j: flows_between(request, denoiser.downscale, source(j - 1), source(j))
+            for j in range(1, n)
+        }
+
+        def errors(chunk: int, overlap: int, clip=clip, request=request, denoiser=denoiser,
+                   flows=flows, source=source) -> list[float]:  # fmt: skip
+            from warpcore.restore import ClipRestorer
+
+            frames: dict[int, np.ndarray] = {}
+            for c in plan_chunks(list(range(n)), chunk, overlap):
+                r = ClipRestorer(request, denoiser, source(0)[0].shape[:2], n, as_flow_fn(flows))
+                for i, f in run_chunk_frames(r, c, source, flows):
+                    if i >= c.start:
+                        frames[i] = f
+            scorer = ExactFlowScorer(clip.forward, clip.backward)
+            for i in range(n):
+                scorer.add(frames[i], frames[i])
+            return [v or 0.0 for v in scorer.per_frame["warp_pixel_prev"]]
+
+        sequential = errors(n, 0)
+        seam_at = [s + d for s in range(k, n, k) for d in (0, 1) if s + d < n]
+        for o in overlaps:
+            chunked = errors(k, o)
+            base = max(sum(sequential[i] for i in seam_at), 1e-12)
+            out[str(o)][suite] = sum(chunked[i] for i in seam_at) / base
+    for row in out.values():
+        row["mean"] = float(np.mean(list(row.values())))
+    return out
+
+
+# -- throughput ----------------------------------------------------------------------------------
+def _throughput(clip: Any, chunk: int, overlap: int) -> tuple[dict[int, float], str]:
+    import ray
+
+    from server.client import Client, Shot
+    from server.cluster import ClusterConfig
+    from server.testing import running_server
+
+    address = os.environ.get("RAY_ADDRESS")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+                     logging_level="ERROR")  # fmt: skip
+            started = True
+    workers = [int(w) for w in os.environ.get("WARPDIFF_BENCH_WORKERS", "1,2").split(",")]
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    frames = [np.asarray(f, np.float32) for f in clip.inputs]
+    n = len(frames)
+    request = {"task": "upscale", "scale": clip.scale, "flow": "dis"}
+    fps: dict[int, float] = {}
+    try:
+        for w in workers:
+            config = ClusterConfig(
+                actors=w,
+                chunk=n if w == 1 else chunk,  # one worker: the sequential run
+                overlap=overlap,
+                threads=None if gpus else 1,
+                cpus_per_actor=1.0 if gpus else 0.75,
+                flow_cpus=0.5,
+            )
+            with tempfile.TemporaryDirectory() as cache, running_server(cache, ray=config) as srv:
+                with Client(srv.address, timeout=600) as client:
+                    warm = [  # every actor warm (model loaded): w short shots side by side
+                        client.submit(Shot({**request, "seed": 1000 + k}, frames[:2], None))
+                        for k in range(w)
+                    ]
+                    for key in warm:
+                        list(client.events(key, timeout=600))
+                    t0 = time.perf_counter()
+                    key = client.submit(Shot(request, frames, None))
+                    events = list(client.events(key, timeout=1800))
+                    elapsed = time.perf_counter() - t0
+                if events[-1].kind != "finished":
+                    raise RuntimeError(f"bench shot ended with {events[-1].kind}")
+                fps[w] = n / elapsed
+    finally:
+        if started:
+            ray.shutdown()
+    where = address or "local (ray.init num_cpus=2)"
+    return fps, f"{where}; {gpus:g} GPUs"

@@ -1,0 +1,284 @@
+"""The Ray side of ``warpdiff serve --ray``: the cluster connection, the GPU actors, flow tasks.
+
+Ray is imported only here and in ``server/ray_worker.py`` (the optional ``cluster`` extra).
+An actor loads each model once and stays warm; it runs one chunk of a shot at a time
+(:func:`warpcore.chunks.run_chunk`) and streams every frame back with the restorer's state
+after it, so the server writes the cache and a dead actor's chunk resumes exactly where it
+stopped on another actor. Flows are Ray tasks (one per frame pair) whose results live in the
+object store and are read by every chunk that needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from warpcore.chunks import DEFAULT_CHUNK, DEFAULT_OVERLAP
+from warpcore.errors import InvalidInput
+
+
+class ClusterUnreachable(Exception):
+    """``--ray ADDRESS`` names no running Ray cluster (or Ray is not installed)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``warpdiff serve --ray ADDRESS`` and its ``--ray-*`` options.
+
+    ``address``: ``auto`` (the cluster this machine's ``ray start`` joined) or ``HOST:PORT`` of
+    the head node's GCS. ``gpus_per_actor`` None: 1 when the cluster has GPUs, else 0 (CPU
+    actors). ``actors`` None: one per ``gpus_per_actor`` GPUs, or per ``cpus_per_actor`` CPUs.
+    ``chunk`` / ``overlap``: frames a chunk delivers / runs before it and drops.
+    ``threads``: torch threads per actor (None: torch's default).
+    """
+
+    address: str = "auto"
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1.0
+    actors: int | None = None
+    chunk: int = DEFAULT_CHUNK
+    overlap: int = DEFAULT_OVERLAP
+    threads: int | None = None
+    flow_cpus: float = 1.0
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str) or not self.address:
+            raise InvalidInput("--ray: expected 'auto' or HOST:PORT of the Ray head node")
+        if self.gpus_per_actor is not None and not 0 <= self.gpus_per_actor <= 64:
+            raise InvalidInput(f"--ray-gpus-per-actor: expected 0..64, got {self.gpus_per_actor}")
+        if not 0 < self.cpus_per_actor <= 256:
+            raise InvalidInput(f"--ray-cpus-per-actor: expected > 0, got {self.cpus_per_actor}")
+        if self.actors is not None and not 1 <= self.actors <= 4096:
+            raise InvalidInput(f"--ray-actors: expected 1..4096, got {self.actors}")
+        if not 1 <= self.chunk <= 100_000:
+            raise InvalidInput(f"--ray-chunk: expected an integer >= 1, got {self.chunk}")
+        if not 0 <= self.overlap <= 1000:
+            raise InvalidInput(f"--ray-overlap: expected an integer 0..1000, got {self.overlap}")
+        if not 0 < self.flow_cpus <= 256:
+            raise InvalidInput(f"--ray-flow-cpus: expected > 0, got {self.flow_cpus}")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise InvalidInput(f"threads per actor: expected >= 1, got {self.threads}")
+
+
+def connect(config: ClusterConfig) -> dict[str, float]:
+    """Join the cluster (or use the one this process already joined); its resources.
+
+    Raises :class:`ClusterUnreachable` saying what was tried and how to start one, in seconds
+    rather than Ray's minutes of retries: a ``HOST:PORT`` is probed with a plain TCP connect
+    first."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterUnreachable(
+            "--ray needs Ray: pip install 'warped-diffusion[cluster]' (or pip install ray)"
+        ) from None
+    if not ray.is_initialized():
+        address = config.address
+        if address != "auto":
+            _probe(address, config.connect_timeout_s)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ClusterUnreachable(
+                f"cannot reach the Ray cluster at {address!r} ({exc}); start one with "
+                "`ray start --head` (workers: `ray start --address HEAD:6379`) and pass "
+                "--ray auto on a cluster node or --ray HEAD:6379"
+            ) from None
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _probe(address: str, timeout: float) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachable(f"--ray: expected 'auto' or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ClusterUnreachable(
+            f"cannot reach the Ray cluster at {address} ({exc}); start its head node with "
+            f"`ray start --head --port {port}` there, or pass --ray auto on a cluster node"
+        ) from None
+
+
+def actor_plan(config: ClusterConfig, resources: dict[str, float]) -> tuple[int, float, float]:
+    """(actors, GPUs each, CPUs each) for this cluster and configuration."""
+    gpus = resources.get("GPU", 0.0)
+    per_gpu = config.gpus_per_actor if config.gpus_per_actor is not None else float(gpus > 0)
+    if per_gpu > 0 and gpus < per_gpu:
+        raise InvalidInput(
+            f"--ray-gpus-per-actor {per_gpu}: the cluster has {gpus:g} GPUs; give 0 for CPU actors"
+        )
+    if config.actors is not None:
+        count = config.actors
+    elif per_gpu > 0:
+        count = int(gpus // per_gpu)
+    else:
+        count = max(1, int(resources.get("CPU", 1.0) // config.cpus_per_actor))
+    return max(1, count), per_gpu, config.cpus_per_actor
+
+
+# -- code that runs on the cluster ---------------------------------------------------------------
+def pair_flows_task(
+    request: dict[str, Any],
+    downscale: int,
+    prev: tuple[np.ndarray, np.ndarray | None],
+    cur: tuple[np.ndarray, np.ndarray | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ray task: the flows of one frame pair (see :func:`warpcore.chunks.flows_between`)."""
+    import torch
+
+    from warpcore.chunks import flows_between
+    from warpcore.request import RestoreRequest
+
+    torch.set_num_threads(1)
+    prev, cur = ((np.array(f), None if m is None else np.array(m)) for f, m in (prev, cur))
+    return flows_between(RestoreRequest.from_dict(request), downscale, prev, cur)
+
+
+class _RefInputs:
+    """``ShotInputs``' ``frame_and_mask`` over the shot's frames in the object store."""
+
+    def __init__(self, refs: list[Any]) -> None:
+        self.refs = refs
+
+    def frame_and_mask(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        import ray
+
+        frame, mask = ray.get(self.refs[i])  # read-only views of the object store: copied
+        return np.array(frame), None if mask is None else np.array(mask)
+
+
+class _LazyFlows(Mapping):
+    """The shot's flows by frame (object refs), fetched on first use; ``first`` at once."""
+
+    def __init__(self, refs: dict[int, Any], first: range) -> None:
+        import ray
+
+        self.refs = refs
+        self.values = dict(zip(first, ray.get([refs[j] for j in first]), strict=True))
+
+    def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        if j not in self.values:
+            import ray
+
+            self.values[j] = ray.get(self.refs[j])
+        return self.values[j]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+def warm_flow_worker() -> int:
+    """Ray task run once per flow slot at start: the imports (torch, OpenCV) done before the
+    first shot's flows are needed."""
+    import warpcore.chunks  # noqa: F401
+
+    return os.getpid()
+
+
+class ChunkActor:
+    """A warm worker on one GPU (or CPU): models loaded once, one chunk at a time.
+
+    Runs as a threaded Ray actor so :meth:`cancel` lands while :meth:`run` computes."""
+
+    def __init__(self, device: str, threads: int | None) -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        from server.engine import Engine
+
+        self.engine = Engine("builtin", device)
+        self._lock = threading.Lock()
+        self._cancelled: list[str] = []  # run ids told to stop (recent ones)
+        self.log: list[tuple[str, int, float]] = []  # (run id, frame, time) per frame computed
+
+    def ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "device": self.engine.device, "loaded": self.engine.loaded()}
+
+    def downscale(self, model: str, task: str) -> int:
+        """The model's latent downscale (loads it: the actor stays warm for the shot)."""
+        return int(self.engine.denoiser(model, task).downscale)
+
+    def cancel(self, run_id: str) -> bool:
+        with self._lock:
+            self._cancelled = [*self._cancelled[-255:], run_id]
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"pid": os.getpid(), "cancelled": list(self._cancelled), "log": list(self.log)}
+
+    def run(self, job: dict[str, Any], chunk: tuple[int, int, int], state: Any) -> Iterator[Any]:
+        """Stream ``("frame", index, frame, state)`` for frames chunk.warm .. stop-1, then
+        ``("done", n)``; ``("cancelled", index)`` when cancelled. ``job``: run id, request,
+        size, n_frames, frame refs, flow refs (None: the restorer estimates its flows)."""
+
+        from server.worker import _frame_source
+        from warpcore.chunks import Chunk, as_flow_fn, run_chunk
+        from warpcore.errors import Cancelled
+        from warpcore.request import RestoreRequest
+
+        run_id = job["run"]
+        request = RestoreRequest.from_dict({**job["request"], "device": self.engine.device})
+        c = Chunk(*chunk)
+        inputs = _RefInputs(job["frames"])
+        flows = None
+        if job["flows"] is not None:  # those before the chunk now, the chunk's as it needs them
+            flows = _LazyFlows(job["flows"], range(1, max(c.warm, 1)))
+            source, flow_fn = inputs.frame_and_mask, as_flow_fn(flows)  # type: ignore[arg-type]
+        else:
+            source, flow_fn = _frame_source(inputs, request, job["n_frames"])  # type: ignore[arg-type]
+        restorer = self.engine.restorer(request, tuple(job["size"]), job["n_frames"], flow_fn)
+        if state is not None:
+            restorer.load_state_dict(state)
+        stop = self._stop_fn(run_id)
+        if state is not None or flows is None:  # in order from c.warm (a resumed state or 0)
+            steps = _in_order(restorer, c, source, stop)
+        else:
+            steps = run_chunk(restorer, c, source, flows, should_stop=stop)
+        try:
+            for index, out in steps:
+                with self._lock:
+                    self.log.append((run_id, index, time.time()))
+                keep = index >= c.start
+                yield (
+                    "frame",
+                    index,
+                    out if keep else None,
+                    restorer.state_dict() if keep else None,
+                )
+                if stop():
+                    yield ("cancelled", index + 1)
+                    return
+        except Cancelled:
+            yield ("cancelled", restorer.next_index)
+            return
+        yield ("done", c.stop)
+
+    def _stop_fn(self, run_id: str) -> Any:
+        def should_stop() -> bool:
+            with self._lock:
+                return run_id in self._cancelled
+
+        return should_stop
+
+
+def _in_order(
+    restorer: Any, chunk: Any, source: Any, should_stop: Any
+) -> Iterator[tuple[int, np.ndarray]]:
+    for index in range(chunk.warm, chunk.stop):
+        frame, mask = source(index)
+        yield index, restorer.process(index, frame, mask, should_stop=should_stop)

@@ -1,0 +1,465 @@
+"""``warpdiff serve --ray``: the worker of ``server/worker.py``, dispatching to a Ray cluster.
+
+Same interface as :class:`server.worker.Worker` (enqueue, cancel, state, snapshot, close), so
+the socket loop, the registry and the protocol are unchanged: the loop stays the only thing
+that talks to clients, and this process's cache and events stay the single source of truth.
+
+Threads: a planner activates queued shots (up to one per actor), puts their input frames in
+the object store, starts one flow task per frame pair and cuts the missing frames into chunks
+(``warpcore/chunks.py``); one runner per actor takes chunks in order, streams the actor's
+frames back and writes each kept frame to the cache; one emitter owns the PUSH socket and
+sends the events in order. Frames may finish out of order (chunks run side by side); the
+events go out in frame order (each frame exactly once) as the finished prefix grows, and the
+resume state is written for the prefix, so ``cache.done`` and a restart behave as in local
+mode. An actor that dies has its chunk resumed on a new actor from the state after its last
+delivered frame: nothing delivered is recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from server.cache import ShotCache
+from server.cluster import (
+    ChunkActor,
+    ClusterConfig,
+    actor_plan,
+    pair_flows_task,
+    warm_flow_worker,
+)
+from server.shots import ShotInputs, request_for_device
+from server.worker import (
+    WORKER_NICE,
+    QueueFull,
+    ShotFailed,
+    _describe,
+    _emit,
+    _emit_frame,
+    lower_thread_priority,
+)
+from warpcore.chunks import Chunk, chunkable, plan_chunks
+
+log = logging.getLogger("warpdiff.server")
+
+
+@dataclass
+class ShotRun:
+    """One shot's job on the cluster (frames up to ``target``)."""
+
+    key: str
+    target: int
+    previews: bool = False
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    stop: threading.Event = field(default_factory=threading.Event)
+    active: bool = False
+    meta: Any = None
+    job: dict[str, Any] | None = None  # what every chunk of this shot is given (see ChunkActor.run)
+    planned: set[int] = field(default_factory=set)  # frames some chunk delivers
+    pending: int = 0  # chunks queued or running
+    running: int = 0
+    next_emit: int = 0  # frames 0 .. next_emit-1 are finished and announced
+    arrived: set[int] = field(default_factory=set)  # finished frames >= next_emit
+    states: dict[int, tuple[int, Any]] = field(default_factory=dict)  # chunk start -> (i, state)
+    error: str | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Task:
+    run: ShotRun
+    chunk: Chunk
+    state: Any = None  # the restorer state to continue from (resume or a dead actor's chunk)
+    origin: int = -1  # the planned chunk's start (its states key)
+
+
+class RayWorker:
+    """Runs shots on Ray actors; see the module docstring."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        events_address: str,
+        cache: ShotCache,
+        config: ClusterConfig,
+        resources: dict[str, float],
+        device: str = "cpu",
+        queue_limit: int = 16,
+    ) -> None:
+        import ray
+
+        self.ray = ray
+        self.context, self.events_address = context, events_address
+        self.cache, self.config, self.queue_limit = cache, config, queue_limit
+        n, gpus, cpus = actor_plan(config, resources)
+        self.device = "cuda" if gpus > 0 else device
+        self._actor_cls = ray.remote(ChunkActor).options(
+            num_gpus=gpus, num_cpus=cpus, max_concurrency=4, max_restarts=0
+        )
+        self._flow_task = ray.remote(pair_flows_task).options(num_cpus=config.flow_cpus)
+        self.actors: list[Any] = [self._new_actor() for _ in range(n)]
+        slots = max(1, int(resources.get("CPU", 1.0) // config.flow_cpus))
+        warm = ray.remote(warm_flow_worker).options(num_cpus=config.flow_cpus)
+        self._warm = [warm.remote() for _ in range(min(slots, 8))]  # flow workers imported
+        self._cond = threading.Condition()
+        self._jobs: deque[ShotRun] = deque()  # queued and active, in order
+        self._tasks: deque[Task] = deque()
+        self._running: dict[int, Task] = {}  # runner slot -> its task
+        self._events: queue.Queue[Callable[[zmq.Socket], None] | None] = queue.Queue()
+        self._write_lock = threading.Lock()
+        self._closing = False
+        self.retries = 0
+        self._threads = [
+            threading.Thread(target=self._plan_loop, name="warpdiff-ray-planner", daemon=True),
+            threading.Thread(target=self._emit_loop, name="warpdiff-ray-events", daemon=True),
+        ] + [
+            threading.Thread(target=self._runner, args=(i,), name=f"warpdiff-ray-{i}", daemon=True)
+            for i in range(n)
+        ]
+
+    def _new_actor(self) -> Any:
+        return self._actor_cls.remote(self.device, self.config.threads)
+
+    # -- called from the socket loop (the Worker interface) -------------------------------------
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def enqueue(self, key: str, target: int, previews: bool = False) -> int:
+        with self._cond:
+            if self.extend_locked(key, target, previews):
+                return self._position_locked(key)
+            if len(self._jobs) >= self.queue_limit:
+                raise QueueFull(f"{len(self._jobs)} shots are queued (limit {self.queue_limit})")
+            self._jobs.append(ShotRun(key, target, previews))
+            self._cond.notify_all()
+            return self._position_locked(key)
+
+    def full(self) -> bool:
+        with self._cond:
+            return len(self._jobs) >= self.queue_limit
+
+    def extend_locked(self, key: str, target: int, previews: bool) -> bool:
+        for run in self._jobs:
+            if run.key == key and not run.stop.is_set():
+                if target > run.target:
+                    run.target = target
+                    if run.active:
+                        self._plan_more_locked(run)
+                run.previews = run.previews or previews
+                return True
+        return False
+
+    def _position_locked(self, key: str) -> int:
+        waiting = [r.key for r in self._jobs if not r.active]
+        return 0 if key not in waiting else waiting.index(key) + 1
+
+    def cancel(self, key: str) -> str:
+        """Stop the shot: every actor running one of its chunks is told (within a step)."""
+        with self._cond:
+            for run in list(self._jobs):
+                if run.key != key or run.stop.is_set():
+                    continue
+                run.stop.set()
+                if not run.active:
+                    self._jobs.remove(run)
+                    return "queued"
+                for slot, task in self._running.items():
+                    if task.run is run:
+                        self.actors[slot].cancel.remote(run.run_id)
+                self._tasks = deque(t for t in self._tasks if t.run is not run)
+                run.pending = run.running
+                if run.pending == 0:
+                    self._finish_locked(run)
+                return "running"
+        return "idle"
+
+    def state(self, key: str) -> str | None:
+        with self._cond:
+            for run in self._jobs:
+                if run.key == key:
+                    return "running" if run.active else "queued"
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._cond:
+            running = [r.key for r in self._jobs if r.active]
+            return {
+                "running": running[0] if running else None,
+                "queued": sum(not r.active for r in self._jobs),
+                "limit": self.queue_limit,
+                "ray": {"actors": len(self.actors), "running": running, "retries": self.retries},
+            }
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._closing = True
+            for run in self._jobs:
+                run.stop.set()
+                if run.active:
+                    for actor in self.actors:
+                        actor.cancel.remote(run.run_id)
+            self._jobs.clear()
+            self._tasks.clear()
+            self._cond.notify_all()
+        self._events.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.1, deadline - time.monotonic()))
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # already gone
+                self.ray.kill(actor)
+
+    # -- the planner ---------------------------------------------------------------------------
+    def _plan_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._next_inactive_locked():
+                    self._cond.wait(0.5)
+                if self._closing:
+                    return
+                run = self._next_inactive_locked()
+                run.active = True  # type: ignore[union-attr]
+            try:
+                self._activate(run)  # type: ignore[arg-type]
+            except Exception as exc:  # the shot fails, the server goes on
+                log.error("shot %s failed to start:\n%s", run.key, traceback.format_exc())
+                with self._cond:
+                    run.error = _describe(exc)  # type: ignore[union-attr]
+                    run.pending = run.running  # type: ignore[union-attr]
+                    self._tasks = deque(t for t in self._tasks if t.run is not run)
+                    if run.pending == 0:  # type: ignore[union-attr]
+                        self._finish_locked(run)  # type: ignore[arg-type]
+
+    def _next_inactive_locked(self) -> ShotRun | None:
+        if sum(r.active for r in self._jobs) >= len(self.actors):
+            return None
+        return next((r for r in self._jobs if not r.active), None)
+
+    def _activate(self, run: ShotRun) -> None:
+        """Frames into the object store, flow tasks started, chunks queued."""
+        ray = self.ray
+        meta = self.cache.meta(run.key)
+        n = meta.n_frames
+        run.meta = meta
+        done = self.cache.done(run.key)
+        run.next_emit = done
+        # frames past the prefix that chunks finished before a restart: announced in order
+        run.arrived = {i for i in range(done, n) if self.cache.frame_path(run.key, i).is_file()}
+        self._emit(run.key, "started", frame=done, n_frames=n, resume_from=done)
+        request = request_for_device(meta, self.device)
+        inputs = ShotInputs(self.cache, meta)
+        frames = [ray.put(inputs.frame_and_mask(i)) for i in range(n)]
+        why = chunkable(request)
+        flows = None
+        if why is None and n > 1:
+            downscale = ray.get(self.actors[0].downscale.remote(request.model, request.task))
+            req = request.to_dict()
+            flows = {
+                j: self._flow_task.remote(req, downscale, frames[j - 1], frames[j])
+                for j in range(1, n)
+            }
+        run.job = {
+            "run": run.run_id,
+            "request": request.to_dict(),
+            "size": (meta.height, meta.width),
+            "n_frames": n,
+            "frames": frames,
+            "flows": flows,
+        }
+        state = None
+        if done > 0:
+            next_index, state = self.cache.load_state(run.key)
+            state = state if next_index == done and "chunked" not in state else None
+        with self._cond:
+            run.planned.update(range(done))
+            self._plan_more_locked(run, resume=state, chunked=why is None)
+            if run.pending == 0:
+                self._finish_locked(run)
+            self._cond.notify_all()
+
+    def _plan_more_locked(self, run: ShotRun, resume: Any = None, chunked: bool | None = None):
+        """Queue chunks for the frames up to the target that no chunk delivers yet."""
+        if run.job is None:
+            return  # the planner plans it on activation
+        n = run.job["n_frames"]
+        if chunked is None:
+            chunked = run.job["flows"] is not None
+        missing = [
+            i
+            for i in range(min(run.target, n - 1) + 1)
+            if i not in run.planned and not self.cache.frame_path(run.key, i).is_file()
+        ]
+        run.planned.update(missing)
+        if not missing:
+            return
+        if chunked:
+            chunks = plan_chunks(missing, self.config.chunk, self.config.overlap)
+        else:  # in order on one actor, like the local worker
+            chunks = [Chunk(missing[0], missing[-1] + 1, missing[0])]
+        for c in chunks:
+            state = None
+            if resume is not None and c.start == run.next_emit:
+                state, c = resume, Chunk(c.start, c.stop, c.start)  # continues exactly
+            self._tasks.append(Task(run, c, state, c.start))
+            run.pending += 1
+        self._cond.notify_all()
+
+    # -- the runners ---------------------------------------------------------------------------
+    def _runner(self, slot: int) -> None:
+        lower_thread_priority(WORKER_NICE)  # cache writes yield to the socket loop
+        while True:
+            with self._cond:
+                while not self._closing and not self._tasks:
+                    self._cond.wait(0.5)
+                if self._closing:
+                    return
+                task = self._tasks.popleft()
+                self._running[slot] = task
+                task.run.running += 1
+            resumed = None
+            try:
+                resumed = self._run_task(slot, task)
+            except Exception as exc:
+                log.error("shot %s chunk failed:\n%s", task.run.key, traceback.format_exc())
+                exc = getattr(exc, "cause", None) or exc  # a RayTaskError: the actor's own error
+                with self._cond:
+                    if task.run.error is None:
+                        task.run.error = _describe(exc)
+                    task.run.stop.set()
+                    self._tasks = deque(t for t in self._tasks if t.run is not task.run)
+                    task.run.pending = task.run.running
+            with self._cond:
+                self._running.pop(slot, None)
+                run = task.run
+                run.running -= 1
+                if resumed is not None:  # the actor died: the rest of the chunk goes first
+                    self._tasks.appendleft(resumed)
+                else:
+                    run.pending -= 1
+                if run.pending <= 0 and run in self._jobs:
+                    self._finish_locked(run)
+                self._cond.notify_all()
+
+    def _run_task(self, slot: int, task: Task) -> Task | None:
+        """Stream one chunk from the actor of ``slot``; a Task for the rest if the actor died."""
+        ray, run = self.ray, task.run
+        if run.stop.is_set():
+            return None
+        c = task.chunk
+        self._emit(run.key, "progress", frame=c.start, message=f"chunk {c.start}-{c.stop - 1}")
+        actor = self.actors[slot]
+        stream = actor.run.options(num_returns="streaming").remote(
+            run.job, (c.start, c.stop, c.warm), task.state
+        )
+        last = c.start - 1
+        try:
+            for ref in stream:
+                item = ray.get(ref)
+                if item[0] == "frame" and item[2] is not None:
+                    self._deliver(task, item[1], item[2], item[3])
+                    last = item[1]
+                elif item[0] == "cancelled":
+                    return None
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            log.warning("actor %d died in shot %s chunk %s (%s); retrying", slot, run.key, c, exc)
+            with self._cond:
+                self.actors[slot] = self._new_actor()
+                self.retries += 1
+            if last + 1 >= c.stop or run.stop.is_set():
+                return None
+            with self._cond:
+                saved = run.states.get(task.origin)
+            if saved is not None and saved[0] == last:  # continue from the last delivered frame
+                return Task(run, Chunk(last + 1, c.stop, last + 1), saved[1], task.origin)
+            return Task(run, c, task.state, task.origin)
+        return None
+
+    def _deliver(self, task: Task, index: int, frame: np.ndarray, state: Any) -> None:
+        """A kept frame: into the cache, then the events of the grown finished prefix."""
+        run = task.run
+        if not task.chunk.start <= index < task.chunk.stop:  # overlap frames never come back
+            raise RuntimeError(f"chunk {task.chunk} sent frame {index}, outside what it delivers")
+        if not np.isfinite(frame).all():
+            raise ShotFailed(
+                f"frame {index}: the model returned NaN or infinite pixels; the frame was not "
+                "kept (try another seed or model)"
+            )
+        with self._write_lock:
+            if run.stop.is_set() and run.error is not None:
+                return
+            self.cache.write_frame(run.key, index, frame)
+            with self._cond:
+                run.states[task.origin] = (index, state)
+                if index < run.next_emit or index in run.arrived:
+                    return  # (cannot happen: each frame belongs to one chunk)
+                run.arrived.add(index)
+                first = run.next_emit
+                while run.next_emit in run.arrived:
+                    run.arrived.discard(run.next_emit)
+                    run.next_emit += 1
+                last = run.next_emit - 1
+                swept = range(first, run.next_emit)
+                prefix_state = next((s for i, s in run.states.values() if i == last), None)
+            if len(swept):  # the prefix's resume state (a marker if its chunk ran before)
+                self.cache.write_state(run.key, last + 1, prefix_state or marker_state(last + 1))
+            n = run.meta.n_frames
+            for i in swept:
+                out = frame if i == index else self.cache.read_frame(run.key, i)
+                self._events.put(
+                    lambda push, i=i, out=out: _emit_frame(
+                        push, run.key, i, n, out, 0.0, run.previews
+                    )
+                )
+
+    def _finish_locked(self, run: ShotRun) -> None:
+        """The shot's last chunk ended: its final event (after every frame event)."""
+        if run in self._jobs:
+            self._jobs.remove(run)
+        n = run.meta.n_frames if run.meta is not None else 0
+        if run.error is not None:
+            message = run.error
+            self.cache.write_error(run.key, message)
+            self._emit(run.key, "error", message=message)
+        elif run.stop.is_set():
+            self._emit(run.key, "cancelled", frame=run.next_emit, n_frames=n)
+        else:
+            kind = "finished" if run.next_emit >= n else "paused"
+            self._emit(run.key, kind, frame=run.next_emit - 1, n_frames=n)
+        self._cond.notify_all()
+
+    # -- events --------------------------------------------------------------------------------
+    def _emit(self, key: str, kind: str, **body: Any) -> None:
+        self._events.put(lambda push: _emit(push, key, kind, **body))
+
+    def _emit_loop(self) -> None:
+        push = self.context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(self.events_address)
+        try:
+            while (send := self._events.get()) is not None:
+                send(push)
+        finally:
+            push.close()
+
+
+def marker_state(next_index: int) -> dict[str, Any]:
+    """A resume state that only says how many frames are finished in order: the frame before
+    was made by a chunk of an earlier run whose state is gone. A --ray server resumes from it
+    (chunks start from the flows); the local worker says so (server/worker.py)."""
+    import torch
+
+    return {"next_index": torch.tensor(next_index), "chunked": torch.tensor(1)}

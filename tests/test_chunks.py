@@ -1,0 +1,98 @@
+"""Chunks of a long shot (warpcore/chunks.py): the plan, and a chunk's noise = the sequential
+run's noise (exact frames with guidance off), fast-forwarded warper state bit-identical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from warpcore.chunks import Chunk, as_flow_fn, chunkable, flows_between, plan_chunks, run_chunk
+from warpcore.errors import InvalidInput
+from warpcore.models import load_denoiser
+from warpcore.request import RestoreRequest
+from warpcore.restore import ClipRestorer
+from warpcore.warps import fast_forward, make_warper
+
+
+def moving_clip(n: int, size: int = 16) -> list[np.ndarray]:
+    """A photograph panning by a sub-pixel-ish, varying amount (so flows are not trivial)."""
+    photo = transform.resize(data.astronaut(), (96, 96), anti_aliasing=True).astype(np.float32)
+    return [
+        np.ascontiguousarray(photo[30 + j : 30 + j + size, 20 + 2 * j : 20 + 2 * j + size])
+        for j in range(n)
+    ]
+
+
+def test_plan_chunks_covers_missing_frames_once() -> None:
+    chunks = plan_chunks([0, 1, 2, 3, 4, 5, 6, 9, 10], size=3, overlap=2)
+    assert chunks == [Chunk(0, 3, 0), Chunk(3, 6, 1), Chunk(6, 7, 4), Chunk(9, 11, 7)]
+    delivered = [i for c in chunks for i in c.frames]
+    assert delivered == [0, 1, 2, 3, 4, 5, 6, 9, 10]
+    with pytest.raises(InvalidInput, match="chunk size"):
+        plan_chunks([0], 0, 1)
+    with pytest.raises(InvalidInput, match="sorted"):
+        plan_chunks([2, 1], 3, 1)
+
+
+def test_fast_forward_is_bit_identical_to_next() -> None:
+    gen = torch.Generator().manual_seed(3)
+    flows = [
+        (torch.randn(2, 12, 10, generator=gen), torch.randn(2, 12, 10, generator=gen))
+        for _ in range(4)
+    ]
+    seq = make_warper("gp", 3, 12, 10, seed=5)
+    seq.first()
+    for f, b in flows:
+        expected = seq.next(f, b)
+    ff = make_warper("gp", 3, 12, 10, seed=5)
+    ff.first()
+    fast_forward(ff, flows[:-1])
+    assert torch.equal(ff.next(*flows[-1]), expected)
+    assert torch.equal(ff.state_dict()["displacement"], seq.state_dict()["displacement"])
+
+
+def _sequential(request, denoiser, frames):  # noqa: ANN001, ANN202
+    r = ClipRestorer(request, denoiser, frames[0].shape[:2], len(frames))
+    return [r.process(i, f) for i, f in enumerate(frames)]
+
+
+def _chunked(request, denoiser, frames, size, overlap):  # noqa: ANN001, ANN202
+    flows = {
+        j: flows_between(request, denoiser.downscale, (frames[j - 1], None), (frames[j], None))
+        for j in range(1, len(frames))
+    }
+    out: dict[int, np.ndarray] = {}
+    for chunk in plan_chunks(list(range(len(frames))), size, overlap):
+        r = ClipRestorer(request, denoiser, frames[0].shape[:2], len(frames), as_flow_fn(flows))
+        for i, frame in run_chunk(r, chunk, lambda i: (frames[i], None), flows):
+            if i >= chunk.start:
+                assert i not in out, "a frame delivered twice"
+                out[i] = frame
+    return [out[i] for i in range(len(frames))]
+
+
+def test_chunks_equal_the_sequential_run_without_guidance() -> None:
+    denoiser = load_denoiser("builtin", "upscale")
+    frames = moving_clip(7)
+    request = RestoreRequest(task="upscale", scale=2, guidance=0.0, steps=3, strength=1.0)
+    seq = _sequential(request, denoiser, frames)
+    chunked = _chunked(request, denoiser, frames, size=3, overlap=1)
+    for i in range(7):  # every frame: without guidance nothing crosses frames but the noise
+        np.testing.assert_array_equal(chunked[i], seq[i], err_msg=f"frame {i}")
+    # and the noise really moves: another seed changes the frames
+    other = _sequential(
+        RestoreRequest(**{**request.to_dict(), "seed": 1, "guidance_range": (0.0, 1.0)}),
+        denoiser,
+        frames[:1],
+    )
+    assert not np.array_equal(other[0], seq[0])
+
+
+def test_chunkable_names_what_runs_in_order() -> None:
+    assert chunkable(RestoreRequest(task="upscale")) is None
+    assert "crop" in chunkable(RestoreRequest(task="inpaint", propagate=0))
+    assert "propagation" in chunkable(RestoreRequest(task="inpaint", crop=False))
+    assert chunkable(RestoreRequest(task="inpaint", crop=False, propagate=0)) is None
+    assert "noise" in chunkable(RestoreRequest(task="upscale", noise="integral"))
