@@ -106,7 +106,7 @@ def test_loss_falls_and_logs(tmp_path: Path, photos: list[Photo]) -> None:
     covers only platform differences)."""
     cfg = tiny_config(
         tmp_path / "run", steps=40, validate_every=40, noise="gp", lr=4e-3,
-        block_out_channels=(16, 32),
+        block_out_channels=(16, 32), mean_fraction=0.0,
     )  # fmt: skip
     backend = BuiltinBackend(cfg)  # the same seeded initialisation train() starts from
     batch = make_batch(np.random.default_rng(99), photos, 64, 16, cfg.tasks, (2, 4), (0.5, 0.5))
@@ -240,3 +240,62 @@ def test_unusable_training_images_are_named_not_dropped(tmp_path: Path) -> None:
     assert "my stills/good.png" in names
     with pytest.raises(InvalidInput, match="not a folder"):
         load_photos(64, (str(tmp_path / "missing"),), log=lambda _m: None)
+
+
+def test_one_call_samples_regress_on_the_base(photos: list[Photo]) -> None:
+    """mean_fraction=1: every sample is the one-call estimate, D(b, sigma_max) against x0 with
+    EDM's weight (no noise enters: swapping the noise bank changes nothing)."""
+    from warpcore.training.builtin_backend import _cond
+
+    cfg = tiny_config(Path("unused"), mean_fraction=1.0, noise="gp")
+    backend = BuiltinBackend(cfg)
+    batch = make_batch(np.random.default_rng(3), photos, 6, 16, cfg.tasks, (2, 4), (0.5, 0.5))
+    with torch.no_grad():
+        loss = float(backend.loss(batch, torch.Generator().manual_seed(1)))
+        backend.bank = NoiseBank("gp", 3, 16, 4, seed=9)
+        again = float(backend.loss(batch, torch.Generator().manual_seed(1)))
+        net, cond = backend.net, _cond(batch)
+        d = net.estimate(cond, batch.task)
+        sd = net.sigma_data[batch.task].reshape(-1, 1, 1, 1)
+        s = float(net.config["sigma_max"])
+        weight = (s**2 + sd**2) / (s * sd) ** 2
+        expected = float((weight * (d - (2 * batch.clean - 1)) ** 2).mean())
+    assert loss == pytest.approx(expected, rel=1e-5) and again == pytest.approx(loss, rel=1e-6)
+    with pytest.raises(InvalidInput, match="mean_fraction"):
+        tiny_config(Path("unused"), mean_fraction=1.5)
+
+
+def test_degrade_is_mostly_the_area_downscale_of_use() -> None:
+    """The eval's (and a user's) input is an 8-bit area downscale: a large share of the
+    training inputs is exactly that, and all are 8-bit."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3)).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    area = np.round(cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA) * 255) / 255
+    outs = [degrade(rng, img, 4) for _ in range(200)]
+    assert all(np.allclose(o * 255, np.round(o * 255), atol=1e-4) for o in outs)
+    exact = np.mean([np.abs(o - area).max() < 1e-6 for o in outs])
+    assert exact > 0.35  # measured 0.455; the first weights' degradation: about 0.1
+
+
+def test_video_frames_are_split_by_position(tmp_path: Path) -> None:
+    """Training videos: every VIDEO_EVERY-th frame; frames in a clip's last fifth are held
+    out; the evaluation videos are never training videos."""
+    import cv2
+
+    from warpcore.training import data
+
+    assert not set(data.TRAIN_VIDEOS) & set(data.EVAL_VIDEOS)
+    writer = cv2.VideoWriter(
+        str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (120, 100)
+    )
+    for i in range(20):
+        writer.write(np.full((100, 120, 3), 10 * i, np.uint8))
+    writer.release()
+    frames = data._video_photos(tmp_path, ("v.avi",), every=3)
+    assert [p.name for p in frames] == [f"video/v.avi#{i:04d}" for i in range(0, 20, 3)]
+    assert [p.held_out for p in frames] == [i >= 16 for i in range(0, 20, 3)]
+    train, val = data.split(frames)
+    assert {p.name for p in val} == {"video/v.avi#0018"} and len(train) == 6

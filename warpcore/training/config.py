@@ -23,6 +23,11 @@ BUILTIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "ema_decay": 0.999, "warmup
 class TrainConfig:
     """Everything that decides a training trajectory (saved as ``config.json`` in the run).
 
+    ``mean_fraction``: the share of built-in samples trained as the one-call estimate
+    (``sigma = sigma_max`` and ``x = b``: a plain regression of ``x0`` on the condition), the
+    rest at ``ln sigma ~ N(p_mean, p_std^2)``. ``videos``: add the frames of Debian opencv-doc's
+    training videos (:data:`warpcore.training.data.TRAIN_VIDEOS`) to the stills.
+
     ``model``: ``"builtin"`` (train the small pixel-space UNet from scratch, or from ``init``)
     or a diffusers SDXL folder (fine-tune its UNet in latent space, one task). ``lr``,
     ``weight_decay``, ``ema_decay`` and ``warmup`` left at None take the model's defaults.
@@ -44,8 +49,9 @@ class TrainConfig:
     ema_decay: float | None = None
     p_mean: float = -0.8
     p_std: float = 1.6
+    mean_fraction: float = 0.4
     scales: tuple[int, ...] = (2, 4, 8)
-    scale_weights: tuple[float, ...] = (0.2, 0.6, 0.2)
+    scale_weights: tuple[float, ...] = (0.1, 0.8, 0.1)
     block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
     layers_per_block: int = 1
     init: str | None = None
@@ -60,6 +66,7 @@ class TrainConfig:
     threads: int = 1
     prompt: str = ""
     extra_data: tuple[str, ...] = field(default_factory=tuple)
+    videos: bool = True
 
     def __post_init__(self) -> None:
         defaults = BUILTIN_DEFAULTS if self.model == "builtin" else SDXL_DEFAULTS
@@ -107,6 +114,10 @@ class TrainConfig:
             raise InvalidInput("scales: expected values in (2, 4, 8), one weight per scale")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise InvalidInput(f"ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= float(self.mean_fraction) <= 1.0:
+            raise InvalidInput(
+                f"mean_fraction: expected a number in [0, 1], got {self.mean_fraction!r}"
+            )
         if not float(self.lr) > 0.0:
             raise InvalidInput(f"lr: expected a positive number, got {self.lr}")
 

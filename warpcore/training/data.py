@@ -69,10 +69,42 @@ OPENCV_SKIP = (
 
 @dataclass(frozen=True)
 class Photo:
-    """One still: ``name`` (source/file) and ``pixels`` uint8 (H, W, 3) RGB."""
+    """One still: ``name`` (source/file) and ``pixels`` uint8 (H, W, 3) RGB; ``held_out``: True
+    / False to place it in validation / training, None to decide by a hash of the name."""
 
     name: str
     pixels: np.ndarray
+    held_out: bool | None = None
+
+
+# Debian opencv-doc's videos. vtest.avi and tree.avi are never trained on: they are the real-
+# video evaluation (warpcore.bench.builtin). Megamind.avi's last fifth is validation.
+TRAIN_VIDEOS = ("Megamind.avi",)
+EVAL_VIDEOS = ("vtest.avi", "tree.avi")
+VIDEO_EVERY = 6  # every 6th frame
+VIDEO_VAL_FROM = 0.8  # frames after this share of a clip are held out
+
+
+def _video_photos(folder: Path, names: tuple[str, ...], every: int) -> list[Photo]:
+    """Frames of the training videos at their native size (random zoom-out adds the scales)."""
+    photos = []
+    for name in names:
+        cap = cv2.VideoCapture(str(folder / name))
+        if not cap.isOpened():
+            continue
+        count = max(1, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        index = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if index % every == 0 and min(bgr.shape[:2]) >= MIN_SIDE:
+                held = index >= VIDEO_VAL_FROM * count
+                pixels = np.ascontiguousarray(bgr[..., ::-1])
+                photos.append(Photo(f"video/{name}#{index:04d}", pixels, held_out=held))
+            index += 1
+        cap.release()
+    return photos
 
 
 def ensure_debian_packages(log: Callable[[str], None] = print) -> None:
@@ -150,6 +182,7 @@ def load_photos(
     max_side: int = 512,
     extra_dirs: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
+    videos: bool = True,
 ) -> list[Photo]:
     """Every available still, sorted by name (the order is part of the data's determinism).
 
@@ -161,6 +194,8 @@ def load_photos(
     shipped: list[str] = []
     photos += _folder_photos(OPENCV_DIR, "opencv", OPENCV_SKIP, max_side, shipped)
     photos += _folder_photos(MATE_DIR, "mate", (), max_side, shipped)
+    if videos:
+        photos += _video_photos(OPENCV_DIR, TRAIN_VIDEOS, VIDEO_EVERY)
     for problem in shipped:
         log(f"training data: skipped {problem}")
     for d in extra_dirs:
@@ -184,8 +219,11 @@ def is_validation(name: str, fraction: float = 0.12) -> bool:
 
 def split(photos: list[Photo], fraction: float = 0.12) -> tuple[list[Photo], list[Photo]]:
     """(train, validation); at least one of each when there are two or more photos."""
-    train = [p for p in photos if not is_validation(p.name, fraction)]
-    val = [p for p in photos if is_validation(p.name, fraction)]
+    held = [
+        p.held_out if p.held_out is not None else is_validation(p.name, fraction) for p in photos
+    ]
+    train = [p for p, h in zip(photos, held, strict=True) if not h]
+    val = [p for p, h in zip(photos, held, strict=True) if h]
     if not val and len(train) > 1:
         val = [train.pop()]
     if not train:
@@ -211,22 +249,36 @@ def random_crop(
     return np.ascontiguousarray(crop, dtype=np.float32) / 255.0
 
 
+# The degradation of use (the eval's and a user's: an 8-bit frame, area-downscaled) most of the
+# time, with mild variations. The first weights trained on half blurred and 40% bicubic-
+# downsampled inputs: their estimate sharpened area-downscaled frames into ringing (TRAINING.md).
+P_BLUR, BLUR_SIGMA = 0.2, (0.3, 0.8)  # mild optical blur before the downscale (in HR pixels)
+P_AREA = 0.9  # else bicubic downsampling
+P_NOISE, NOISE_STD = 0.1, 0.01
+P_JPEG, JPEG_QUALITY = 0.3, (60, 95)  # else plain 8-bit rounding
+
+
 def degrade(rng: np.random.Generator, image: np.ndarray, scale: int) -> np.ndarray:
-    """A low-resolution version (h/scale, w/scale, 3): blur, area or bicubic, noise, 8-bit."""
+    """A low-resolution 8-bit version (h/scale, w/scale, 3): mostly the area downscale of use;
+    sometimes mild blur first, bicubic instead, a little noise, JPEG instead of 8-bit rounding."""
     h, w = image.shape[:2]
     if h % scale or w % scale:
         raise InvalidInput(f"degrade: size {h}x{w} is not a multiple of scale {scale}")
     img = image
-    if rng.random() < 0.5:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.2, 0.25 * scale + 0.3))
-    interp = cv2.INTER_AREA if rng.random() < 0.6 else cv2.INTER_CUBIC
+    if rng.random() < P_BLUR:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*BLUR_SIGMA))
+    interp = cv2.INTER_AREA if rng.random() < P_AREA else cv2.INTER_CUBIC
     low = cv2.resize(img, (w // scale, h // scale), interpolation=interp)
-    if rng.random() < 0.3:
-        low = low + rng.normal(0.0, rng.uniform(0.0, 0.02), low.shape).astype(np.float32)
-    low = np.clip(low, 0.0, 1.0)
-    if rng.random() < 0.5:
-        low = np.round(low * 255.0) / 255.0
-    return low.astype(np.float32)
+    if rng.random() < P_NOISE:
+        low = low + rng.normal(0.0, rng.uniform(0.0, NOISE_STD), low.shape).astype(np.float32)
+    u8 = np.clip(np.round(low * 255.0), 0, 255).astype(np.uint8)
+    if rng.random() < P_JPEG:
+        quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(u8), params)
+        if ok:
+            u8 = cv2.imdecode(data, cv2.IMREAD_UNCHANGED).reshape(u8.shape)
+    return u8.astype(np.float32) / 255.0
 
 
 def gp_field(

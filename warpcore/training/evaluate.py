@@ -1,10 +1,10 @@
 """Score built-in weights on the held-out validation crops (``warpdiff train --evaluate W``).
 
 Reports, per task, the PSNR of: Heun samplings of a few lengths from fixed GP-like noise, the
-one-step posterior mean ``D(sigma_max e, sigma_max)`` (what the net predicts before any detail
-is committed), runs at partial strength (the last steps only, from the noised base frame: the
-hole's smooth fill, the bicubic upsample) and the classical baseline (OpenCV Telea inpainting,
-bicubic upsampling).
+one-call estimate ``D(b, sigma_max)`` (:meth:`EDMUNet.estimate`, the posterior mean), runs at
+partial strength (the last steps only, from the noised start point the product uses: the
+estimate, or for weights that predate it the base ``b``) and the classical baseline (OpenCV
+Telea inpainting, bicubic upsampling).
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ def evaluate_weights(
     strengths: dict[str, tuple[float, ...]] | None = None,
 ) -> dict[str, Any]:
     """PSNRs (dB) on ``n`` held-out ``crop``-pixel crops per task; see the module docstring."""
-    strengths = strengths or {"inpaint": (0.3, 0.5), "upscale": (0.25, 0.5)}
+    strengths = strengths or {"inpaint": (0.3, 0.5), "upscale": (0.3, 0.5)}
     net = load_net(weights).eval()
     _train, val_photos = split(load_photos())
     batches = validation_batches(val_photos, n, crop)
     out: dict[str, Any] = {"weights": str(weights or "shipped"), "crops": n, "crop": crop}
-    sigma_max = float(net.config["sigma_max"])
     bank = NoiseBank("gp", 3, crop, count=n, seed=seed)  # GP noise, 2/pi px, as in training
     for task, batch in batches.items():
         cond, mask = _cond(batch), (batch.mask if task == "inpaint" else None)
@@ -44,14 +43,14 @@ def evaluate_weights(
         for k in steps:
             sample = heun_sample(net, noise, cond, batch.task, k)
             out[f"{task}_heun{k}_psnr"] = _score(sample, batch.clean, mask)
-        for strength in strengths[task]:  # partial runs from the noised base frame
-            sample = heun_sample(net, noise, cond, batch.task, steps[0], strength)
+        estimate = net.estimate(cond, batch.task)
+        start = estimate if net.config["start"] == "estimate" else cond[:, :3]
+        for strength in strengths[task]:  # partial runs from the noised start point
+            sample = heun_sample(net, noise, cond, batch.task, steps[0], strength, start=start)
             out[f"{task}_heun{steps[0]}_strength{strength:g}_psnr"] = _score(
                 sample, batch.clean, mask
             )
-        sigma = torch.full((n,), sigma_max)
-        mean = net(noise * sigma_max, sigma, cond, batch.task)
-        out[f"{task}_mean_psnr"] = _score(mean, batch.clean, mask)
+        out[f"{task}_mean_psnr"] = _score(estimate, batch.clean, mask)
         baseline = cv2_inpaint(batch) if task == "inpaint" else batch.image
         out[f"{task}_baseline_psnr"] = _score(2.0 * baseline - 1.0, batch.clean, mask)
     return out

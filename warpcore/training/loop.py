@@ -145,7 +145,7 @@ def _prepare_run(
     torch.set_num_threads(cfg.threads)
     if photos is None:
         ensure_debian_packages(log)
-        photos = load_photos(cfg.max_side, cfg.extra_data, log=log)
+        photos = load_photos(cfg.max_side, cfg.extra_data, log=log, videos=cfg.videos)
     train_photos, val_photos = split(photos)
     log(
         f"data: {len(train_photos)} training images, {len(val_photos)} held out: "
