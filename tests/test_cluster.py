@@ -61,11 +61,11 @@ def _run(server, request, frames, timeout=120):  # noqa: ANN001, ANN202
 
 
 def _sequential(request, frames):  # noqa: ANN001, ANN202
+    import torch
+
     from warpcore.models import load_denoiser
     from warpcore.request import RestoreRequest
     from warpcore.restore import restore_clip
-
-    import torch
 
     req = RestoreRequest.from_dict(request)
     denoiser = load_denoiser(req.model, req.task)
