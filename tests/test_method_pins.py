@@ -930,3 +930,465 @@ def test_fill_masked_with_few_known_pixels_and_flow_pair_methods() -> None:
     default = flow_pair(a, b)
     assert torch.equal(default[0], estimate_flow(a, b, "dis"))
     assert torch.equal(default[1], estimate_flow(b, a, "dis"))
+
+
+# ---------------------------------------------------------------------------------------------
+# warps.py: the baseline schemes against independent references, fast_forward, make_warper
+
+
+def _white_noise(seed: int, frame: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Fresh white noise of ``frame``: torch's normal draw seeded by (seed, stream 1, frame)."""
+    from warpcore.noise import derive_seed
+
+    g = torch.Generator().manual_seed(derive_seed(seed, 1, frame))
+    return torch.randn(shape, generator=g)
+
+
+def _gp_fresh(seed: int, frame: int, c: int, h: int, w: int, features: int) -> torch.Tensor:
+    """Fresh GP noise of ``frame`` of the gp-* schemes: the seed itself at frame 0, else the
+    seed mixed with (stream 2, frame)."""
+    from warpcore.noise import derive_seed
+
+    s = seed if frame == 0 else derive_seed(seed, 2, frame)
+    return GPNoise(channels=c, n_features=features, seed=s, res=(w, h)).grid(h, w)
+
+
+def _cell(x: int, y: int, flow: torch.Tensor) -> tuple[int, int]:
+    """The pixel cell [i - 0.5, i + 0.5) containing (x, y) + flow(x, y), in float64."""
+    return (
+        math.floor(x + float(flow[0, y, x]) + 0.5),
+        math.floor(y + float(flow[1, y, x]) + 0.5),
+    )
+
+
+def _eighths(h: int, w: int, seed: int, reach: int = 3) -> torch.Tensor:
+    """A random (2, h, w) flow of odd multiples of 1/8 within +-reach px: exact in float32 and
+    never on a cell boundary, so float32 and float64 cells agree."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(-4 * reach, 4 * reach, (2, h, w), generator=g) * 2 + 1) / 8.0
+
+
+@pytest.mark.parametrize("scheme", ["nearest", "gp-nearest"])
+def test_nearest_takes_the_back_mapped_cell_and_fresh_noise_outside(scheme: str) -> None:
+    """Every value against a per-pixel reference, on flows that reach all four borders
+    (cells 0, w-1, w, -1 and the same in y) and on random sub-pixel flows. Mutants: the cell
+    bounds (``>=``/``<``), the ``+ 0.5``, the index clamp, the fresh noise's seed/stream/frame
+    and white instead of GP noise."""
+    c, h, w, seed, features = 2, 5, 7, 9, 64
+    wp = make_warper(scheme, c, h, w, seed=seed, gp_features=features)
+
+    def fresh(frame: int) -> torch.Tensor:
+        if scheme == "nearest":
+            return _white_noise(seed, frame, (c, h, w))
+        return _gp_fresh(seed, frame, c, h, w, features)
+
+    prev = wp.first()
+    assert torch.equal(prev, fresh(0))
+    const = lambda dx, dy: torch.tensor([dx, dy])[:, None, None].expand(2, h, w).clone()  # noqa: E731
+    flows = [const(0.0, 0.0), const(2.0, 1.0), const(-2.0, -1.0), _eighths(h, w, 1)]
+    flows += [const(w - 1.0, h - 1.0), _eighths(h, w, 2)]
+    for frame, back in enumerate(flows, start=1):
+        got = wp.next(-back, back)
+        want = fresh(frame)
+        for y in range(h):
+            for x in range(w):
+                sx, sy = _cell(x, y, back)
+                if 0 <= sx < w and 0 <= sy < h:
+                    want[:, y, x] = prev[:, sy, sx]
+        assert torch.equal(got, want), frame
+        prev = got
+
+
+def test_bilinear_averages_the_two_neighbours_and_is_fresh_where_the_point_left() -> None:
+    """A half-pixel shift: each target is the mean of its two sources; column 0's point is
+    outside (half a pixel left of the first centre) and takes frame 1's white noise. Mutants:
+    the validity test, the interpolation mode, the fresh noise's frame."""
+    c, h, w = 2, 4, 6
+    wp = make_warper("bilinear", c, h, w, seed=4)
+    x0 = wp.first()
+    back = torch.zeros(2, h, w)
+    back[0] = -0.5
+    x1 = wp.next(-back, back)
+    torch.testing.assert_close(x1[..., 1:], 0.5 * (x0[..., :-1] + x0[..., 1:]), rtol=0, atol=1e-6)
+    assert torch.equal(x1[..., 0], _white_noise(4, 1, (c, h, w))[..., 0])
+
+
+def test_fixed_keeps_frame_zero_and_resample_draws_each_frame_from_its_seed() -> None:
+    """Mutants: the fresh noise's seed, stream and frame; gp-* schemes on white noise; the
+    default number of GP features (3000)."""
+    c, h, w = 2, 4, 5
+    flows = (torch.ones(2, h, w), -torch.ones(2, h, w))
+    fixed = make_warper("fixed", c, h, w, seed=6)
+    assert torch.equal(fixed.first(), _white_noise(6, 0, (c, h, w)))
+    assert torch.equal(fixed.next(*flows), _white_noise(6, 0, (c, h, w)))
+    resample = make_warper("resample", c, h, w, seed=6)
+    resample.first()
+    resample.next(*flows)
+    assert torch.equal(resample.next(*flows), _white_noise(6, 2, (c, h, w)))
+    gp_fixed = make_warper("gp-fixed", c, h, w, seed=6)  # default: 3000 features
+    want = _gp_fresh(6, 0, c, h, w, 3000)
+    assert torch.equal(gp_fixed.first(), want) and torch.equal(gp_fixed.next(*flows), want)
+    gp_resample = make_warper("gp-resample", c, h, w, seed=6, gp_features=32)
+    gp_resample.first()
+    assert torch.equal(gp_resample.next(*flows), _gp_fresh(6, 1, c, h, w, 32))
+    scaled = make_warper("gp-fixed", c, h, w, seed=6, gp_features=32, gp_length_scale=0.3)
+    field = GPNoise(channels=c, n_features=32, seed=6, length_scale=0.3)
+    assert torch.equal(scaled.first(), field.grid(h, w))
+
+
+def _integral_reference(
+    prev: torch.Tensor, forward: torch.Tensor, backward: torch.Tensor, seed: int, frame: int
+) -> torch.Tensor:
+    """IntegralWarper's docstring, pixel by pixel in float64: edges (backward ones in target
+    order, then forward ones in source order, the order of the seeded Z draw), Brownian-bridge
+    parts of each source, targets' normalised sums, fresh white noise without an edge."""
+    from warpcore.noise import derive_seed
+
+    c, h, w = prev.shape
+    edges = []
+    for q in range(h * w):
+        sx, sy = _cell(q % w, q // w, backward)
+        if 0 <= sx < w and 0 <= sy < h:
+            edges.append((sy * w + sx, q))
+    for p in range(h * w):
+        tx, ty = _cell(p % w, p // w, forward)
+        if 0 <= tx < w and 0 <= ty < h:
+            edges.append((p, ty * w + tx))
+    g = torch.Generator().manual_seed(derive_seed(seed, 3, frame))
+    z = torch.randn((c, len(edges)), generator=g, dtype=torch.float64)
+    degree = [0] * (h * w)
+    for p, _ in edges:
+        degree[p] += 1
+    x = prev.reshape(c, -1).double()
+    bridge = torch.zeros((c, h * w), dtype=torch.float64)
+    for e, (p, _) in enumerate(edges):
+        bridge[:, p] += math.sqrt(1.0 / degree[p]) * z[:, e]
+    total = torch.zeros((c, h * w), dtype=torch.float64)
+    weight = [0.0] * (h * w)
+    for e, (p, q) in enumerate(edges):
+        a = 1.0 / degree[p]
+        total[:, q] += a * x[:, p] + math.sqrt(a) * z[:, e] - a * bridge[:, p]
+        weight[q] += a
+    out = _white_noise(seed, frame, (c, h, w)).reshape(c, -1).double()
+    for q in range(h * w):
+        if weight[q] > 0:
+            out[:, q] = total[:, q] / math.sqrt(weight[q])
+    return out.reshape(c, h, w)
+
+
+def test_integral_warp_is_the_brownian_bridge_split_of_its_docstring() -> None:
+    """Three frames of random sub-pixel flows (2-3 px, so some targets have no edge and some
+    sources several) against a per-edge float64 reference. Mutants: every part of the split
+    (shares, roots, bridge, normalisation, the no-edge test), the edges and their order, the
+    split's seed stream and frame."""
+    c, h, w, seed = 2, 5, 6, 8
+    wp = make_warper("integral", c, h, w, seed=seed)
+    prev = wp.first()
+    assert torch.equal(prev, _white_noise(seed, 0, (c, h, w)))
+    for frame in (1, 2, 3):
+        forward, backward = _eighths(h, w, 10 + frame), _eighths(h, w, 20 + frame)
+        got = wp.next(forward, backward)
+        want = _integral_reference(prev, forward, backward, seed, frame)
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+        prev = got
+
+
+def test_gp_warp_on_a_non_square_frame_follows_a_translation_from_float64_state() -> None:
+    """Non-square frame (the unit scale per axis) and the float64 state: a float64 flow is
+    rounded to float32 on input like any other. Mutants: the per-axis scale, the state dtype,
+    the input cast."""
+    c, h, w = 2, 6, 10
+    wp = make_warper("gp", c, h, w, seed=2, gp_features=64)
+    assert wp.state_dict()["displacement"].dtype == torch.float64
+    wp.first()
+    back = torch.tensor([-1.0, 2.0])[:, None, None].expand(2, h, w)
+    got = wp.next(-back, back)
+    field = GPNoise(channels=c, n_features=64, seed=2, res=(w, h))
+    torch.testing.assert_close(got, field.grid(h, w, origin=(-1.0 / w, 2.0 / h)), rtol=0, atol=1e-5)
+    a = make_warper("gp", c, h, w, seed=2, gp_features=64)
+    b = make_warper("gp", c, h, w, seed=2, gp_features=64)
+    a.first()
+    b.first()
+    flow64 = _eighths(h, w, 5).double() + 1e-9  # not representable in float32
+    a.next(-flow64, flow64)
+    b.next(-flow64.float(), flow64.float())
+    assert torch.equal(a.state_dict()["displacement"], b.state_dict()["displacement"])
+
+
+@pytest.mark.parametrize("scheme", ["gp", "integral", "nearest"])
+def test_fast_forward_counts_frames_and_checks_both_flows_by_name(scheme: str) -> None:
+    """Mutants: the frame counter of the gp branch, the other schemes' branch (``next``), the
+    start check (``< 0``) and the names in the flow checks."""
+    from warpcore.errors import InvalidInput
+    from warpcore.warps import fast_forward
+
+    c, h, w = 2, 4, 5
+    flows = [(_eighths(h, w, k), _eighths(h, w, 10 + k)) for k in range(3)]
+    seq = make_warper(scheme, c, h, w, seed=1, gp_features=16)
+    seq.first()
+    for pair in flows:
+        seq.next(*pair)
+    ff = make_warper(scheme, c, h, w, seed=1, gp_features=16)
+    with pytest.raises(InvalidInput, match=r"first\(\)"):
+        fast_forward(ff, flows)
+    ff.first()
+    fast_forward(ff, flows)
+    got, want = ff.state_dict(), seq.state_dict()
+    assert got.keys() == want.keys() and int(got["frame"]) == 3
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    bad = torch.zeros(2, h, w + 1)
+    with pytest.raises(InvalidInput, match=r"^forward: expected shape \(2, 4, 5\)"):
+        fast_forward(ff, [(bad, flows[0][1])])
+    with pytest.raises(InvalidInput, match=r"^backward: expected shape \(2, 4, 5\)"):
+        fast_forward(ff, [(flows[0][0], bad)])
+    if scheme == "gp":
+        fresh = make_warper(scheme, c, h, w, seed=1, gp_features=16)
+        with pytest.raises(InvalidInput, match=r"^fast_forward: call first\(\) before"):
+            fast_forward(fresh, flows)
+
+
+def test_make_warper_bounds_are_inclusive_and_errors_say_what_is_accepted() -> None:
+    """Mutants: each bound of channels (1-64), height and width (1-16384), seed (0-2^63-1),
+    the error texts, and the GP arguments' early check."""
+    from warpcore.errors import InvalidInput
+
+    for kw in (
+        {"channels": 64, "height": 1, "width": 1, "seed": 0},
+        {"channels": 1, "height": 1 << 14, "width": 1, "seed": 2**63 - 1},
+        {"channels": 1, "height": 1, "width": 1 << 14, "seed": 0},
+    ):
+        assert make_warper("fixed", **kw).first().shape == (
+            kw["channels"],
+            kw["height"],
+            kw["width"],
+        )
+    cases = [
+        ({"channels": 0}, "channels: expected an integer in [1, 64], got 0"),
+        ({"channels": 65}, "channels: expected an integer in [1, 64], got 65"),
+        ({"height": 0}, "height: expected an integer in [1, 16384], got 0"),
+        ({"height": (1 << 14) + 1}, "height: expected an integer in [1, 16384], got 16385"),
+        ({"width": 0}, "width: expected an integer in [1, 16384], got 0"),
+        ({"width": (1 << 14) + 1}, "width: expected an integer in [1, 16384], got 16385"),
+        ({"seed": -1}, f"seed: expected an integer in [0, {2**63 - 1}], got -1"),
+        ({"seed": 2**63}, f"seed: expected an integer in [0, {2**63 - 1}], got {2**63}"),
+    ]
+    for kw, message in cases:
+        args = {"channels": 1, "height": 2, "width": 2, "seed": 0} | kw
+        with pytest.raises(InvalidInput) as err:
+            make_warper("fixed", **args)
+        assert str(err.value) == message
+    with pytest.raises(InvalidInput) as err:
+        make_warper("warp-drive", 1, 2, 2, 0)
+    assert str(err.value) == "scheme: got 'warp-drive'; accepted: " + ", ".join(
+        ["fixed", "resample", "nearest", "bilinear", "integral"]
+        + ["gp", "gp-fixed", "gp-resample", "gp-nearest"]
+    )
+    with pytest.raises(InvalidInput, match="^length_scale:"):
+        make_warper("fixed", 1, 2, 2, 0, gp_length_scale=-1.0)  # checked for every scheme
+
+
+def test_warper_flow_and_state_errors_name_the_problem() -> None:
+    """Exact texts of the flow and state checks; a state's tensors take the warper's dtype.
+    Mutants: the error texts, the ``or``s of the checks, the state's dtype cast."""
+    from warpcore.errors import InvalidInput
+
+    h, w = 3, 4
+    wp = make_warper("nearest", 2, h, w, seed=0)
+    with pytest.raises(InvalidInput) as err:
+        wp.next(torch.zeros(2, h, w), torch.zeros(2, h, w))
+    assert str(err.value) == "next(): call first() (or load_state_dict) before next()"
+    wp.first()
+    grid = "a floating-point tensor (2, 3, 4)"
+    for flow, message in (
+        ([0.0], f"forward: expected {grid}, got list"),
+        (torch.zeros(2, h, w, dtype=torch.int32), f"forward: expected {grid}, got torch.int32"),
+        (
+            torch.zeros(2, h, w + 1),
+            "forward: expected shape (2, 3, 4) on the noise grid, got (2, 3, 5)",
+        ),
+        (
+            torch.full((2, h, w), math.inf),
+            "forward: expected finite flow values, got NaN or infinity",
+        ),
+    ):
+        with pytest.raises(InvalidInput) as err:
+            wp.next(flow, torch.zeros(2, h, w))
+        assert str(err.value) == message
+    with pytest.raises(InvalidInput) as err:
+        wp.load_state_dict([1])  # type: ignore[arg-type]
+    assert str(err.value) == "state: expected keys ['frame', 'noise'], got list"
+    with pytest.raises(InvalidInput) as err:
+        wp.load_state_dict({"frame": torch.tensor(1), "other": torch.zeros(1)})
+    assert str(err.value) == "state: expected keys ['frame', 'noise'], got ['frame', 'other']"
+    with pytest.raises(InvalidInput) as err:
+        wp.load_state_dict({"frame": torch.tensor(1), "noise": torch.zeros(2, h, w + 1)})
+    assert str(err.value) == "state['noise']: expected a tensor of shape (2, 3, 4)"
+    with pytest.raises(InvalidInput, match=r"^state\['noise'\]"):
+        wp.load_state_dict({"frame": torch.tensor(1), "noise": [0.0]})
+    wp.load_state_dict(
+        {"frame": torch.tensor(4), "noise": torch.ones(2, h, w, dtype=torch.float64)}
+    )
+    assert wp.state_dict()["frame"] == 4 and wp.state_dict()["frame"].dtype == torch.int64
+    out = wp.next(torch.zeros(2, h, w), torch.zeros(2, h, w))
+    assert out.dtype == torch.float32 and torch.equal(out, torch.ones(2, h, w))
+
+
+# ---------------------------------------------------------------------------------------------
+# noise.py: seeds, coordinates, parameter checks, and the choice between the exact and
+# FINUFFT paths of GPNoise.at
+
+
+def test_derive_seed_golden_values() -> None:
+    """splitmix64 over (seed, keys..., 0x5EED), top 63 bits: the same numbers on every machine
+    and version, so a saved shot resumes with the same fresh noise. Mutants: each constant,
+    shift and mask; negative and > 64-bit keys are taken modulo 2^64."""
+    from warpcore.noise import derive_seed
+
+    assert derive_seed(0) == 358316333273208026
+    assert derive_seed(12345, 1, 7) == 250160177729051520
+    assert derive_seed(2**63 - 1, -1, 2**64 + 5) == 955546131561830631
+    assert derive_seed(7, 3) == 6231181098764911451
+
+
+def test_grid_coords_and_default_length_scale() -> None:
+    """Pixel centres in float64 by default, any dtype on request, bounds 1..2^20 by name.
+    Mutants: the +0.5, the divisions, the stacking order, the default dtype, the bounds."""
+    from warpcore.errors import InvalidInput
+    from warpcore.noise import default_length_scale, grid_coords
+
+    got = grid_coords(2, 3)
+    want = [
+        [[1 / 6, 0.25], [0.5, 0.25], [5 / 6, 0.25]],
+        [[1 / 6, 0.75], [0.5, 0.75], [5 / 6, 0.75]],
+    ]
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert grid_coords(1, 2, dtype=torch.float32).dtype == torch.float32
+    assert grid_coords(1 << 20, 1).shape == (1 << 20, 1, 2)
+    for h, w, name in ((0, 1, "h"), (1, 0, "w"), ((1 << 20) + 1, 1, "h"), (1, (1 << 20) + 1, "w")):
+        with pytest.raises(InvalidInput) as err:
+            grid_coords(h, w)
+        bad = h if name == "h" else w
+        assert str(err.value) == f"{name}: expected an integer in [1, 1048576], got {bad}"
+    assert default_length_scale(128) == 2.0 / (math.pi * 128)
+
+
+def test_gp_noise_defaults_and_parameter_checks_say_what_is_accepted() -> None:
+    """Mutants: the constructor's defaults (4 channels, 3000 features, res 128, truncation 2,
+    seed 0), each bound (inclusive), the ``and``/``or`` of the number checks (bools are not
+    numbers), the (width, height) order of ``res`` and of a length-scale pair, the texts."""
+    from warpcore.errors import InvalidInput
+    from warpcore.noise import MAX_CHANNELS, MAX_FEATURES
+
+    f = GPNoise()
+    assert (f.channels, f.n_features, f.truncation, f.seed) == (4, 3000, 2.0, 0)
+    assert f.length_scale == (2.0 / (math.pi * 128),) * 2 and f.w.shape == (3000, 4)
+    assert GPNoise(channels=1, n_features=4, res=(32, 16)).length_scale == (
+        2.0 / (math.pi * 32),
+        2.0 / (math.pi * 16),
+    )
+    assert GPNoise(channels=1, n_features=4, res=[8, 1 << 20]).length_scale[1] == 2.0 / (
+        math.pi * (1 << 20)
+    )
+    assert GPNoise(channels=1, n_features=4, length_scale=(0.1, 0.2)).length_scale == (0.1, 0.2)
+    assert GPNoise(channels=1, n_features=4, length_scale=[3, 1e-9]).length_scale == (3.0, 1e-9)
+    ok = GPNoise(channels=MAX_CHANNELS, n_features=1, truncation=10.0, seed=2**63 - 1)
+    assert ok.w.shape == (1, MAX_CHANNELS) and ok.truncation == 10.0
+    assert GPNoise(channels=1, n_features=MAX_FEATURES, res=1).z.shape == (MAX_FEATURES, 2)
+    assert GPNoise(channels=1, n_features=2, truncation=1e-3).truncation == 1e-3
+    scale_text = "length_scale: expected a finite number > 0 (or an (x, y) pair), got"
+    cases = [
+        ({"channels": 65}, "channels: expected an integer in [1, 64], got 65"),
+        ({"channels": True}, "channels: expected an integer in [1, 64], got True"),
+        ({"n_features": 100_001}, "n_features: expected an integer in [1, 100000], got 100001"),
+        ({"seed": 2**63}, f"seed: expected an integer in [0, {2**63 - 1}], got {2**63}"),
+        ({"truncation": 10.001}, "truncation: expected a number in (0, 10], got 10.001"),
+        ({"truncation": 0.0}, "truncation: expected a number in (0, 10], got 0.0"),
+        ({"truncation": True}, "truncation: expected a number in (0, 10], got True"),
+        ({"truncation": "2"}, "truncation: expected a number in (0, 10], got '2'"),
+        ({"res": (8, 8, 8)}, "res: expected an int or (width, height), got (8, 8, 8)"),
+        ({"res": (8, 0)}, "res: expected an integer in [1, 1048576], got 0"),
+        ({"res": (1 << 20) + 1}, "res: expected an integer in [1, 1048576], got 1048577"),
+        ({"length_scale": 0.0}, f"{scale_text} 0.0"),
+        ({"length_scale": (0.1, -0.1)}, f"{scale_text} (0.1, -0.1)"),
+        ({"length_scale": (0.1, math.inf)}, f"{scale_text} (0.1, inf)"),
+        ({"length_scale": (0.1, 0.1, 0.1)}, f"{scale_text} (0.1, 0.1, 0.1)"),
+        ({"length_scale": True}, f"{scale_text} True"),
+        ({"length_scale": "0.1"}, f"{scale_text} '0.1'"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(InvalidInput) as err:
+            GPNoise(**{"n_features": 4, **kwargs})
+        assert str(err.value) == message, kwargs
+
+
+def test_check_int_and_points_checks_say_what_is_wrong() -> None:
+    """Mutants: check_int's inclusive bounds and bool/float refusal; the point checks' texts,
+    their 1-D case and the non-numpy dtypes (bfloat16 has no numpy twin)."""
+    from warpcore.errors import InvalidInput
+    from warpcore.noise import check_int
+
+    check_int("n", 1, 1, 3)
+    check_int("n", 3, 1, 3)
+    for bad in (0, 4, True, 2.0, "2"):
+        with pytest.raises(InvalidInput) as err:
+            check_int("n", bad, 1, 3)
+        assert str(err.value) == f"n: expected an integer in [1, 3], got {bad!r}"
+    f = GPNoise(channels=2, n_features=8, res=8, seed=1)
+    one = f.at(torch.tensor([0.25, 0.5], dtype=torch.float64))
+    assert one.shape == (2,)
+    torch.testing.assert_close(one, f.at(torch.tensor([[0.25, 0.5]]))[:, 0], rtol=0, atol=1e-6)
+    half = f.at(torch.tensor([[0.25, 0.5]], dtype=torch.bfloat16))
+    assert half.shape == (2, 1) and bool(torch.isfinite(half).all())
+    kind = "xy: expected a floating-point tensor (..., 2), got"
+    nonfinite = "xy: expected finite coordinates, got NaN or infinity"
+    cases = [
+        ([0.0, 0.0], f"{kind} list"),
+        (torch.zeros(3, 2, dtype=torch.int64), f"{kind} torch.int64"),
+        (torch.zeros(4, 3), "xy: expected shape (..., 2) of (x, y) pairs, got (4, 3)"),
+        (torch.tensor(0.5), "xy: expected shape (..., 2) of (x, y) pairs, got ()"),
+        (torch.tensor([[0.0, math.nan]]), nonfinite),
+        (torch.tensor([[math.inf, 0.0]], dtype=torch.bfloat16), nonfinite),
+    ]
+    for xy, message in cases:
+        with pytest.raises(InvalidInput) as err:
+            f.at(xy)
+        assert str(err.value) == message
+    with pytest.raises(InvalidInput) as err:
+        f.at(torch.zeros(1, 2), method="fft")
+    assert str(err.value) == "method: expected 'auto', 'exact' or 'nufft', got 'fft'"
+    empty = f.at(torch.zeros(0, 3, 2), method="nufft")
+    assert empty.shape == (2, 0, 3) and empty.dtype == torch.float32
+
+
+needs_finufft = pytest.mark.skipif(
+    not __import__("warpcore.noise", fromlist=["x"]).nufft_available(),
+    reason="finufft is not installed",
+)
+
+
+@needs_finufft
+def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere() -> None:
+    """Bit-exact path choice (both paths are deterministic and differ at ~1e-7): under "auto"
+    a tile of 512 points takes FINUFFT and one of 511 the exact sum, in one call and alone;
+    two clusters 1500 units apart are two tiles (side 2 * 2048 / max|z| = 1024 here), each
+    transformed around its own anchor; a tile too sparse for FINUFFT to pay is summed exactly
+    under "auto" and transformed under "nufft". Mutants: the 512 bound in ``at`` and in the
+    tiles, the tile side, the cost test, ``min_points`` of "nufft"."""
+    f = GPNoise(channels=3, n_features=64, length_scale=0.5, seed=4)  # max |z| = 4
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand((512, 2), generator=g, dtype=torch.float64)  # one unit square
+    b = torch.rand((511, 2), generator=g, dtype=torch.float64) + torch.tensor([1500.0, 0.0])
+    nufft = lambda pts: torch.from_numpy(f._nufft(pts.numpy())).t()  # noqa: E731
+    exact = lambda pts: f.at(pts, method="exact")  # noqa: E731
+    assert torch.equal(f.at(a), nufft(a))
+    assert torch.equal(f.at(b), exact(b))
+    assert not torch.equal(nufft(a), exact(a))  # so the comparisons above tell the paths apart
+    both = torch.cat((a, b))
+    assert torch.equal(f.at(both), torch.cat((nufft(a), exact(b)), dim=1))
+    assert torch.equal(f.at(both, method="nufft"), torch.cat((nufft(a), nufft(b)), dim=1))
+    # 600 points over 900 x 900 units (one tile): ~1.3e7 fine-grid cells cost more than
+    # 600 x 64 cosines, so "auto" sums them exactly.
+    sparse = torch.rand((600, 2), generator=g, dtype=torch.float64) * 900.0
+    assert torch.equal(f.at(sparse), exact(sparse))
+    assert torch.equal(f.at(sparse, method="nufft"), nufft(sparse))
