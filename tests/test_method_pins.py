@@ -1369,26 +1369,53 @@ needs_finufft = pytest.mark.skipif(
 
 @needs_finufft
 def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere() -> None:
-    """Bit-exact path choice (both paths are deterministic and differ at ~1e-7): under "auto"
-    a tile of 512 points takes FINUFFT and one of 511 the exact sum, in one call and alone;
-    two clusters 1500 units apart are two tiles (side 2 * 2048 / max|z| = 1024 here), each
-    transformed around its own anchor; a tile too sparse for FINUFFT to pay is summed exactly
-    under "auto" and transformed under "nufft". Mutants: the 512 bound in ``at`` and in the
-    tiles, the tile side, the cost test, ``min_points`` of "nufft"."""
-    f = GPNoise(channels=3, n_features=64, length_scale=0.5, seed=4)  # max |z| = 4
+    """Bit-exact path choice (both paths are deterministic and differ at ~1e-7). Here
+    max|z| = 4, so tiles are cells of side 2 * 2048 / 4 = 1024 counted from the lowest point.
+    Under "auto" a tile of 512 points takes FINUFFT and one of 511 the exact sum, alone and
+    among other tiles; clusters at x = 100, 1000 share a tile (one anchor), 2000 and 4000 have
+    their own; a tile too sparse for FINUFFT to pay is summed exactly under "auto" and
+    transformed under "nufft". Mutants: the 512 bound in ``at`` and in the tiles, the tile
+    side and origin, the split of tiles, the cost test, ``min_points`` of "nufft", the dtype."""
+    f = GPNoise(channels=3, n_features=512, length_scale=0.5, seed=4)  # max |z| = 4
     g = torch.Generator().manual_seed(0)
-    a = torch.rand((512, 2), generator=g, dtype=torch.float64)  # one unit square
-    b = torch.rand((511, 2), generator=g, dtype=torch.float64) + torch.tensor([1500.0, 0.0])
+
+    def cluster(n: int, x: float, span: float = 1.0) -> torch.Tensor:
+        pts = torch.rand((n, 2), generator=g, dtype=torch.float64) * span
+        return pts + torch.tensor([x, 0.0], dtype=torch.float64)
+
     nufft = lambda pts: torch.from_numpy(f._nufft(pts.numpy())).t()  # noqa: E731
     exact = lambda pts: f.at(pts, method="exact")  # noqa: E731
-    assert torch.equal(f.at(a), nufft(a))
-    assert torch.equal(f.at(b), exact(b))
-    assert not torch.equal(nufft(a), exact(a))  # so the comparisons above tell the paths apart
-    both = torch.cat((a, b))
-    assert torch.equal(f.at(both), torch.cat((nufft(a), exact(b)), dim=1))
-    assert torch.equal(f.at(both, method="nufft"), torch.cat((nufft(a), nufft(b)), dim=1))
-    # 600 points over 900 x 900 units (one tile): ~1.3e7 fine-grid cells cost more than
-    # 600 x 64 cosines, so "auto" sums them exactly.
-    sparse = torch.rand((600, 2), generator=g, dtype=torch.float64) * 900.0
+    a, d = cluster(512, 0.0), cluster(511, 0.0)
+    assert f.at(a).dtype == torch.float32 and torch.equal(f.at(a), nufft(a))
+    assert torch.equal(f.at(d), exact(d))
+    assert not torch.equal(nufft(a), exact(a))  # so the comparisons tell the paths apart
+    ab = torch.cat((cluster(300, 100.0), cluster(300, 1000.0)))
+    c, d = cluster(512, 2000.0), cluster(511, 4000.0)
+    every = torch.cat((ab, c, d))
+    got = f.at(every)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.cat((nufft(ab), nufft(c), exact(d)), dim=1))
+    assert torch.equal(f.at(every, method="nufft"), torch.cat((nufft(ab), nufft(c), nufft(d)), 1))
+    near, far = cluster(512, 0.0), cluster(512, 1500.0)  # 1500 > 1024: two tiles
+    assert torch.equal(f.at(torch.cat((near, far))), torch.cat((nufft(near), nufft(far)), 1))
+    # 600 points over 300 x 300 units (one tile): ~3.8e5 fine-grid cells x 6 cost more than
+    # 600 x 512 cosines, so "auto" sums them exactly.
+    sparse = cluster(600, 0.0, 300.0)
     assert torch.equal(f.at(sparse), exact(sparse))
     assert torch.equal(f.at(sparse, method="nufft"), nufft(sparse))
+
+
+def test_without_finufft_at_is_exact_and_refuses_nufft(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutants: the availability test, the "nufft" refusal and its text."""
+    import warpcore.noise as noise_module
+    from warpcore.errors import InvalidInput
+
+    f = GPNoise(channels=2, n_features=32, res=8, seed=3)
+    pts = torch.rand((600, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = f.at(pts, method="exact")
+    monkeypatch.setattr(noise_module, "finufft", None)
+    assert not noise_module.nufft_available()
+    assert torch.equal(f.at(pts), want)
+    with pytest.raises(InvalidInput) as err:
+        f.at(pts, method="nufft")
+    assert str(err.value) == "method: 'nufft' needs the finufft package and a CPU field"
