@@ -971,9 +971,10 @@ def _eighths(h: int, w: int, seed: int, reach: int = 3) -> torch.Tensor:
 @pytest.mark.parametrize("scheme", ["nearest", "gp-nearest"])
 def test_nearest_takes_the_back_mapped_cell_and_fresh_noise_outside(scheme: str) -> None:
     """Every value against a per-pixel reference, on flows that reach all four borders
-    (cells 0, w-1, w, -1 and the same in y) and on random sub-pixel flows. Mutants: the cell
-    bounds (``>=``/``<``), the ``+ 0.5``, the index clamp, the fresh noise's seed/stream/frame
-    and white instead of GP noise."""
+    (cells 0, w-1, w, -1 and the same in y), on random sub-pixel flows, and on a cut to far
+    above-left (every point out of the frame, flat indices below -h*w). Mutants: the cell
+    bounds (``>=``/``<``), the ``+ 0.5``, the index clamp (both ends), the fresh noise's
+    seed/stream/frame and white instead of GP noise."""
     c, h, w, seed, features = 2, 5, 7, 9, 64
     wp = make_warper(scheme, c, h, w, seed=seed, gp_features=features)
 
@@ -986,7 +987,7 @@ def test_nearest_takes_the_back_mapped_cell_and_fresh_noise_outside(scheme: str)
     assert torch.equal(prev, fresh(0))
     const = lambda dx, dy: torch.tensor([dx, dy])[:, None, None].expand(2, h, w).clone()  # noqa: E731
     flows = [const(0.0, 0.0), const(2.0, 1.0), const(-2.0, -1.0), _eighths(h, w, 1)]
-    flows += [const(w - 1.0, h - 1.0), _eighths(h, w, 2)]
+    flows += [const(w - 1.0, h - 1.0), _eighths(h, w, 2), const(-3.0 * w, -3.0 * h)]
     for frame, back in enumerate(flows, start=1):
         got = wp.next(-back, back)
         want = fresh(frame)
