@@ -415,6 +415,7 @@ class Server:
             "cache": {
                 "bytes": self.cache.used,
                 "peak_bytes": self.cache.peak,
+                "held_peak_bytes": self.cache.held_peak,
                 "max_bytes": self.cache.max_bytes,
                 "evicted": self.cache.evicted,
             },

@@ -139,6 +139,9 @@ class ShotCache:
         self.max_bytes = max_bytes
         self.peak = self.used
         self.reserved = 0  # bytes being written now (counted against the limit)
+        # Most bytes ever held (stored + reserved for writes under way): an upper bound of the
+        # disk the cache used at any instant, since every write reserves before it starts.
+        self.held_peak = self.used
         self.evicted = 0
         # When a client last used each shot (submit, fetch, get_frame, subscribe): eviction
         # order. The worker's own writes are not "use". Shots from before a restart fall back
@@ -153,6 +156,7 @@ class ShotCache:
         with self._lock:
             self._reserve_locked(nbytes, keep)
             self.reserved += nbytes
+            self.held_peak = max(self.held_peak, self.used + self.reserved)
 
     def _reserve_locked(self, nbytes: int, keep: str) -> None:
         nbytes += self.reserved
@@ -185,6 +189,7 @@ class ShotCache:
             self.used += nbytes
             self.reserved -= reserved
             self.peak = max(self.peak, self.used)
+            self.held_peak = max(self.held_peak, self.used + self.reserved)
 
     def touch(self, key: str) -> None:
         """Mark a shot as just used (least-recently-used eviction goes by this)."""

@@ -560,3 +560,52 @@ def test_a_shots_meta_file_is_reserved_before_it_is_written(tmp_path):
                 np.save(folder / "inputs" / "f00000.npy", frame)
                 cache.adopt(folder, meta, frame.nbytes + 128)
         assert cache.used == 0 and cache.reserved == 0 and not cache.exists(meta.key)
+
+
+def test_the_soak_samples_bytes_that_were_on_disk_together(tmp_path, monkeypatch):
+    """A plain walk is not a snapshot: a shot counted early in the walk and then evicted to
+    make room for a frame that a later folder shows adds up bytes never on disk together (the
+    soak's "cache over its limit by one tiny frame"). The soak's sampler counts only what is
+    still there when its walk ends."""
+    from server.cache import tree_bytes
+    from server.soak import _disk_snapshot
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "f.npy").write_bytes(b"x" * 1000)
+    walk = os.walk
+
+    def walk_while_evicting(top, *args, **kwargs):
+        for entry in walk(top, *args, **kwargs):
+            entry[1].sort()  # a before b (a top-down walk follows its dirnames list)
+            yield entry
+            if entry[0].endswith("/a"):  # shot a evicted, then a frame of b written
+                (tmp_path / "b" / "g.npy").write_bytes(b"y" * 700)  # (not a's inode reused)
+                (tmp_path / "a" / "f.npy").unlink()
+
+    monkeypatch.setattr(os, "walk", walk_while_evicting)
+    assert tree_bytes(tmp_path) == 1700  # what the soak used to report: never on disk
+    (tmp_path / "b" / "g.npy").unlink()
+    (tmp_path / "a" / "f.npy").write_bytes(b"x" * 1000)
+    assert _disk_snapshot(tmp_path) == 700
+    monkeypatch.setattr(os, "walk", walk)
+    assert _disk_snapshot(tmp_path) == 700 == tree_bytes(tmp_path)
+
+
+def test_the_cache_never_holds_more_than_its_limit_counting_writes_under_way(tmp_path):
+    """``held_peak`` (stored + reserved, what ``status`` reports and the soak checks) stays
+    within the limit while evictions make room, and is an upper bound of the disk."""
+    from server.cache import ShotCache, ShotMeta, tree_bytes
+
+    frame = np.zeros((16, 16, 3), np.float32)
+    limit = 3 * (frame.nbytes + 128) + 3 * 600
+    cache = ShotCache(tmp_path, max_bytes=limit, busy=lambda key: False)
+    peak_disk = 0
+    for i in range(8):
+        key = f"{i:032x}"
+        cache.create(ShotMeta(key, {"task": "upscale"}, 1, 16, 16, "none", "parts"), [frame])
+        cache.write_frame(key, 0, frame)
+        peak_disk = max(peak_disk, tree_bytes(tmp_path))
+        assert cache.used == tree_bytes(tmp_path)
+    assert cache.evicted > 0
+    assert peak_disk <= cache.held_peak <= limit
