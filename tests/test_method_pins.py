@@ -1372,6 +1372,7 @@ needs_finufft = pytest.mark.skipif(
 def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere() -> None:
     """Bit-exact path choice (both paths are deterministic and differ at ~1e-7). Here
     max|z| = 4, so tiles are cells of side 2 * 2048 / 4 = 1024 counted from the lowest point.
+    The points' y (-300) is below every x, so a lattice origin shared by both axes is caught.
     Under "auto" a tile of 512 points takes FINUFFT and one of 511 the exact sum, alone and
     among other tiles; clusters at x = 100, 1000 share a tile (one anchor), 2000 and 4000 have
     their own; a tile too sparse for FINUFFT to pay is summed exactly under "auto" and
@@ -1382,7 +1383,7 @@ def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere()
 
     def cluster(n: int, x: float, span: float = 1.0) -> torch.Tensor:
         pts = torch.rand((n, 2), generator=g, dtype=torch.float64) * span
-        return pts + torch.tensor([x, 0.0], dtype=torch.float64)
+        return pts + torch.tensor([x, -300.0], dtype=torch.float64)  # y: not the lowest x
 
     nufft = lambda pts: torch.from_numpy(f._nufft(pts.numpy())).t()  # noqa: E731
     exact = lambda pts: f.at(pts, method="exact")  # noqa: E731
@@ -1397,8 +1398,9 @@ def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere()
     assert got.dtype == torch.float32
     assert torch.equal(got, torch.cat((nufft(ab), nufft(c), exact(d)), dim=1))
     assert torch.equal(f.at(every, method="nufft"), torch.cat((nufft(ab), nufft(c), nufft(d)), 1))
-    near, far = cluster(512, 0.0), cluster(512, 1500.0)  # 1500 > 1024: two tiles
-    assert torch.equal(f.at(torch.cat((near, far))), torch.cat((nufft(near), nufft(far)), 1))
+    for near, far in ((cluster(512, 0.0), cluster(512, 1500.0)), (cluster(512, -1500.0), a)):
+        # 1500 > 1024: two tiles, also when the lowest coordinate is negative
+        assert torch.equal(f.at(torch.cat((near, far))), torch.cat((nufft(near), nufft(far)), 1))
     # 600 points over 300 x 300 units (one tile): ~3.8e5 fine-grid cells x 6 cost more than
     # 600 x 512 cosines, so "auto" sums them exactly.
     sparse = cluster(600, 0.0, 300.0)
