@@ -1390,6 +1390,9 @@ def test_at_picks_finufft_from_512_points_per_tile_and_forced_nufft_everywhere()
     a, d = cluster(512, 0.0), cluster(511, 0.0)
     assert f.at(a).dtype == torch.float32 and torch.equal(f.at(a), nufft(a))
     assert torch.equal(f.at(d), exact(d))
+    assert torch.equal(f.at(d, method="nufft"), nufft(d))  # forced: even under 512 points
+    a32 = a.float()  # float32 points are widened exactly before either path
+    assert torch.equal(f.at(a32), nufft(a32.double()))
     assert not torch.equal(nufft(a), exact(a))  # so the comparisons tell the paths apart
     ab = torch.cat((cluster(300, 100.0), cluster(300, 1000.0)))
     c, d = cluster(512, 2000.0), cluster(511, 4000.0)
