@@ -258,7 +258,7 @@ def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     expected = rgba[..., :3] * alpha + veiled * (1 - alpha)
     hottest = np.unravel_index(np.argmax(heat), heat.shape)
     coldest = np.unravel_index(np.argmin(heat), heat.shape)
-    # (B's hottest pixel is at least a quarter of the shared scale: clearly coloured.)
+    # (B's hottest pixel is at least a fifth of the shared colour scale: clearly coloured.)
     assert alpha[hottest] > 0.4 and alpha[coldest] < 0.05
     for r, c in (hottest, coldest):
         assert _close(_shown(viewer, r, c), expected[r, c], tol=8), (r, c)  # Qt rounding

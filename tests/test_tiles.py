@@ -89,6 +89,22 @@ def test_tiled_estimate_equals_the_whole_frame_for_a_local_model(task):
     torch.testing.assert_close(tiled.start(tiled_p), model.start(whole_p))
 
 
+def test_gradients_flow_through_the_blend_as_through_the_whole_frame():
+    """The paper's guidance backpropagates through the model: tiles must not cut the graph."""
+    model = PixelModel()
+    cond = Condition(
+        task="upscale", image=torch.from_numpy(_lowres(40, 56)).permute(2, 0, 1), scale=4
+    )
+    tiled = TiledDenoiser(model, tile=64, overlap=16, unit=4)
+    x = torch.randn(1, 3, 160, 224, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for denoiser in (model, tiled):
+        u = x.clone().requires_grad_(True)
+        (denoiser(u, torch.tensor([0.7]), denoiser.prepare(cond)) ** 2).sum().backward()
+        grads.append(u.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_restorer_tiles_only_frames_larger_than_the_tile():
     model = PixelModel()
     small = ClipRestorer(RestoreRequest(task="upscale", scale=4, tile=64), model, (16, 16), 1)

@@ -150,7 +150,9 @@ class TiledDenoiser:
         for t, inner, w in zip(p.tiles, p.inner, p.weights, strict=True):
             rows, cols = slice(t.y0 // ds, t.y1 // ds), slice(t.x0 // ds, t.x1 // ds)
             estimate = self.inner(x[..., rows, cols], sigma, inner)
-            out = _add(out, rows, cols, estimate * w.to(estimate.dtype))
+            # In place on a slice: autograd records it (the guidance may backpropagate), and no
+            # frame-sized tensor is made per tile.
+            out[..., rows, cols] += estimate * w.to(estimate.dtype)
         return out / p.total.to(out.dtype)
 
     def start(self, prepared: Any) -> torch.Tensor | None:
@@ -175,14 +177,6 @@ class TiledDenoiser:
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner.decode(x)
-
-
-def _add(out: torch.Tensor, rows: slice, cols: slice, value: torch.Tensor) -> torch.Tensor:
-    """``out`` with ``value`` added at ``[..., rows, cols]``, differentiably (no in-place op
-    on a tensor the guidance may backpropagate through)."""
-    h, w = out.shape[-2:]
-    pad = (cols.start, w - cols.stop, rows.start, h - rows.stop)
-    return out + torch.nn.functional.pad(value, pad)
 
 
 def _crop_condition(cond: Condition, t: Tile, factor: int) -> Condition:
