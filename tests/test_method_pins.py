@@ -1425,3 +1425,48 @@ def test_without_finufft_at_is_exact_and_refuses_nufft(monkeypatch: pytest.Monke
     with pytest.raises(InvalidInput) as err:
         f.at(pts, method="nufft")
     assert str(err.value) == "method: 'nufft' needs the finufft package and a CPU field"
+
+
+@needs_finufft
+def test_at_cost_test_breaks_even_exactly_and_one_tile_spans_exactly_its_side() -> None:
+    """The cost test ``6 * prod(max|z_k| * half-span_k + 16) <= points * features`` at its
+    break-even point, and a spread of exactly one tile side kept in one tile. Here max|z| = 4,
+    so a tile's side is 1024 and a tile spanning 120 x 92 has (240 + 16) (184 + 16) = 51200
+    fine-grid cells: 6 x 51200 = 600 x 512 exactly. Mutants: ``<=`` -> ``<`` in the cost test,
+    its ``+ 16`` -> ``+ 17`` or ``- 16``; the one-tile shortcut skipped, its ``<= side`` ->
+    ``< side``, its spread from the lowest coordinate of either axis."""
+    f = GPNoise(channels=2, n_features=512, length_scale=0.5, seed=5)  # max |z| = 4
+    g = torch.Generator().manual_seed(2)
+    nufft = lambda pts: torch.from_numpy(f._nufft(pts.numpy())).t()  # noqa: E731
+    exact = lambda pts: f.at(pts, method="exact")  # noqa: E731
+
+    def spread(n: int, size: tuple[float, float], y0: float = 0.0) -> torch.Tensor:
+        pts = torch.rand((n, 2), generator=g, dtype=torch.float64) * torch.tensor(size)
+        pts[0], pts[1] = 0.0, torch.tensor(size, dtype=torch.float64)  # exact extremes
+        return pts + torch.tensor([0.0, y0], dtype=torch.float64)
+
+    even = spread(600, (120.0, 92.0))  # break-even: FINUFFT
+    assert not torch.equal(nufft(even), exact(even))  # so the comparisons tell the paths apart
+    assert torch.equal(f.at(even), nufft(even))
+    over = spread(599, (120.0, 92.0))  # one point fewer: the exact sum
+    assert torch.equal(f.at(over), exact(over))
+    # x spans exactly one side: one tile of 512 points. y lies far below x, so a spread
+    # measured from the lowest coordinate of either axis would exceed the side.
+    wide = spread(512, (1024.0, 1.0), y0=-300.0)
+    assert torch.equal(f.at(wide), nufft(wide))
+
+
+def test_at_is_float32_whatever_torchs_default_dtype() -> None:
+    """``at`` and ``grid`` return float32 as documented, also in a program that set torch's
+    default dtype to float64. Mutant: the exact path's output buffer without its dtype."""
+    f = GPNoise(channels=2, n_features=16, res=8, seed=6)
+    pts = torch.rand((5, 2), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    want = f.at(pts, method="exact")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got, grid = f.at(pts, method="exact"), f.grid(3, 4)
+    finally:
+        torch.set_default_dtype(old)
+    assert got.dtype == torch.float32 and grid.dtype == torch.float32
+    assert torch.equal(got, want)
