@@ -1470,3 +1470,89 @@ def test_at_is_float32_whatever_torchs_default_dtype() -> None:
         torch.set_default_dtype(old)
     assert got.dtype == torch.float32 and grid.dtype == torch.float32
     assert torch.equal(got, want)
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random (h, w, 3) float32 texture on the 8-bit levels k / 255."""
+    import cv2
+
+    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    return (np.rint(smooth * 255.0) / 255.0).astype(np.float32)
+
+
+def _object_pair(h: int, w: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Background moving +2 px in x; a 24 x 28 object of its own texture moving -6 px."""
+    a = _texture(h, w, seed)
+    b = np.roll(a, 2, axis=1)  # b(y) = a(y - (2, 0)): the background's flow a -> b is +2
+    patch = _texture(24, 28, seed + 1)
+    mask_a, mask_b = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    a[40:64, 60:88], mask_a[40:64, 60:88] = patch, 1.0
+    b[40:64, 54:82], mask_b[40:64, 54:82] = patch, 1.0
+    return a, b, mask_a, mask_b
+
+
+def test_plate_flow_pair_sees_only_the_background_in_the_union_of_both_masks() -> None:
+    """The flow of the clean plate: inside the hole it follows the background (+2 px), the
+    object's pixels do not matter at all, the two masks count as their union whichever frame
+    each came with, and the hole grows by 4% of the shorter side (at least 4 px) by default.
+    Mutants: no fill of either frame, ``|`` -> ``&``, one mask used twice, the default growth's
+    0.04, ``min``, ``round`` and floor of 4, the method not passed on, the size check."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import flow_pair, plate_flow_pair
+
+    a, b, mask_a, mask_b = _object_pair(128, 160, 0)
+    fwd, bwd = plate_flow_pair(a, b, mask_a, mask_b)
+    assert fwd.dtype == torch.float32 and fwd.shape == bwd.shape == (2, 128, 160)
+    hole_a, hole_b = torch.from_numpy(mask_a) > 0, torch.from_numpy(mask_b) > 0
+    assert (fwd[0][hole_a] - 2.0).abs().median() < 0.1 and fwd[1][hole_a].abs().median() < 0.1
+    assert (bwd[0][hole_b] + 2.0).abs().median() < 0.1 and bwd[1][hole_b].abs().median() < 0.1
+    other_a, other_b = a.copy(), b.copy()  # another object: the same plate flow, bit for bit
+    other_a[40:64, 60:88] = other_b[40:64, 54:82] = _texture(24, 28, 7)
+    union = np.maximum(mask_a, mask_b)
+    again = plate_flow_pair(other_a, other_b, np.zeros_like(union), union)
+    assert torch.equal(again[0], fwd) and torch.equal(again[1], bwd)
+    grown = plate_flow_pair(a, b, mask_a, mask_b, dilate=5)  # round(0.04 * 128) = 5
+    assert torch.equal(grown[0], fwd) and torch.equal(grown[1], bwd)
+
+    a, b, mask_a, mask_b = _object_pair(72, 96, 3)
+    small = plate_flow_pair(a, b, mask_a, mask_b)  # round(0.04 * 72) = 3: at least 4
+    floor = plate_flow_pair(a, b, mask_a, mask_b, dilate=4)
+    assert torch.equal(small[0], floor[0]) and torch.equal(small[1], floor[1])
+    fast = plate_flow_pair(a, b, mask_a, mask_b, method="dis-fast")
+    assert not torch.equal(fast[0], small[0])
+    none = np.zeros_like(mask_a)
+    plain = plate_flow_pair(a, b, none, none, method="farneback")  # nothing to remove
+    want = flow_pair(a, b, "farneback")
+    assert torch.equal(plain[0], want[0]) and torch.equal(plain[1], want[1])
+    with pytest.raises(InvalidInput) as err:
+        plate_flow_pair(a, b[:, :95], mask_a, mask_b)
+    assert str(err.value) == "b: expected a frame of size (72, 96) like a, got (72, 95)"
+    with pytest.raises(InvalidInput, match=r"^mask_b: expected shape \(H, W\) = \(72, 96\)"):
+        plate_flow_pair(a, b, mask_a, mask_b[:70])
+
+
+def test_plate_flow_frames_in_every_layout_become_float32_rgb() -> None:
+    """``_rgb_chw``: torch (C, H, W) keeps its first three channels; numpy (H, W), (H, W, 1),
+    (H, W, 3) and (H, W, 4) become (3, H, W), grey repeated, alpha dropped; all float32, after
+    the same checks as every flow input. Mutants: each layout branch, the slices, the dtype."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import _rgb_chw
+
+    rgb = _texture(6, 7, 5)
+    rgba = np.concatenate((rgb, np.full((6, 7, 1), 0.5, np.float32)), axis=2)
+    want = torch.from_numpy(rgb).permute(2, 0, 1)
+    for frame in (rgb, rgba, rgb.astype(np.float64)):
+        got = _rgb_chw(frame, "a")
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+    for frame in (want, torch.from_numpy(rgba).permute(2, 0, 1).double()):
+        got = _rgb_chw(frame, "a")
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+    grey = rgb[..., 1]
+    for frame in (grey, grey[..., None]):
+        assert torch.equal(_rgb_chw(frame, "a"), torch.from_numpy(grey)[None].repeat(3, 1, 1))
+    one = torch.from_numpy(grey)[None]
+    assert torch.equal(_rgb_chw(one, "a"), one)
+    with pytest.raises(InvalidInput, match=r"^b: expected floats in \[0, 1\], got dtype uint8"):
+        _rgb_chw((rgb * 255).astype(np.uint8), "b")
