@@ -4,6 +4,7 @@ the suite let through (issue 11). The mutant each one guards is named in its doc
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1556,3 +1557,96 @@ def test_plate_flow_frames_in_every_layout_become_float32_rgb() -> None:
     assert torch.equal(_rgb_chw(one, "a"), one)
     with pytest.raises(InvalidInput, match=r"^b: expected floats in \[0, 1\], got dtype uint8"):
         _rgb_chw((rgb * 255).astype(np.uint8), "b")
+
+
+def test_raft_available_says_what_is_missing(monkeypatch, tmp_path) -> None:
+    """Mutants: the torchvision probe, the weights path from the environment or the default
+    path, each sentence."""
+    import importlib.util
+
+    import warpcore.flow as flow_module
+
+    real_find = importlib.util.find_spec
+    have_tv = lambda name, *a: object() if name == "torchvision" else real_find(name, *a)  # noqa: E731
+    no_tv = lambda name, *a: None if name == "torchvision" else real_find(name, *a)  # noqa: E731
+    weights = tmp_path / "raft.safetensors"
+    monkeypatch.setenv("WARPDIFF_RAFT_WEIGHTS", str(weights))
+    monkeypatch.setattr(importlib.util, "find_spec", no_tv)
+    assert flow_module.raft_available() == (
+        "flow method 'raft' needs torchvision (install it matching your torch, e.g. "
+        "'pip install --no-deps torchvision') and RAFT-large weights; "
+        "use 'dis' (the default) otherwise"
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", have_tv)
+    assert flow_module.raft_available() == (
+        f"flow method 'raft' needs RAFT-large weights as a safetensors state dict of "
+        f"torchvision's raft_large at {weights} (or set WARPDIFF_RAFT_WEIGHTS); "
+        "use 'dis' (the default) otherwise"
+    )
+    weights.write_bytes(b"")
+    assert flow_module.raft_available() is None
+    monkeypatch.delenv("WARPDIFF_RAFT_WEIGHTS")
+    default = flow_module.RAFT_DEFAULT_WEIGHTS
+    assert default == Path.home() / ".cache" / "warpdiff" / "raft_large.safetensors"
+    if not default.is_file():
+        assert f"raft_large at {default} (or set" in flow_module.raft_available()
+
+
+def test_raft_wrapper_pads_scales_and_crops_for_torchvisions_raft(monkeypatch, tmp_path) -> None:
+    """The RAFT wrapper against a stand-in for torchvision's ``raft_large`` (torchvision is
+    not installed here): frames clipped to [0, 1], scaled to [-1, 1], padded by replicating
+    the last row and column up to multiples of 8, the weights loaded from the safetensors
+    file, the model in eval mode without gradients, the last refinement cropped back to the
+    frame as float32. Mutants: each of those steps, and numpy (H, W, 4) frames' alpha."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from safetensors.torch import save_file
+
+    import warpcore.flow as flow_module
+
+    seen: dict[str, object] = {}
+
+    class FakeRaft(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(2))
+
+        def forward(self, one: torch.Tensor, two: torch.Tensor) -> list[torch.Tensor]:
+            seen.update(one=one, two=two, training=self.training, grad=torch.is_grad_enabled())
+            flow = (two - one)[:, 1:] * 10.0 + self.bias.view(1, 2, 1, 1).double()
+            return [torch.zeros_like(flow), flow]  # only the last refinement counts
+
+    def raft_large(**kwargs: object) -> FakeRaft:
+        seen["kwargs"] = kwargs
+        return FakeRaft()
+
+    modules = {}
+    for name in ("torchvision", "torchvision.models", "torchvision.models.optical_flow"):
+        modules[name] = types.ModuleType(name)
+        modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, modules[name])
+    modules["torchvision.models.optical_flow"].raft_large = raft_large
+    weights = tmp_path / "raft.safetensors"
+    save_file({"bias": torch.tensor([0.25, -0.5])}, str(weights))
+    monkeypatch.setenv("WARPDIFF_RAFT_WEIGHTS", str(weights))
+
+    a = np.random.default_rng(4).random((13, 18, 4)).astype(np.float32) * 1.2 - 0.1
+    b = np.roll(a, 1, axis=1)
+    a[..., 3] = b[..., 3] = 5.0  # alpha: must not reach the model
+    flow = flow_module.estimate_flow(a, b, "raft")
+    assert seen["kwargs"] == {"weights": None, "progress": False}
+    assert seen["training"] is False and seen["grad"] is False
+    one, two = seen["one"], seen["two"]
+    assert one.shape == two.shape == (1, 3, 16, 24)
+    ta = torch.from_numpy(a[..., :3]).permute(2, 0, 1).double().clamp(0, 1) * 2 - 1
+    tb = torch.from_numpy(b[..., :3]).permute(2, 0, 1).double().clamp(0, 1) * 2 - 1
+    pad = lambda t: torch.nn.functional.pad(t[None], (0, 6, 0, 3), mode="replicate")  # noqa: E731
+    torch.testing.assert_close(one.double(), pad(ta), rtol=0, atol=1e-6)
+    torch.testing.assert_close(two.double(), pad(tb), rtol=0, atol=1e-6)
+    want = (tb - ta)[1:] * 10.0 + torch.tensor([0.25, -0.5], dtype=torch.float64).view(2, 1, 1)
+    assert flow.dtype == torch.float32 and flow.shape == (2, 13, 18) and flow.is_contiguous()
+    torch.testing.assert_close(flow.double(), want, rtol=0, atol=1e-5)
+    torch_frames = [torch.from_numpy(x).permute(2, 0, 1) for x in (a, b)]
+    assert torch.equal(flow_module.estimate_flow(*torch_frames, "raft"), flow)
