@@ -1650,3 +1650,14 @@ def test_raft_wrapper_pads_scales_and_crops_for_torchvisions_raft(monkeypatch, t
     torch.testing.assert_close(flow.double(), want, rtol=0, atol=1e-5)
     torch_frames = [torch.from_numpy(x).permute(2, 0, 1) for x in (a, b)]
     assert torch.equal(flow_module.estimate_flow(*torch_frames, "raft"), flow)
+
+
+def test_gp_noise_keeps_its_numbers_as_floats() -> None:
+    """Integers given for the truncation or the length scales are stored as floats, so the
+    attributes have one type whatever was passed. Mutants: each ``float()``."""
+    f = GPNoise(channels=1, n_features=4, truncation=3, length_scale=[3, 1])
+    assert type(f.truncation) is float and f.truncation == 3.0
+    assert isinstance(f.length_scale, tuple)
+    assert [type(v) for v in f.length_scale] == [float, float] and f.length_scale == (3.0, 1.0)
+    g = GPNoise(channels=1, n_features=4, length_scale=2)
+    assert [type(v) for v in g.length_scale] == [float, float] and g.length_scale == (2.0, 2.0)
