@@ -7,6 +7,8 @@ sources) and the current ``tests/`` and ``server/`` into ``--workdir``, then for
 sets ``MUTANT_UNDER_TEST`` and runs pytest there.
 
     python tools/mutant_recheck.py survivors.txt -- tests/test_method_pins.py -k "warp or flow"
+    python tools/mutant_recheck.py --mutants build/mutants/noise out/mutants/noise.survivors.txt \
+        -- tests/test_method_pins.py          # after ``make mutants`` (tools/mutants.py)
 
 ``survivors.txt``: one mutant name per line (``mutmut results`` lists them). The first line
 of output checks the unmutated code (it must say ``passes``).
@@ -28,18 +30,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", type=Path, help="file with one mutant name per line")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mutant_recheck"))
+    parser.add_argument(
+        "--mutants",
+        type=Path,
+        default=Path.cwd(),
+        help="the folder mutmut ran in (holds mutants/warpcore); default here. "
+        "tools/mutants.py runs in build/mutants/<module>",
+    )
     parser.add_argument("pytest_args", nargs="+", help="after --: tests and pytest options")
     args = parser.parse_args()
     names = ["baseline.unmutated"] + [
         line.strip() for line in args.names.read_text().splitlines() if line.strip()
     ]
     root = Path.cwd()
-    if not (root / "mutants" / "warpcore").is_dir():
-        print("no mutants/warpcore here: run `make mutants` (or mutmut run) first")
+    trampolined = args.mutants.resolve() / "mutants" / "warpcore"
+    if not trampolined.is_dir():
+        print(f"no {trampolined}: run `make mutants` (or mutmut run) first")
         return 1
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    shutil.copytree(root / "mutants" / "warpcore", args.workdir / "warpcore")
+    shutil.copytree(trampolined, args.workdir / "warpcore")
     for name in ("tests", "server"):
         shutil.copytree(root / name, args.workdir / name)
     shutil.copy(root / "pyproject.toml", args.workdir)
