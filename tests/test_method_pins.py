@@ -1661,3 +1661,71 @@ def test_gp_noise_keeps_its_numbers_as_floats() -> None:
     assert [type(v) for v in f.length_scale] == [float, float] and f.length_scale == (3.0, 1.0)
     g = GPNoise(channels=1, n_features=4, length_scale=2)
     assert [type(v) for v in g.length_scale] == [float, float] and g.length_scale == (2.0, 2.0)
+
+
+def test_flow_frames_become_8_bit_grey_rounded_and_clipped() -> None:
+    """``_gray_u8``: RGB (not BGR) to grey by OpenCV's weights, values rounded to the nearest
+    8-bit level and clipped (linear highlights above 1 are white), alpha ignored, one-channel
+    and 2-D frames taken as they are, torch (C, H, W) like numpy (H, W, C), one-pixel frames
+    accepted. Mutants: the scale, rounding and clip bounds, the channel slices and layouts,
+    the size bound."""
+    from warpcore.flow import _gray_u8
+
+    rgb = np.zeros((1, 3, 3), np.float32)
+    rgb[0, 0, 0] = rgb[0, 1, 1] = rgb[0, 2, 2] = 1.0  # red, green, blue pixels
+    grey = _gray_u8(rgb, "a")
+    assert grey.dtype == np.uint8 and grey.tolist() == [[76, 150, 29]]
+    rgba = np.concatenate((rgb, np.full((1, 3, 1), 7.0, np.float32)), axis=2)
+    assert _gray_u8(rgba, "a").tolist() == [[76, 150, 29]]
+    torch_rgba = torch.from_numpy(rgba).permute(2, 0, 1).double()
+    assert _gray_u8(torch_rgba, "a").tolist() == [[76, 150, 29]]
+    levels = np.array([[-0.5, 0.0, 10.4 / 255, 10.6 / 255, 1.0, 3.0]], np.float64)
+    want = [[0, 0, 10, 11, 255, 255]]
+    assert _gray_u8(levels, "a").tolist() == want  # 2-D numpy: one grey channel
+    assert _gray_u8(levels[..., None], "a").tolist() == want
+    assert _gray_u8(torch.from_numpy(levels)[None], "a").tolist() == want
+    assert _gray_u8(np.repeat(levels[..., None], 3, axis=2), "a").tolist() == want
+
+
+def test_flow_input_errors_name_the_frame_and_say_what_is_accepted() -> None:
+    """Mutants: every sentence of ``_gray_u8`` and ``estimate_flow``, the accepted channel
+    counts, the dtype and finiteness checks, the size comparison."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import estimate_flow
+
+    ok = np.full((16, 16, 3), 0.5, np.float32)
+    layout = "expected a numpy (H, W, 3) frame, got"
+    cases = [
+        ((torch.zeros(2, 8, 8), ok), "a: expected a torch (3, H, W) frame, got (2, 8, 8)"),
+        ((ok, torch.zeros(1, 3, 8, 8)), "b: expected a torch (3, H, W) frame, got (1, 3, 8, 8)"),
+        (
+            (ok, np.zeros((8, 8, 2), np.float32)),
+            f"b: {layout} (8, 8, 2)",
+        ),
+        ((np.zeros(8, np.float32), ok), f"a: {layout} (8,)"),
+        (
+            (np.zeros((8, 8, 5), np.float32), ok),
+            f"a: {layout} (8, 8, 5)",
+        ),
+        ((ok.astype(np.float16) > 0, ok), "a: expected floats in [0, 1], got dtype bool"),
+        (([[0.5]], ok), "a: expected a torch (3, H, W) or numpy (H, W, 3) frame"),
+        ((np.zeros((0, 8, 3), np.float32), ok), "a: empty frame of size (0, 8); expected H, W > 0"),
+        ((ok, torch.zeros(3, 8, 0)), "b: empty frame of size (8, 0); expected H, W > 0"),
+        (
+            (ok, np.full((16, 16), np.inf, np.float32)),
+            "b: contains NaN or infinite values; expected floats in [0, 1]",
+        ),  # fmt: skip
+        ((ok, ok[:, :15]), "a, b: frames differ in size, (16, 16) vs (16, 15); expected equal"),
+    ]
+    for (a, b), message in cases:
+        with pytest.raises(InvalidInput) as err:
+            estimate_flow(a, b)
+        assert str(err.value) == message
+    with pytest.raises(InvalidInput) as err:
+        estimate_flow(ok, ok, "lucas-kanade")
+    assert str(err.value) == (
+        "method: got 'lucas-kanade'; accepted: dis, dis-fast, dis-ultrafast, farneback, raft"
+    )
+    for frame in (np.zeros((12, 16), np.float32), torch.zeros(1, 12, 16), torch.zeros(4, 12, 16)):
+        flow = estimate_flow(frame, frame)  # one grey channel, or RGBA
+        assert flow.dtype == torch.float32 and flow.shape == (2, 12, 16) and flow.is_contiguous()
