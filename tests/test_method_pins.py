@@ -1729,3 +1729,18 @@ def test_flow_input_errors_name_the_frame_and_say_what_is_accepted() -> None:
     for frame in (np.zeros((12, 16), np.float32), torch.zeros(1, 12, 16), torch.zeros(4, 12, 16)):
         flow = estimate_flow(frame, frame)  # one grey channel, or RGBA
         assert flow.dtype == torch.float32 and flow.shape == (2, 12, 16) and flow.is_contiguous()
+
+
+@needs_finufft
+def test_at_on_a_tile_of_two_to_the_seventeen_points_takes_finufft_threads() -> None:
+    """From 2^17 points in one tile FINUFFT gets torch's thread count (at least 1); the field
+    stays the exact sum's. Mutants: the thread count's ``max(1, ...)`` arguments."""
+    from warpcore.noise import _NUFFT_THREADED_POINTS, grid_coords
+
+    f = GPNoise(channels=2, n_features=16, res=64, seed=7)
+    pts = grid_coords(256, 512)
+    assert pts.shape[0] * pts.shape[1] == _NUFFT_THREADED_POINTS == 1 << 17
+    got = f.at(pts)[:, ::37, ::41]  # the exact sum at every point is slow: check a sample
+    want = f.at(pts[::37, ::41], method="exact")
+    assert not torch.equal(got, want)  # FINUFFT, not the exact sum
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
