@@ -1744,3 +1744,16 @@ def test_at_on_a_tile_of_two_to_the_seventeen_points_takes_finufft_threads() -> 
     want = f.at(pts[::37, ::41], method="exact")
     assert not torch.equal(got, want)  # FINUFFT, not the exact sum
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+
+
+def test_plate_flow_pair_names_the_bad_frame() -> None:
+    """Mutants: the frame names passed to the checks of ``plate_flow_pair``."""
+    from warpcore.errors import InvalidInput
+    from warpcore.flow import plate_flow_pair
+
+    ok, bad = np.zeros((16, 16, 3), np.float32), np.zeros((16, 16, 2), np.float32)
+    mask = np.zeros((16, 16), np.float32)
+    for a, b, name in ((bad, ok, "a"), (ok, bad, "b")):
+        with pytest.raises(InvalidInput) as err:
+            plate_flow_pair(a, b, mask, mask)
+        assert str(err.value) == f"{name}: expected a numpy (H, W, 3) frame, got (16, 16, 2)"

@@ -38,7 +38,11 @@ FAST_TESTS: dict[str, list[str]] = {
         "tests/test_method_pins.py",
         "tests/test_chunks.py::test_fast_forward_is_bit_identical_to_next",
     ],
-    "guidance": ["tests/test_guidance_rules.py", "tests/test_method_pins.py"],
+    "guidance": [
+        "tests/test_sampler.py",
+        "tests/test_guidance_rules.py",
+        "tests/test_method_pins.py",
+    ],
     "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_method_pins.py"],
     "flow": ["tests/test_flow.py", "tests/test_metrics.py", "tests/test_method_pins.py"],
