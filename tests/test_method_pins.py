@@ -1597,7 +1597,8 @@ def test_raft_wrapper_pads_scales_and_crops_for_torchvisions_raft(monkeypatch, t
     not installed here): frames clipped to [0, 1], scaled to [-1, 1], padded by replicating
     the last row and column up to multiples of 8, the weights loaded from the safetensors
     file, the model in eval mode without gradients, the last refinement cropped back to the
-    frame as float32. Mutants: each of those steps, and numpy (H, W, 4) frames' alpha."""
+    frame as float32, the weights from the default path without the variable. Mutants: each
+    of those steps, and numpy (H, W, 4) frames' alpha."""
     import importlib.machinery
     import sys
     import types
@@ -1650,6 +1651,9 @@ def test_raft_wrapper_pads_scales_and_crops_for_torchvisions_raft(monkeypatch, t
     torch.testing.assert_close(flow.double(), want, rtol=0, atol=1e-5)
     torch_frames = [torch.from_numpy(x).permute(2, 0, 1) for x in (a, b)]
     assert torch.equal(flow_module.estimate_flow(*torch_frames, "raft"), flow)
+    monkeypatch.delenv("WARPDIFF_RAFT_WEIGHTS")  # the default path, read when RAFT runs
+    monkeypatch.setattr(flow_module, "RAFT_DEFAULT_WEIGHTS", weights)
+    assert torch.equal(flow_module.estimate_flow(a, b, "raft"), flow)
 
 
 def test_gp_noise_keeps_its_numbers_as_floats() -> None:
