@@ -1683,6 +1683,7 @@ def test_flow_frames_become_8_bit_grey_rounded_and_clipped() -> None:
     assert _gray_u8(rgba, "a").tolist() == [[76, 150, 29]]
     torch_rgba = torch.from_numpy(rgba).permute(2, 0, 1).double()
     assert _gray_u8(torch_rgba, "a").tolist() == [[76, 150, 29]]
+    assert _gray_u8(torch_rgba.bfloat16(), "a").tolist() == [[76, 150, 29]]  # no numpy twin
     levels = np.array([[-0.5, 0.0, 10.4 / 255, 10.6 / 255, 1.0, 3.0]], np.float64)
     want = [[0, 0, 10, 11, 255, 255]]
     assert _gray_u8(levels, "a").tolist() == want  # 2-D numpy: one grey channel
