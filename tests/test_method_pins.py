@@ -1752,7 +1752,7 @@ def test_at_on_a_tile_of_two_to_the_seventeen_points_takes_finufft_threads() -> 
 
 
 def test_plate_flow_pair_names_the_bad_frame() -> None:
-    """Mutants: the frame names passed to the checks of ``plate_flow_pair``."""
+    """Mutants: the frame and mask names passed to the checks of ``plate_flow_pair``."""
     from warpcore.errors import InvalidInput
     from warpcore.flow import plate_flow_pair
 
@@ -1762,3 +1762,8 @@ def test_plate_flow_pair_names_the_bad_frame() -> None:
         with pytest.raises(InvalidInput) as err:
             plate_flow_pair(a, b, mask, mask)
         assert str(err.value) == f"{name}: expected a numpy (H, W, 3) frame, got (16, 16, 2)"
+    for a_mask, b_mask, name in ((mask[1:], mask, "mask_a"), (mask, mask[:, 1:], "mask_b")):
+        with pytest.raises(InvalidInput) as err:
+            plate_flow_pair(ok, ok, a_mask, b_mask)
+        bad = tuple((a_mask if name == "mask_a" else b_mask).shape)
+        assert str(err.value) == f"{name}: expected shape (H, W) = (16, 16) or (1, H, W), got {bad}"
