@@ -1617,7 +1617,7 @@ def test_raft_wrapper_pads_scales_and_crops_for_torchvisions_raft(monkeypatch, t
         def forward(self, one: torch.Tensor, two: torch.Tensor) -> list[torch.Tensor]:
             seen.update(one=one, two=two, training=self.training, grad=torch.is_grad_enabled())
             flow = (two - one)[:, 1:] * 10.0 + self.bias.view(1, 2, 1, 1).double()
-            return [torch.zeros_like(flow), flow]  # only the last refinement counts
+            return [torch.zeros_like(flow), -flow, flow]  # only the last refinement counts
 
     def raft_large(**kwargs: object) -> FakeRaft:
         seen["kwargs"] = kwargs
@@ -1690,6 +1690,9 @@ def test_flow_frames_become_8_bit_grey_rounded_and_clipped() -> None:
     assert _gray_u8(levels[..., None], "a").tolist() == want
     assert _gray_u8(torch.from_numpy(levels)[None], "a").tolist() == want
     assert _gray_u8(np.repeat(levels[..., None], 3, axis=2), "a").tolist() == want
+    column = np.full((3, 1, 3), 0.5, np.float32)  # one pixel wide, then one pixel high
+    assert _gray_u8(column, "a").tolist() == [[128]] * 3
+    assert _gray_u8(column.transpose(1, 0, 2), "a").tolist() == [[128] * 3]
 
 
 def test_flow_input_errors_name_the_frame_and_say_what_is_accepted() -> None:
