@@ -38,13 +38,14 @@ def main() -> int:
         counts[module][state] += 1
         if state in SURVIVED:
             survivors[module].append(name)
-    print("| module | mutants | killed | survived | score |")
-    print("|---|---|---|---|---|")
+    print("| module | mutants run | killed | survived | score | not run |")
+    print("|---|---|---|---|---|---|")
     for module, c in sorted(counts.items()):
         killed = sum(c[s] for s in KILLED)
         survived = sum(c[s] for s in SURVIVED)
         score = 100.0 * killed / max(killed + survived, 1)
-        print(f"| {module} | {sum(c.values())} | {killed} | {survived} | {score:.1f}% |")
+        run = sum(c.values()) - c["not checked"]
+        print(f"| {module} | {run} | {killed} | {survived} | {score:.1f}% | {c['not checked']} |")
     for module, names in sorted(survivors.items()):
         print(f"\n## Survivors in {module}\n")
         for name in names:
