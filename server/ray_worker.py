@@ -36,9 +36,9 @@ from server.cache import ShotCache
 from server.cluster import (
     ChunkActor,
     ClusterConfig,
+    FlowActor,
     actor_plan,
-    pair_flows_task,
-    warm_flow_worker,
+    flow_actor_count,
 )
 from server.shots import ShotInputs, request_for_device
 from server.worker import (
@@ -108,11 +108,13 @@ class RayWorker:
         self._actor_cls = ray.remote(ChunkActor).options(
             num_gpus=gpus, num_cpus=cpus, max_concurrency=4, max_restarts=0
         )
-        self._flow_task = ray.remote(pair_flows_task).options(num_cpus=config.flow_cpus)
         self.actors: list[Any] = [self._new_actor() for _ in range(n)]
-        slots = max(1, int(resources.get("CPU", 1.0) // config.flow_cpus))
-        warm = ray.remote(warm_flow_worker).options(num_cpus=config.flow_cpus)
-        self._warm = [warm.remote() for _ in range(min(slots, 8))]  # flow workers imported
+        flow_cls = ray.remote(FlowActor).options(
+            num_cpus=config.flow_cpus, max_restarts=3, max_task_retries=3
+        )
+        flows = flow_actor_count(config, resources, n)
+        self.flow_actors: list[Any] = [flow_cls.remote() for _ in range(flows)]
+        self._flow_pings = [a.ping.remote() for a in self.flow_actors]
         self._cond = threading.Condition()
         self._jobs: deque[ShotRun] = deque()  # queued and active, in order
         self._tasks: deque[Task] = deque()
@@ -121,6 +123,10 @@ class RayWorker:
         self._write_lock = threading.Lock()
         self._closing = False
         self.retries = 0
+        # per chunk: when it was dispatched / delivered its first frame / ended (seconds since
+        # its shot was queued) and the actor's phases (server.cluster.PhaseClock); per shot:
+        # its activation's steps. For `warpdiff bench ray` and the log.
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=1024)
         self._threads = [
             threading.Thread(target=self._plan_loop, name="warpdiff-ray-planner", daemon=True),
             threading.Thread(target=self._emit_loop, name="warpdiff-ray-events", daemon=True),
@@ -219,7 +225,7 @@ class RayWorker:
         for t in self._threads:
             if t.is_alive():
                 t.join(max(0.1, deadline - time.monotonic()))
-        for actor in self.actors:
+        for actor in [*self.actors, *self.flow_actors]:
             with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(actor)
 
@@ -252,6 +258,7 @@ class RayWorker:
     def _activate(self, run: ShotRun) -> None:
         """Frames into the object store, flow tasks started, chunks queued."""
         ray = self.ray
+        t0 = time.perf_counter()
         meta = self.cache.meta(run.key)
         n = meta.n_frames
         run.meta = meta
@@ -263,15 +270,23 @@ class RayWorker:
         request = request_for_device(meta, self.device)
         inputs = ShotInputs(self.cache, meta)
         frames = [ray.put(inputs.frame_and_mask(i)) for i in range(n)]
+        t_put = time.perf_counter()
         why = chunkable(request)
         flows = None
         if why is None and n > 1:
             downscale = ray.get(self.actors[0].downscale.remote(request.model, request.task))
             req = request.to_dict()
-            flows = {
-                j: self._flow_task.remote(req, downscale, frames[j - 1], frames[j])
+            workers = self._ready_flow_actors()
+            flows = {  # in frame order: every chunk needs the early ones first
+                j: workers[j % len(workers)].pair.remote(req, downscale, frames[j - 1], frames[j])
                 for j in range(1, n)
             }
+        t_flows = time.perf_counter()
+        with self._cond:
+            self.timeline.append(
+                {"key": run.key, "activate": t0 - run.started_at, "put_s": t_put - t0,
+                 "flows_submit_s": t_flows - t_put}
+            )  # fmt: skip
         run.job = {
             "run": run.run_id,
             "request": request.to_dict(),
@@ -291,6 +306,19 @@ class RayWorker:
                 self._finish_locked(run)
             self._cond.notify_all()
 
+    def _ready_flow_actors(self, timeout: float = 60.0) -> list[Any]:
+        """The flow actors that started (waits for them on the first shot); none: the shot
+        fails saying why, rather than waiting forever for CPUs the cluster lacks."""
+        ready, _ = self.ray.wait(self._flow_pings, num_returns=len(self._flow_pings),
+                                 timeout=timeout)  # fmt: skip
+        workers = [a for a, p in zip(self.flow_actors, self._flow_pings, strict=True) if p in ready]
+        if not workers:
+            raise ShotFailed(
+                f"no flow worker started on the Ray cluster within {timeout:g} s (each needs "
+                f"{self.config.flow_cpus:g} CPUs); lower --ray-flow-cpus or --ray-cpus-per-actor"
+            )
+        return workers
+
     def _plan_more_locked(self, run: ShotRun, resume: Any = None, chunked: bool | None = None):
         """Queue chunks for the frames up to the target that no chunk delivers yet."""
         if run.job is None:
@@ -307,7 +335,9 @@ class RayWorker:
         if not missing:
             return
         if chunked:
-            chunks = plan_chunks(missing, self.config.chunk, self.config.overlap)
+            chunks = plan_chunks(
+                missing, self.config.chunk, self.config.overlap, workers=len(self.actors)
+            )
         else:  # in order on one actor, like the local worker
             chunks = [Chunk(missing[0], missing[-1] + 1, missing[0])]
         for c in chunks:
@@ -366,14 +396,21 @@ class RayWorker:
             run.job, (c.start, c.stop, c.warm), task.state
         )
         last = c.start - 1
+        record: dict[str, Any] = {"key": run.key, "slot": slot, "chunk": (c.start, c.stop, c.warm),
+                                  "dispatch": time.perf_counter() - run.started_at}  # fmt: skip
         try:
             for ref in stream:
                 item = ray.get(ref)
                 if item[0] == "frame" and item[2] is not None:
+                    record.setdefault("first_frame", time.perf_counter() - run.started_at)
                     self._deliver(task, item[1], item[2], item[3])
                     last = item[1]
-                elif item[0] == "cancelled":
-                    return None
+                elif item[0] in ("done", "cancelled"):
+                    record.update(end=time.perf_counter() - run.started_at, phases=item[2])
+                    with self._cond:
+                        self.timeline.append(record)
+                    if item[0] == "cancelled":
+                        return None
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             log.warning("actor %d died in shot %s chunk %s (%s); retrying", slot, run.key, c, exc)
             with self._cond:
@@ -429,6 +466,7 @@ class RayWorker:
         """The shot's last chunk ended: its final event (after every frame event)."""
         if run in self._jobs:
             self._jobs.remove(run)
+        self.timeline.append({"key": run.key, "finished": time.perf_counter() - run.started_at})
         n = run.meta.n_frames if run.meta is not None else 0
         if run.error is not None:
             message = run.error
