@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,36 +38,24 @@ from server.cluster import (
     actor_plan,
     flow_actor_count,
 )
+from server.jobs import Job, JobWorker
 from server.shots import ShotInputs, request_for_device
-from server.worker import (
-    WORKER_NICE,
-    QueueFull,
-    ShotFailed,
-    _describe,
-    _emit,
-    _emit_frame,
-    lower_thread_priority,
-)
+from server.worker import WORKER_NICE, ShotFailed, _describe, lower_thread_priority
 from warpcore.chunks import Chunk, chunkable, plan_chunks
 
 log = logging.getLogger("warpdiff.server")
 
 
 @dataclass
-class ShotRun:
-    """One shot's job on the cluster (frames up to ``target``)."""
+class ShotRun(Job):
+    """One shot's job on the cluster (frames up to ``target``; ``running``: activated)."""
 
-    key: str
-    target: int
-    previews: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stop: threading.Event = field(default_factory=threading.Event)
-    active: bool = False
     meta: Any = None
     job: dict[str, Any] | None = None  # what every chunk of this shot is given (see ChunkActor.run)
     planned: set[int] = field(default_factory=set)  # frames some chunk delivers
     pending: int = 0  # chunks queued or running
-    running: int = 0
+    chunks_running: int = 0
     next_emit: int = 0  # frames 0 .. next_emit-1 are finished and announced
     arrived: set[int] = field(default_factory=set)  # finished frames >= next_emit
     states: dict[int, tuple[int, Any]] = field(default_factory=dict)  # chunk start -> (i, state)
@@ -85,8 +71,9 @@ class Task:
     origin: int = -1  # the planned chunk's start (its states key)
 
 
-class RayWorker:
-    """Runs shots on Ray actors; see the module docstring."""
+class RayWorker(JobWorker):
+    """Runs shots on Ray actors; see the module docstring. The queue, the socket loop's calls,
+    cancel and the events are :class:`server.jobs.JobWorker`'s, as for the local worker."""
 
     def __init__(
         self,
@@ -100,10 +87,9 @@ class RayWorker:
     ) -> None:
         import ray
 
-        self.ray = ray
-        self.context, self.events_address = context, events_address
-        self.cache, self.config, self.queue_limit = cache, config, queue_limit
         n, gpus, cpus = actor_plan(config, resources)
+        super().__init__(context, events_address, cache, queue_limit, slots=n)
+        self.ray, self.config = ray, config
         self.device = "cuda" if gpus > 0 else device
         self._actor_cls = ray.remote(ChunkActor).options(
             num_gpus=gpus, num_cpus=cpus, max_concurrency=4, max_restarts=0
@@ -115,21 +101,16 @@ class RayWorker:
         flows = flow_actor_count(config, resources, n)
         self.flow_actors: list[Any] = [flow_cls.remote() for _ in range(flows)]
         self._flow_pings = [a.ping.remote() for a in self.flow_actors]
-        self._cond = threading.Condition()
-        self._jobs: deque[ShotRun] = deque()  # queued and active, in order
         self._tasks: deque[Task] = deque()
         self._running: dict[int, Task] = {}  # runner slot -> its task
-        self._events: queue.Queue[Callable[[zmq.Socket], None] | None] = queue.Queue()
         self._write_lock = threading.Lock()
-        self._closing = False
         self.retries = 0
         # per chunk: when it was dispatched / delivered its first frame / ended (seconds since
         # its shot was queued) and the actor's phases (server.cluster.PhaseClock); per shot:
         # its activation's steps. For `warpdiff bench ray` and the log.
         self.timeline: deque[dict[str, Any]] = deque(maxlen=1024)
-        self._threads = [
+        self._threads += [
             threading.Thread(target=self._plan_loop, name="warpdiff-ray-planner", daemon=True),
-            threading.Thread(target=self._emit_loop, name="warpdiff-ray-events", daemon=True),
         ] + [
             threading.Thread(target=self._runner, args=(i,), name=f"warpdiff-ray-{i}", daemon=True)
             for i in range(n)
@@ -138,122 +119,57 @@ class RayWorker:
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(self.device, self.config.threads)
 
-    # -- called from the socket loop (the Worker interface) -------------------------------------
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
+    # -- JobWorker hooks -------------------------------------------------------------------------
+    def _new_job(self, key: str, target: int, previews: bool) -> ShotRun:
+        return ShotRun(key, target, previews)
 
-    def enqueue(self, key: str, target: int, previews: bool = False) -> int:
-        with self._cond:
-            if self.extend_locked(key, target, previews):
-                return self._position_locked(key)
-            if len(self._jobs) >= self.queue_limit:
-                raise QueueFull(f"{len(self._jobs)} shots are queued (limit {self.queue_limit})")
-            self._jobs.append(ShotRun(key, target, previews))
-            self._cond.notify_all()
-            return self._position_locked(key)
+    def _extended_locked(self, job: Job) -> None:
+        self._plan_more_locked(job)  # type: ignore[arg-type]
 
-    def full(self) -> bool:
-        with self._cond:
-            return len(self._jobs) >= self.queue_limit
+    def _stop_running_locked(self, job: Job) -> None:
+        """Every actor running one of the shot's chunks is told (it stops within a step); its
+        queued chunks are dropped; the shot ends when its running chunks have."""
+        run: ShotRun = job  # type: ignore[assignment]
+        for slot, task in self._running.items():
+            if task.run is run:
+                self.actors[slot].cancel.remote(run.run_id)
+        self._tasks = deque(t for t in self._tasks if t.run is not run)
+        run.pending = run.chunks_running
+        if run.pending == 0 and not self._closing:
+            self._finish_locked(run)
 
-    def extend_locked(self, key: str, target: int, previews: bool) -> bool:
-        for run in self._jobs:
-            if run.key == key and not run.stop.is_set():
-                if target > run.target:
-                    run.target = target
-                    if run.active:
-                        self._plan_more_locked(run)
-                run.previews = run.previews or previews
-                return True
-        return False
-
-    def _position_locked(self, key: str) -> int:
-        waiting = [r.key for r in self._jobs if not r.active]
-        return 0 if key not in waiting else waiting.index(key) + 1
-
-    def cancel(self, key: str) -> str:
-        """Stop the shot: every actor running one of its chunks is told (within a step)."""
-        with self._cond:
-            for run in list(self._jobs):
-                if run.key != key or run.stop.is_set():
-                    continue
-                run.stop.set()
-                if not run.active:
-                    self._jobs.remove(run)
-                    return "queued"
-                for slot, task in self._running.items():
-                    if task.run is run:
-                        self.actors[slot].cancel.remote(run.run_id)
-                self._tasks = deque(t for t in self._tasks if t.run is not run)
-                run.pending = run.running
-                if run.pending == 0:
-                    self._finish_locked(run)
-                return "running"
-        return "idle"
-
-    def state(self, key: str) -> str | None:
-        with self._cond:
-            for run in self._jobs:
-                if run.key == key:
-                    return "running" if run.active else "queued"
-        return None
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._cond:
-            running = [r.key for r in self._jobs if r.active]
-            return {
-                "running": running[0] if running else None,
-                "queued": sum(not r.active for r in self._jobs),
-                "limit": self.queue_limit,
-                "ray": {"actors": len(self.actors), "running": running, "retries": self.retries},
-            }
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._closing = True
-            for run in self._jobs:
-                run.stop.set()
-                if run.active:
-                    for actor in self.actors:
-                        actor.cancel.remote(run.run_id)
-            self._jobs.clear()
-            self._tasks.clear()
-            self._cond.notify_all()
-        self._events.put(None)
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            if t.is_alive():
-                t.join(max(0.1, deadline - time.monotonic()))
+    def _closed(self) -> None:
         for actor in [*self.actors, *self.flow_actors]:
             with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(actor)
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = super().snapshot()
+        with self._cond:
+            running = self._running_keys_locked()
+            snap["ray"] = {"actors": len(self.actors), "running": running, "retries": self.retries}
+        return snap
 
     # -- the planner ---------------------------------------------------------------------------
     def _plan_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._next_inactive_locked():
+                run: ShotRun | None = self._take_locked()  # type: ignore[assignment]
+                while run is None and not self._closing:
                     self._cond.wait(0.5)
-                if self._closing:
+                    run = self._take_locked()  # type: ignore[assignment]
+                if run is None:
                     return
-                run = self._next_inactive_locked()
-                run.active = True  # type: ignore[union-attr]
             try:
-                self._activate(run)  # type: ignore[arg-type]
+                self._activate(run)
             except Exception as exc:  # the shot fails, the server goes on
                 log.error("shot %s failed to start:\n%s", run.key, traceback.format_exc())
                 with self._cond:
-                    run.error = _describe(exc)  # type: ignore[union-attr]
-                    run.pending = run.running  # type: ignore[union-attr]
+                    run.error = _describe(exc)
+                    run.pending = run.chunks_running
                     self._tasks = deque(t for t in self._tasks if t.run is not run)
-                    if run.pending == 0:  # type: ignore[union-attr]
-                        self._finish_locked(run)  # type: ignore[arg-type]
-
-    def _next_inactive_locked(self) -> ShotRun | None:
-        if sum(r.active for r in self._jobs) >= len(self.actors):
-            return None
-        return next((r for r in self._jobs if not r.active), None)
+                    if run.pending == 0:
+                        self._finish_locked(run)
 
     def _activate(self, run: ShotRun) -> None:
         """Frames into the object store, flow tasks started, chunks queued."""
@@ -359,7 +275,7 @@ class RayWorker:
                     return
                 task = self._tasks.popleft()
                 self._running[slot] = task
-                task.run.running += 1
+                task.run.chunks_running += 1
             resumed = None
             try:
                 resumed = self._run_task(slot, task)
@@ -371,11 +287,11 @@ class RayWorker:
                         task.run.error = _describe(exc)
                     task.run.stop.set()
                     self._tasks = deque(t for t in self._tasks if t.run is not task.run)
-                    task.run.pending = task.run.running
+                    task.run.pending = task.run.chunks_running
             with self._cond:
                 self._running.pop(slot, None)
                 run = task.run
-                run.running -= 1
+                run.chunks_running -= 1
                 if resumed is not None:  # the actor died: the rest of the chunk goes first
                     self._tasks.appendleft(resumed)
                 else:
@@ -456,16 +372,11 @@ class RayWorker:
             n = run.meta.n_frames
             for i in swept:
                 out = frame if i == index else self.cache.read_frame(run.key, i)
-                self._events.put(
-                    lambda push, i=i, out=out: _emit_frame(
-                        push, run.key, i, n, out, 0.0, run.previews
-                    )
-                )
+                self._emit_frame(run.key, i, n, out, 0.0, run.previews)
 
     def _finish_locked(self, run: ShotRun) -> None:
         """The shot's last chunk ended: its final event (after every frame event)."""
-        if run in self._jobs:
-            self._jobs.remove(run)
+        self._done_locked(run)
         self.timeline.append({"key": run.key, "finished": time.perf_counter() - run.started_at})
         n = run.meta.n_frames if run.meta is not None else 0
         if run.error is not None:
@@ -478,20 +389,6 @@ class RayWorker:
             kind = "finished" if run.next_emit >= n else "paused"
             self._emit(run.key, kind, frame=run.next_emit - 1, n_frames=n)
         self._cond.notify_all()
-
-    # -- events --------------------------------------------------------------------------------
-    def _emit(self, key: str, kind: str, **body: Any) -> None:
-        self._events.put(lambda push: _emit(push, key, kind, **body))
-
-    def _emit_loop(self) -> None:
-        push = self.context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(self.events_address)
-        try:
-            while (send := self._events.get()) is not None:
-                send(push)
-        finally:
-            push.close()
 
 
 def marker_state(next_index: int) -> dict[str, Any]:
