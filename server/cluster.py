@@ -1,11 +1,12 @@
-"""The Ray side of ``warpdiff serve --ray``: the cluster connection, the GPU actors, flow tasks.
+"""The Ray side of ``warpdiff serve --ray``: the cluster connection, the GPU actors, flow actors.
 
 Ray is imported only here and in ``server/ray_worker.py`` (the optional ``cluster`` extra).
 An actor loads each model once and stays warm; it runs one chunk of a shot at a time
 (:func:`warpcore.chunks.run_chunk`) and streams every frame back with the restorer's state
 after it, so the server writes the cache and a dead actor's chunk resumes exactly where it
-stopped on another actor. Flows are Ray tasks (one per frame pair) whose results live in the
-object store and are read by every chunk that needs them.
+stopped on another actor. Flows are computed by warm flow actors (one call per frame pair);
+the results live in the object store and are read by every chunk that needs them. Every chunk
+reports its seconds by phase (:class:`PhaseClock`), which ``warpdiff bench ray`` prints.
 """
 
 from __future__ import annotations
@@ -247,9 +248,13 @@ class FlowActor:
         import warpcore.chunks  # noqa: F401
 
         torch.set_num_threads(1)
+        self.pairs = 0  # frame pairs computed
 
     def ping(self) -> int:
         return os.getpid()
+
+    def stats(self) -> dict[str, int]:
+        return {"pid": os.getpid(), "pairs": self.pairs}
 
     def pair(
         self,
@@ -258,7 +263,9 @@ class FlowActor:
         prev: tuple[np.ndarray, np.ndarray | None],
         cur: tuple[np.ndarray, np.ndarray | None],
     ) -> tuple[np.ndarray, np.ndarray]:
-        return pair_flows_task(request, downscale, prev, cur)
+        flows = pair_flows_task(request, downscale, prev, cur)
+        self.pairs += 1
+        return flows
 
 
 class ChunkActor:

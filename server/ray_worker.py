@@ -1,14 +1,16 @@
 """``warpdiff serve --ray``: the worker of ``server/worker.py``, dispatching to a Ray cluster.
 
-Same interface as :class:`server.worker.Worker` (enqueue, cancel, state, snapshot, close), so
-the socket loop, the registry and the protocol are unchanged: the loop stays the only thing
-that talks to clients, and this process's cache and events stay the single source of truth.
+The queue, the socket loop's calls (enqueue, extend, cancel, state, snapshot, close), the stop
+mechanism and the event emitter are :class:`server.jobs.JobWorker`'s, as for the local
+worker, so the socket loop, the registry and the protocol are unchanged: the loop stays the
+only thing that talks to clients, and this process's cache and events stay the single source
+of truth.
 
 Threads: a planner activates queued shots (up to one per actor), puts their input frames in
-the object store, starts one flow task per frame pair and cuts the missing frames into chunks
-(``warpcore/chunks.py``); one runner per actor takes chunks in order, streams the actor's
-frames back and writes each kept frame to the cache; one emitter owns the PUSH socket and
-sends the events in order. Frames may finish out of order (chunks run side by side); the
+the object store, asks the warm flow actors for the flows of every frame pair (in frame order)
+and cuts the missing frames into chunks (``warpcore/chunks.py``, balanced over the actors);
+one runner per actor takes chunks in order, streams the actor's frames back and writes each
+kept frame to the cache; the emitter sends the events in order. Frames may finish out of order (chunks run side by side); the
 events go out in frame order (each frame exactly once) as the finished prefix grows, and the
 resume state is written for the prefix, so ``cache.done`` and a restart behave as in local
 mode. An actor that dies has its chunk resumed on a new actor from the state after its last

@@ -110,6 +110,9 @@ def test_three_chunks_equal_the_sequential_run_without_guidance(server):
     # both actors worked on it (chunks in parallel), each frame kept from one chunk only
     logs = _logs(server)
     assert all(logs), "both actors ran chunks"
+    # the flows came from the warm flow actor, once per frame pair (none made by the chunks)
+    pairs = sum(ray.get(a.stats.remote())["pairs"] for a in server.worker.flow_actors)
+    assert pairs >= N - 1
 
 
 def test_three_chunks_with_guidance_within_the_measured_tolerance(server):
