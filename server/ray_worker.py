@@ -10,11 +10,11 @@ Threads: a planner activates queued shots (up to one per actor), puts their inpu
 the object store, asks the warm flow actors for the flows of every frame pair (in frame order)
 and cuts the missing frames into chunks (``warpcore/chunks.py``, balanced over the actors);
 one runner per actor takes chunks in order, streams the actor's frames back and writes each
-kept frame to the cache; the emitter sends the events in order. Frames may finish out of order (chunks run side by side); the
-events go out in frame order (each frame exactly once) as the finished prefix grows, and the
-resume state is written for the prefix, so ``cache.done`` and a restart behave as in local
-mode. An actor that dies has its chunk resumed on a new actor from the state after its last
-delivered frame: nothing delivered is recomputed.
+kept frame to the cache; the emitter sends the events in order. Frames may finish out of
+order (chunks run side by side); the events go out in frame order (each frame exactly once) as
+the finished prefix grows, and the resume state is written for the prefix, so ``cache.done``
+and a restart behave as in local mode. An actor that dies has its chunk resumed on a new actor
+from the state after its last delivered frame: nothing delivered is recomputed.
 """
 
 from __future__ import annotations
