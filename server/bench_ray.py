@@ -250,3 +250,43 @@ def _chunk_row(record: dict[str, Any]) -> dict[str, Any]:
         "wall": {k: round(v, 3) for k, v in ph["wall"].items()},
         "cpu": {k: round(v, 3) for k, v in ph["cpu"].items()},
     }
+
+
+# -- the choice of the default chunk size and overlap ---------------------------------------------
+def chunk_size_grid(
+    ks: tuple[int, ...] = (4, 8, 16),
+    overlaps: tuple[int, ...] = (0, 1, 2, 4),
+    startup: float = 0.3,
+) -> dict[str, Any]:
+    """What ``DEFAULT_CHUNK`` and ``DEFAULT_OVERLAP`` were chosen from
+    (``python -m server.bench_ray``): the seam cost per chunk size and overlap (32-frame clips,
+    64 px), and per chunk size the parallel efficiency of the plan at the default overlap: on
+    a busy cluster (K / (K + overlap + startup)) and for one shot alone (N = 24..240 frames on
+    A = 2..8 actors, chunks run first come first served). ``startup``: a chunk's start-up in
+    frame times (the phases of ``warpdiff bench ray``: setup, first flows and fast-forward CPU
+    over the model's CPU per frame: about 0.3)."""
+    import heapq
+
+    def alone(k: int) -> float:
+        effs = []
+        for n in (24, 48, 72, 96, 144, 240):
+            for a in (2, 4, 8):
+                free = [0.0] * a
+                for c in plan_chunks(list(range(n)), k, DEFAULT_OVERLAP, workers=a):
+                    t = heapq.heappop(free) + (c.stop - c.warm) + (startup if c.warm else 0.0)
+                    heapq.heappush(free, t)
+                effs.append(n / (a * max(free)))
+        return float(np.mean(effs))
+
+    efficiency = {
+        str(k): {"busy": k / (k + DEFAULT_OVERLAP + startup), "alone": alone(k)}
+        for k in (8, 12, 14, 16, 18, 20, 22, 24, 32)
+    }
+    seams = {str(k): _seam_ratios(32, (64, 64), k, overlaps) for k in ks}
+    return {"seam_by_chunk": seams, "efficiency_by_chunk": efficiency}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(chunk_size_grid(), indent=1))
