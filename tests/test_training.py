@@ -317,8 +317,9 @@ def test_validation_has_soft_targets_and_training_draws_them(photos: list[Photo]
     torch.testing.assert_close(soft.clean[0], plain.clean[0])  # even crops: sharp
     assert grad_energy(soft.clean[1]) < 0.5 * grad_energy(plain.clean[1])  # odd: soft
     assert torch.allclose(soft.clean[1].mean((1, 2)), plain.clean[1].mean((1, 2)), atol=0.01)
-    down = torch.nn.functional.avg_pool2d(soft.clean[1:2], 4)  # the input comes from the soft one
-    assert float((torch.nn.functional.avg_pool2d(soft.image[1:2], 4) - down).abs().mean()) < 0.01
+    # the input is made from the soft crop (its upsample is 9x closer to it than to the sharp one)
+    near = float((soft.image[1] - soft.clean[1]).square().mean())
+    assert near < 0.3 * float((soft.image[1] - plain.clean[1]).square().mean())
     batch = make_batch(np.random.default_rng(5), photos, 200, 16, ("upscale",), (4,), (1.0,))
     energies = np.array([grad_energy(c) for c in batch.clean])
     share = float((energies < 0.25 * np.median(energies)).mean())
