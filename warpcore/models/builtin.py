@@ -6,7 +6,8 @@ fully convolutional, any frame size; the layout and parameter names of a diffuse
 
 - 0-2: ``c_in(sigma) * (x - b)``: the noisy image in [-1, 1] minus the base ``b`` (below);
 - 3-5: the condition image in [-1, 1]: for ``inpaint`` the input frame with the hole filled
-  smoothly from its surroundings (:func:`push_pull_fill`); for ``upscale`` the low-resolution
+  from its surroundings (trained with :func:`push_pull_fill`; the shipped config fills with
+  OpenCV's Telea, :func:`telea_fill`); for ``upscale`` the low-resolution
   frame upsampled bicubically to output size;
 - 6: the mask (1 = region to fill; all zeros for ``upscale``).
 
