@@ -35,6 +35,7 @@ from server.bodies import (
     parse_request,
 )
 from server.cache import ShotMeta
+from server.direct_write import save_npy
 from server.hashing import digest, hash_while, hex_key, new_hash
 from server.protocol import (
     DTYPES,
@@ -330,8 +331,8 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
 
 
 def _store(h: Any, array: np.ndarray, path: Path) -> None:
-    """Hash ``array`` into ``h`` while it is written to ``path`` (.npy)."""
-    hash_while(h, array, lambda: np.save(path, array, allow_pickle=False))
+    """Hash ``array`` into ``h`` while it is written to ``path`` (.npy, past the page cache)."""
+    hash_while(h, array, lambda: save_npy(path, array))
 
 
 def start_shot(server: Server, peer: Peer, msg: Message, body: StartShot) -> None:
