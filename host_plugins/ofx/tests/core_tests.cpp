@@ -70,6 +70,72 @@ static void test_pack_negative_rowbytes_u8_u16() {
   CHECK(q.dtype == "uint16" && a == 65535 - 7);
 }
 
+// A reused buffer holds the previous frame: packing into it must give exactly what a fresh
+// buffer gives, whatever the sizes, bounds, channels and depths of the frames before.
+static void test_reused_buffer_equals_fresh() {
+  auto image = [](int w, int h, int x1, int y1, int nc, float base, std::vector<float>& px) {
+    px.assign(static_cast<std::size_t>(w) * h * nc, 0.f);
+    for (std::size_t i = 0; i < px.size(); ++i) px[i] = base + static_cast<float>(i % 997);
+    return HostImage{px.data(), {x1, y1, x1 + w, y1 + h}, static_cast<std::ptrdiff_t>(w) * nc * 4,
+                     Depth::F32, nc};
+  };
+  std::vector<float> a, b, c, d;
+  const HostImage big = image(9, 7, 0, 0, 4, 1.f, a);      // fills the buffer with non-zeros
+  const HostImage small = image(3, 2, 2, 1, 4, 500.f, b);  // inside a larger window: zeros around
+  const HostImage rgb = image(5, 4, 0, 0, 3, 900.f, c);    // RGB host image: alpha 0
+  const HostImage tiny = image(2, 2, 0, 0, 4, 77.f, d);    // a smaller frame: the buffer shrinks
+  struct Case { const HostImage* im; Rect window; int channels; bool invert; };
+  const Case cases[] = {{&big, {0, 0, 9, 7}, 4, false},   {&small, {0, 0, 9, 7}, 4, false},
+                        {&big, {0, 0, 9, 7}, 4, true},    {&small, {0, 0, 9, 7}, 4, true},
+                        {&rgb, {0, 0, 5, 4}, 4, false},   {&big, {1, 1, 6, 5}, 3, false},
+                        {&tiny, {0, 0, 2, 2}, 4, false},  {&big, {-2, -1, 9, 7}, 4, false}};
+  Packed reused;
+  for (const Case& k : cases) {
+    pack_frame_into(*k.im, k.window, k.channels, k.invert, reused);
+    const Packed fresh = pack_frame(*k.im, k.window, k.channels, k.invert);
+    CHECK(reused.h == fresh.h && reused.w == fresh.w && reused.c == fresh.c &&
+          reused.dtype == fresh.dtype);
+    CHECK(reused.bytes.size() == fresh.bytes.size() &&
+          std::memcmp(reused.bytes.data(), fresh.bytes.data(), fresh.bytes.size()) == 0);
+  }
+  // A matte packed into a buffer that held a frame.
+  pack_matte_into(small, {0, 0, 9, 7}, MatteChannel::Alpha, false, reused);
+  const Packed fresh = pack_matte(small, {0, 0, 9, 7}, MatteChannel::Alpha, false);
+  CHECK(reused.c == 1 && reused.bytes.size() == fresh.bytes.size() &&
+        std::memcmp(reused.bytes.data(), fresh.bytes.data(), fresh.bytes.size()) == 0);
+  // And fresh packing zeroes what lies outside the image (the reference above is right).
+  CHECK(at(pack_frame(small, {0, 0, 9, 7}, 4, false), 0, 0, 0) == 0.f);
+}
+
+// The pool hands buffers back for reuse, keeps at most `keep` idle, and a buffer may outlive
+// the pool (ZeroMQ frees a sent message later, on its own thread).
+static void test_pool_reuse_and_bound() {
+  std::shared_ptr<Packed> late;
+  {
+    PackedPool pool(2);
+    const Packed* first = nullptr;
+    {
+      std::shared_ptr<Packed> a = pool.get();
+      first = a.get();
+      a->bytes.resize(64);
+    }
+    CHECK(pool.idle() == 1);
+    std::shared_ptr<Packed> b = pool.get();
+    CHECK(b.get() == first && b->bytes.size() == 64 && pool.allocated() == 1);
+    std::vector<std::shared_ptr<Packed>> held;
+    for (int i = 0; i < 5; ++i) held.push_back(pool.get());
+    CHECK(pool.allocated() == 6);
+    held.clear();
+    b.reset();
+    CHECK(pool.idle() == 2);  // the rest were freed
+    late = pool.get();
+    std::thread([&] { std::shared_ptr<Packed> other = pool.get(); }).join();  // another thread
+    CHECK(pool.idle() == 1 && pool.allocated() == 6);  // `late` is out
+  }
+  late->bytes.resize(16);  // the pool is gone: this buffer is still valid and is freed alone
+  late.reset();
+}
+
 static void test_mattes() {
   std::vector<float> px = {0.f, 0.f, 0.f, 1.f, 1.f, 0.5f, 0.f, 0.f};  // two RGBA pixels
   HostImage im{px.data(), {0, 0, 2, 1}, 32, Depth::F32, 4};
@@ -213,6 +279,8 @@ static void test_timeout_and_abort() {
 int main() {
   test_pack_float_bottom_up_offset_bounds();
   test_pack_negative_rowbytes_u8_u16();
+  test_reused_buffer_equals_fresh();
+  test_pool_reuse_and_bound();
   test_mattes();
   test_unpack_and_copy();
   test_ranges_and_params();
