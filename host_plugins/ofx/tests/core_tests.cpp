@@ -179,6 +179,34 @@ static void test_unpack_and_copy() {
   CHECK(big[0] == 1 && big[4] == 1 && big[8] == 5 && big[(3 * 4 + 3) * 4 + 3] == 16);
 }
 
+// Float RGBA output (the SIMD path): every pixel of RGB and RGBA results, aligned and
+// unaligned rows, a source narrower than the render window (zeros beside it), odd widths.
+static void test_unpack_float_rgba_rows() {
+  for (int c : {3, 4})
+    for (int shift : {0, 1}) {  // shift 1: rows start 4 bytes off a 16-byte boundary
+      const int w = 37, h = 5, ow = 41;
+      std::vector<float> src(static_cast<std::size_t>(w) * h * c);
+      for (std::size_t i = 0; i < src.size(); ++i) src[i] = 0.25f * static_cast<float>(i) - 3.f;
+      const Rect srect{2, 0, 2 + w, h};  // the source covers x 2..38 of the 41-wide output
+      std::vector<float> store(static_cast<std::size_t>(ow) * 4 * h + 8, -7.f);
+      float* base = store.data() + (4 - shift) % 4;
+      HostImage dst{base, {0, 0, ow, h}, static_cast<std::ptrdiff_t>(ow) * 16, Depth::F32, 4};
+      unpack_into(src.data(), h, w, c, srect, dst, {0, 0, ow, h});
+      bool same = true;
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < ow; ++x)
+          for (int ch = 0; ch < 4; ++ch) {
+            float want = 0.f;
+            if (x >= srect.x1 && x < srect.x2) {
+              const std::size_t i = (static_cast<std::size_t>(h - 1 - y) * w + (x - srect.x1)) * c;
+              want = ch < 3 ? src[i + ch] : c == 4 ? src[i + 3] : 1.f;
+            }
+            same = same && base[(static_cast<std::size_t>(y) * ow + x) * 4 + ch] == want;
+          }
+      CHECK(same);
+    }
+}
+
 static void test_ranges_and_params() {
   const FrameRange clip{0, 99}, io{10, 20}, custom{95, 120};
   FrameRange r = shot_range(RangeMode::WholeClip, clip, io, custom, 5);
@@ -280,6 +308,7 @@ int main() {
   test_pack_float_bottom_up_offset_bounds();
   test_pack_negative_rowbytes_u8_u16();
   test_reused_buffer_equals_fresh();
+  test_unpack_float_rgba_rows();
   test_pool_reuse_and_bound();
   test_mattes();
   test_unpack_and_copy();
