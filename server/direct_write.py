@@ -27,6 +27,7 @@ import numpy as np
 
 CHUNK = 16 * 2**20  # bytes per O_DIRECT write (and of each thread's aligned buffer)
 BLOCK = 4096  # O_DIRECT offsets and lengths are multiples of this (any block size up to it)
+O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux only
 _local = threading.local()
 
 
@@ -49,8 +50,11 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
     Raises ``OSError`` (``ENOSPC`` on a full disk, as ``np.save`` would)."""
     array = np.ascontiguousarray(array)
+    if not O_DIRECT:
+        _buffered(path, array)  # macOS and Windows have no O_DIRECT
+        return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_DIRECT, 0o644)
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise

@@ -105,3 +105,17 @@ def test_a_full_disk_is_an_error(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(OSError) as err:
         save_npy(tmp_path / "a.npy", np.zeros((8, 8, 4), np.float32))
     assert err.value.errno == errno.ENOSPC
+
+
+def test_platforms_without_o_direct_write_plain_npy(tmp_path: Path, monkeypatch) -> None:
+    # macOS and Windows have no os.O_DIRECT: the module must not touch it there.
+    monkeypatch.setattr(direct_write, "O_DIRECT", 0)
+    flags: list[int] = []
+    real_open = os.open
+    monkeypatch.setattr(
+        direct_write.os, "open", lambda p, f, *a: flags.append(f) or real_open(p, f, *a)
+    )
+    a = np.random.default_rng(5).random((9, 7, 4), dtype=np.float32)
+    save_npy(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
+    assert not any(f & os.O_DIRECT for f in flags)
