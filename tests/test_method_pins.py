@@ -1499,7 +1499,8 @@ def test_plate_flow_pair_sees_only_the_background_in_the_union_of_both_masks() -
     object's pixels do not matter at all, the two masks count as their union whichever frame
     each came with, and the hole grows by 4% of the shorter side (at least 4 px) by default.
     Mutants: no fill of either frame, ``|`` -> ``&``, one mask used twice, the default growth's
-    0.04, ``min``, ``round`` and floor of 4, the method not passed on, the size check."""
+    0.04, ``min``, ``round`` and floor of 4, an explicit ``dilate`` ignored, the method not passed
+    on, the size check."""
     from warpcore.errors import InvalidInput
     from warpcore.flow import flow_pair, plate_flow_pair
 
@@ -1521,6 +1522,8 @@ def test_plate_flow_pair_sees_only_the_background_in_the_union_of_both_masks() -
     small = plate_flow_pair(a, b, mask_a, mask_b)  # round(0.04 * 72) = 3: at least 4
     floor = plate_flow_pair(a, b, mask_a, mask_b, dilate=4)
     assert torch.equal(small[0], floor[0]) and torch.equal(small[1], floor[1])
+    wider = plate_flow_pair(a, b, mask_a, mask_b, dilate=8)  # an explicit growth is used
+    assert not torch.equal(wider[0], small[0]) and not torch.equal(wider[1], small[1])
     fast = plate_flow_pair(a, b, mask_a, mask_b, method="dis-fast")
     assert not torch.equal(fast[0], small[0])
     none = np.zeros_like(mask_a)
