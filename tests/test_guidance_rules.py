@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from warpcore.bench.sampler import _clip
-from warpcore.guidance import EquivarianceGuidance, subpixel_weight
+from warpcore.guidance import EquivarianceGuidance, low_band, subpixel_weight
 from warpcore.models import load_denoiser
 from warpcore.request import RestoreRequest
 from warpcore.restore import restore_clip
@@ -133,3 +133,45 @@ def test_no_drift_on_a_subpixel_pan(builtin_sr, rule) -> None:
     guided, unguided = errors(guidance_rule=rule), errors(guidance=0.0)
     assert abs(guided[60] / guided[10] - 1.0) < 0.1, (guided[10], guided[60])
     assert guided[60] < 1.1 * unguided[60], (guided[60], unguided[60])
+
+
+def _guide(rule: str, shift: float, prev: torch.Tensor, strength: float = 1.0):
+    h, w = prev.shape[-2:]
+    fwd = torch.zeros(2, h, w)
+    fwd[0] = shift
+    ones = torch.ones(1, h, w)
+    return EquivarianceGuidance(
+        strength, fwd, ones, prev[None], frozenset({0}), rule=rule, backward=-fwd,
+        backward_mask=ones,
+    )  # fmt: skip
+
+
+def test_band_equals_blend_on_whole_pixels_and_keeps_the_low_band_half_way() -> None:
+    """On whole-pixel motion band is blend (the full residual); half-way between pixels blend
+    does nothing and band still corrects the residual's low band (here a constant offset, fully;
+    the checkerboard of the previous estimate is what bilinear sampling destroys)."""
+    torch.manual_seed(0)
+    prev, cur = torch.rand(3, 24, 24), torch.rand(3, 24, 24)
+    a, _ = _guide("band", 2.0, prev).step(cur, cur, 0, 0.5)
+    b, _ = _guide("blend", 2.0, prev).step(cur, cur, 0, 0.5)
+    assert torch.allclose(a, b, atol=1e-6) and a.abs().max() > 0.1
+    # Half a pixel: the previous estimate is the current one plus a constant and a checkerboard.
+    ys, xs = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    checker = ((-1.0) ** (xs + ys)).expand(3, -1, -1)
+    base = torch.rand(3, 1, 1).expand(3, 24, 24)
+    prev = base + 0.2 + 0.1 * checker
+    blend, _ = _guide("blend", 0.5, prev).step(base, base, 0, 0.5)
+    band, e = _guide("band", 0.5, prev).step(base, base, 0, 0.5)
+    assert blend.abs().max() == 0
+    inner = band[:, 4:-4, 4:-4]  # (the bilinear footprint leaves the frame at one edge)
+    assert torch.allclose(inner, torch.full_like(inner, 0.2), atol=1e-4), inner.mean()
+    assert e > 0
+
+
+def test_low_band_ignores_masked_pixels() -> None:
+    values = torch.full((1, 2, 10, 10), 3.0)
+    values[..., :, :5] = -100.0  # masked out: must not leak into the valid half
+    weight = torch.zeros(1, 1, 10, 10)
+    weight[..., :, 5:] = 1.0
+    out = low_band(values, weight)
+    assert torch.allclose(out[..., :, 5:], torch.full_like(out[..., :, 5:], 3.0))

@@ -12,10 +12,12 @@ whatever the grid or the model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from warpcore.flow import warp
 
@@ -36,7 +38,15 @@ GradMode = Literal["network", "output"]
 # "blend": pull the estimate toward the previous estimate warped onto the current grid,
 #   u_{k+1} += lambda * W * (h_k^(j-1) o T_j^-1 - h_k): no gradient, no adjoint warp (so no
 #   low-pass that the step would chase), lambda = the fraction of the residual removed per step.
-StepRule = Literal["dps", "newton", "blend"]
+# "band": blend's step, but the residual is compared in the band the warp represents: its low
+#   band (a normalised Gaussian low-pass of the masked residual, where bilinear sampling is
+#   faithful at any sub-pixel offset) is always corrected, its high band only as far as the
+#   sub-pixel weight trusts it (docs/guidance.md). Equal to blend on whole-pixel motion.
+StepRule = Literal["dps", "newton", "blend", "band"]
+# Rules that solve on the current frame's grid (they need the backward flow and its mask, and
+# the sampler stores the estimate they moved to).
+CURRENT_GRID_RULES = ("blend", "band")
+BAND_SIGMA = 1.0  # model-grid pixels: the low band's Gaussian (bilinear bias < 0.1, GUIDANCE.md)
 
 
 def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
@@ -47,6 +57,31 @@ def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
     f = flow - torch.floor(flow)
     g = 1.0 - 4.0 * f * (1.0 - f)
     return (g[0] * g[1]).clamp(0.0, 1.0)[None]
+
+
+def low_band(values: torch.Tensor, weight: torch.Tensor, sigma: float = BAND_SIGMA) -> torch.Tensor:
+    """Normalised convolution: the Gaussian (std ``sigma`` px) low-pass of ``values`` over the
+    pixels where ``weight`` > 0, ``G * (weight values) / G * weight`` (0 where no weight is near).
+    ``values`` (..., C, H, W); ``weight`` (..., 1, H, W) or (1, H, W), broadcast over channels."""
+    shape = values.shape
+    w = weight.to(values).expand(*shape[:-3], 1, *shape[-2:])
+    hw = shape[-2:]
+    blurred = _gaussian_blur(torch.cat([(values * w).reshape(-1, 1, *hw), w.reshape(-1, 1, *hw)]),
+                             sigma)  # fmt: skip
+    n = values.numel() // (hw[0] * hw[1])
+    num = blurred[:n].reshape(shape)
+    den = blurred[n:].reshape(w.shape)
+    return torch.where(den > 1e-3, num / den.clamp_min(1e-3), torch.zeros_like(num))
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, H, W), zero outside the frame."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    x = F.conv2d(x, g.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(x, g.view(1, 1, -1, 1), padding=(radius, 0))
 
 
 @dataclass(frozen=True)
@@ -72,8 +107,8 @@ class EquivarianceGuidance:
     backward_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.rule == "blend" and (self.backward is None or self.backward_mask is None):
-            raise ValueError("the blend rule needs the backward flow and its mask")
+        if self.on_current_grid and (self.backward is None or self.backward_mask is None):
+            raise ValueError(f"the {self.rule} rule needs the backward flow and its mask")
 
     def applies(self, k: int) -> bool:
         return self.strength > 0 and k in self.active
@@ -82,7 +117,13 @@ class EquivarianceGuidance:
     def needs_network_grad(self) -> bool:
         """Whether the step backpropagates through the denoiser (the sampler then keeps its
         graph)."""
-        return self.grad_mode == "network" and self.rule != "blend"
+        return self.grad_mode == "network" and not self.on_current_grid
+
+    @property
+    def on_current_grid(self) -> bool:
+        """Whether the rule moves the estimate on frame j's grid (blend, band): the sampler then
+        stores the moved estimate for the next frame."""
+        return self.rule in CURRENT_GRID_RULES
 
     def blend(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
         """The "blend" correction ``lambda * W * (p - h_k)`` and ``sum W (p - h_k)^2``."""
@@ -93,6 +134,20 @@ class EquivarianceGuidance:
         residual = target - h
         value = float((weight * residual.double() ** 2).sum())
         return min(self.strength, 1.0) * weight * residual, value
+
+    def band(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+        """The "band" correction ``lambda * M * (L r + S (r - L r))``, ``r = p - h_k``, ``L`` the
+        masked low-pass, ``S`` the sub-pixel weight; and ``sum M (L r)^2`` (the in-band error)."""
+        assert self.backward is not None and self.backward_mask is not None
+        h = denoised.detach()
+        target, inside = warp(self.previous[k].to(h), self.backward.to(h))
+        m = self.backward_mask.to(h) * inside
+        residual = target - h
+        low = low_band(residual, m)
+        s = subpixel_weight(self.backward).to(h)
+        correction = m * (low + s * (residual - low))
+        value = float((m * low.double() ** 2).sum())
+        return min(self.strength, 1.0) * correction, value
 
     def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
         """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""
@@ -109,6 +164,8 @@ class EquivarianceGuidance:
         """
         if self.rule == "blend":
             return self.blend(denoised, k)
+        if self.rule == "band":
+            return self.band(denoised, k)
         if self.grad_mode == "output":
             denoised = denoised.detach().requires_grad_(True)
             wrt = denoised

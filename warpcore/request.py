@@ -26,13 +26,13 @@ NOISE_SCHEMES = (
 FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
-GUIDANCE_RULES = ("dps", "newton", "blend")
+GUIDANCE_RULES = ("dps", "newton", "blend", "band")
 # The rule and lambda a request gets when it names none: the paper's step for both tasks. The
 # blend rule wins on the synthetic suites with exact flows, but on real footage (the bundled demo
 # clip: warp_pixel_first 0.00181 dps vs 0.00204 blend; schoolgirls: dps 2.1% below GP, blend
 # 1.7%) the paper's step is ahead, so blend stays a named option. docs/guidance.md.
 DEFAULT_RULE = {"inpaint": "dps", "upscale": "dps"}
-DEFAULT_LAMBDA = {"blend": 0.5, "dps": 1.0, "newton": 0.5}
+DEFAULT_LAMBDA = {"blend": 0.5, "band": 0.5, "dps": 1.0, "newton": 0.5}
 GUIDANCE_GRADS = ("network", "output")
 
 
@@ -119,9 +119,10 @@ class RestoreRequest:
                 f"got {self.tile!r}"
             )
         _float_range("guidance", self.guidance, 0.0, 100.0)
-        if self.guidance_rule == "blend" and self.guidance > 1.0:
+        if self.guidance_rule in ("blend", "band") and self.guidance > 1.0:
             raise InvalidInput(
-                f"guidance: the blend rule's lambda is the fraction of the residual removed per "
+                f"guidance: the {self.guidance_rule} rule's lambda is the fraction of the residual "
+                f"removed per "
                 f"step, in [0, 1]; got {self.guidance}"
             )
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)

@@ -12,7 +12,8 @@ whole latent cells (flows exact). Every guidance variant runs on the same clip a
 - ``output``: the paper's step with an identity-Jacobian gradient (no backward pass);
 - ``newton``: Gauss-Newton steps, lambda = 0.5, gradient through the network;
 - ``newton_output``: the same with the identity-Jacobian gradient;
-- ``blend``: the product default (docs/guidance.md), lambda 0.5, no backward pass.
+- ``blend``: docs/guidance.md, lambda 0.5, no backward pass;
+- ``band``: blend compared in the band the warp represents (docs/guidance.md), lambda 0.5.
 
 Seconds per step: for each frame >= 1 (frame 0 is never guided) the mean step time (from its
 progress events, so a partly guided frame counts its cheap steps too), then the median over
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "newton": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "network"},
     "newton_output": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "output"},
     "blend": {"guidance": 0.5, "guidance_rule": "blend"},
+    "band": {"guidance": 0.5, "guidance_rule": "band"},
 }
 CHEAP_GUIDED = "output"  # the product default: the paper's step without a backward pass
 
