@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from warpcore.bench.sampler import _clip
-from warpcore.guidance import EquivarianceGuidance, low_band, subpixel_weight
+from warpcore.flow import warp
+from warpcore.guidance import EquivarianceGuidance, matched_blur, subpixel_weight
 from warpcore.models import load_denoiser
 from warpcore.request import RestoreRequest
 from warpcore.restore import restore_clip
@@ -154,8 +155,9 @@ def _guide(rule: str, shift: float, prev: torch.Tensor, strength: float = 1.0):
 
 def test_band_equals_blend_on_whole_pixels_and_keeps_the_low_band_half_way() -> None:
     """On whole-pixel motion band is blend (the full residual); half-way between pixels blend
-    does nothing and band still corrects the residual's low band (here a constant offset, fully;
-    the checkerboard of the previous estimate is what bilinear sampling destroys)."""
+    does nothing and band still corrects what the warp reproduces (here a constant offset,
+    fully; the checkerboard of the previous estimate is what bilinear sampling destroys, and the
+    current estimate's matched blur keeps nothing of it either)."""
     torch.manual_seed(0)
     prev, cur = torch.rand(3, 24, 24), torch.rand(3, 24, 24)
     a, _ = _guide("band", 2.0, prev).step(cur, cur, 0, 0.5)
@@ -174,10 +176,24 @@ def test_band_equals_blend_on_whole_pixels_and_keeps_the_low_band_half_way() -> 
     assert e > 0
 
 
-def test_low_band_ignores_masked_pixels() -> None:
-    values = torch.full((1, 2, 10, 10), 3.0)
-    values[..., :, :5] = -100.0  # masked out: must not leak into the valid half
-    weight = torch.zeros(1, 1, 10, 10)
-    weight[..., :, 5:] = 1.0
-    out = low_band(values, weight)
-    assert torch.allclose(out[..., :, 5:], torch.full_like(out[..., :, 5:], 3.0))
+@pytest.mark.parametrize("f", [0.25, 0.5])
+def test_matched_blur_is_bilinears_blur_without_its_shift(f: float) -> None:
+    """On whole pixels the matched blur is the identity; at offset f a cosine keeps
+    ``1 - f (1 - f) (1 - cos w)`` of its amplitude, in phase, never less than bilinear sampling
+    keeps (so comparing the warped previous estimate with it never imports blur)."""
+    w = 2 * np.pi / 8
+    xs = torch.arange(64, dtype=torch.float64)
+    wave = torch.cos(w * xs).expand(1, 16, 64).clone()
+    whole = torch.zeros(2, 16, 64, dtype=torch.float64)
+    whole[0] = 3.0
+    assert torch.equal(matched_blur(wave, whole), wave)
+    flow = whole.clone()
+    flow[0] = f
+    inner = (slice(None), slice(None), slice(8, -8))
+    blurred = matched_blur(wave, flow)[inner]
+    gain = 1 - f * (1 - f) * (1 - np.cos(w))
+    assert torch.allclose(blurred, gain * wave[inner], atol=1e-9)
+    warped, _ = warp(wave, flow)
+    bilinear = abs((1 - f) + f * np.exp(1j * w))  # its amplitude: 6 whole periods inside
+    assert float((2 * (warped[inner] ** 2).mean()).sqrt()) == pytest.approx(bilinear, abs=1e-9)
+    assert gain >= bilinear

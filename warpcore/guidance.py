@@ -12,12 +12,10 @@ whatever the grid or the model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from warpcore.flow import warp
 
@@ -38,15 +36,15 @@ GradMode = Literal["network", "output"]
 # "blend": pull the estimate toward the previous estimate warped onto the current grid,
 #   u_{k+1} += lambda * W * (h_k^(j-1) o T_j^-1 - h_k): no gradient, no adjoint warp (so no
 #   low-pass that the step would chase), lambda = the fraction of the residual removed per step.
-# "band": blend's step, but the residual is compared in the band the warp represents: its low
-#   band (a normalised Gaussian low-pass of the masked residual, where bilinear sampling is
-#   faithful at any sub-pixel offset) is always corrected, its high band only as far as the
-#   sub-pixel weight trusts it (docs/guidance.md). Equal to blend on whole-pixel motion.
+# "band": blend's step with both sides low-passed alike: the previous estimate warped by
+#   bilinear sampling (which blurs by the fractional offset f) is compared with the current
+#   estimate through a zero-phase blur of the same strength, u_{k+1} += lambda * M * (p - B~_f h),
+#   so the blur of the warp is never imported and only the band the warp reproduces is matched
+#   (docs/guidance.md). Equal to blend on whole-pixel motion.
 StepRule = Literal["dps", "newton", "blend", "band"]
 # Rules that solve on the current frame's grid (they need the backward flow and its mask, and
 # the sampler stores the estimate they moved to).
 CURRENT_GRID_RULES = ("blend", "band")
-BAND_SIGMA = 1.0  # model-grid pixels: the low band's Gaussian (bilinear bias < 0.1, GUIDANCE.md)
 
 
 def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
@@ -59,29 +57,21 @@ def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
     return (g[0] * g[1]).clamp(0.0, 1.0)[None]
 
 
-def low_band(values: torch.Tensor, weight: torch.Tensor, sigma: float = BAND_SIGMA) -> torch.Tensor:
-    """Normalised convolution: the Gaussian (std ``sigma`` px) low-pass of ``values`` over the
-    pixels where ``weight`` > 0, ``G * (weight values) / G * weight`` (0 where no weight is near).
-    ``values`` (..., C, H, W); ``weight`` (..., 1, H, W) or (1, H, W), broadcast over channels."""
-    shape = values.shape
-    w = weight.to(values).expand(*shape[:-3], 1, *shape[-2:])
-    hw = shape[-2:]
-    blurred = _gaussian_blur(torch.cat([(values * w).reshape(-1, 1, *hw), w.reshape(-1, 1, *hw)]),
-                             sigma)  # fmt: skip
-    n = values.numel() // (hw[0] * hw[1])
-    num = blurred[:n].reshape(shape)
-    den = blurred[n:].reshape(w.shape)
-    return torch.where(den > 1e-3, num / den.clamp_min(1e-3), torch.zeros_like(num))
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, 1, H, W), zero outside the frame."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    x = F.conv2d(x, g.view(1, 1, 1, -1), padding=(0, radius))
-    return F.conv2d(x, g.view(1, 1, -1, 1), padding=(radius, 0))
+def matched_blur(values: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """The zero-phase blur that bilinear sampling at ``x + flow(x)`` applies, per pixel: per axis
+    the symmetric 3-tap ``[a, 1 - 2a, a]`` with ``a = f (1 - f) / 2`` (``f`` the fractional part
+    of the displacement). Its response ``1 - 2a (1 - cos w)`` matches bilinear's magnitude
+    ``sqrt(1 - 4a (1 - cos w))`` to first order and is never below it (docs/guidance.md).
+    ``values`` (..., C, H, W), ``flow`` (2, H, W); edges replicated."""
+    f = flow - torch.floor(flow)
+    a = (0.5 * f * (1.0 - f)).to(values)
+    out = values
+    for axis, weight in ((-1, a[0]), (-2, a[1])):
+        n = out.shape[axis]
+        prev = torch.cat([out.narrow(axis, 0, 1), out.narrow(axis, 0, n - 1)], axis)
+        nxt = torch.cat([out.narrow(axis, 1, n - 1), out.narrow(axis, n - 1, 1)], axis)
+        out = out + weight * (prev + nxt - 2.0 * out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -136,18 +126,17 @@ class EquivarianceGuidance:
         return min(self.strength, 1.0) * weight * residual, value
 
     def band(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
-        """The "band" correction ``lambda * M * (L r + S (r - L r))``, ``r = p - h_k``, ``L`` the
-        masked low-pass, ``S`` the sub-pixel weight; and ``sum M (L r)^2`` (the in-band error)."""
+        """The "band" correction ``lambda * M * (p - B~_f h_k)``, ``p`` the previous estimate
+        warped onto this grid and ``B~_f`` the blur bilinear sampling gave it; and
+        ``sum M (p - B~_f h_k)^2``."""
         assert self.backward is not None and self.backward_mask is not None
         h = denoised.detach()
-        target, inside = warp(self.previous[k].to(h), self.backward.to(h))
+        backward = self.backward.to(h)
+        target, inside = warp(self.previous[k].to(h), backward)
         m = self.backward_mask.to(h) * inside
-        residual = target - h
-        low = low_band(residual, m)
-        s = subpixel_weight(self.backward).to(h)
-        correction = m * (low + s * (residual - low))
-        value = float((m * low.double() ** 2).sum())
-        return min(self.strength, 1.0) * correction, value
+        residual = target - matched_blur(h, backward)
+        value = float((m * residual.double() ** 2).sum())
+        return min(self.strength, 1.0) * m * residual, value
 
     def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
         """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""
