@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from warpcore.flow import warp
 
@@ -95,6 +96,10 @@ class EquivarianceGuidance:
     rule: StepRule = "dps"
     backward: torch.Tensor | None = None
     backward_mask: torch.Tensor | None = None
+    # blend/band on a pixel-grid model doing super-resolution by this factor: the correction is
+    # projected onto the null space of the area downsample (its block means removed), so the
+    # guidance never moves what the low-resolution input already fixes (docs/guidance.md).
+    measurement_scale: int = 1
 
     def __post_init__(self) -> None:
         if self.on_current_grid and (self.backward is None or self.backward_mask is None):
@@ -136,7 +141,18 @@ class EquivarianceGuidance:
         m = self.backward_mask.to(h) * inside
         residual = target - matched_blur(h, backward)
         value = float((m * residual.double() ** 2).sum())
-        return min(self.strength, 1.0) * m * residual, value
+        return self._null_space(min(self.strength, 1.0) * m * residual), value
+
+    def _null_space(self, correction: torch.Tensor) -> torch.Tensor:
+        """``correction`` minus its block means (``measurement_scale`` px blocks): what the
+        area-downsampled input does not see. Frames not divisible by the scale keep it as is."""
+        s = self.measurement_scale
+        h, w = correction.shape[-2:]
+        if s <= 1 or h % s or w % s:
+            return correction
+        flat = correction.reshape(-1, 1, h, w)
+        means = F.interpolate(F.avg_pool2d(flat, s), scale_factor=s, mode="nearest")
+        return (flat - means).reshape(correction.shape)
 
     def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
         """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""

@@ -27,10 +27,12 @@ FLOW_METHODS = ("dis", "dis-fast", "dis-ultrafast", "farneback", "raft")
 SAMPLERS = ("euler", "heun")
 SCALES = (2, 4, 8)
 GUIDANCE_RULES = ("dps", "newton", "blend", "band")
-# The rule and lambda a request gets when it names none: the band step (docs/guidance.md), measured
-# ahead of the paper's step (kept as "dps") on the integer-shift, motion and real-video suites with
-# the built-in model at its partial-strength defaults, and resolution-independent.
-DEFAULT_RULE = {"inpaint": "band", "upscale": "band"}
+# The rule and lambda a request gets when it names none (docs/guidance.md has the tables).
+# Upscaling: the band step, far ahead of the paper's step on the shift, motion and real-video
+# suites with the built-in model. Inpainting: the paper's step still: inside a hole the plate
+# flow is filled, not measured, and band copies its error frame after frame (shift-inpaint with
+# estimated flows: 7x GP warping's first-frame error; band is ahead with exact flows).
+DEFAULT_RULE = {"inpaint": "dps", "upscale": "band"}
 DEFAULT_LAMBDA = {"blend": 0.5, "band": 0.8, "dps": 1.0, "newton": 0.5}
 GUIDANCE_GRADS = ("network", "output")
 
@@ -44,9 +46,10 @@ class RestoreRequest:
     each step's estimate toward the previous frame's estimate warped onto this frame, weighted
     per pixel by how faithfully the warp reproduces it; its lambda (at most 1) is the fraction
     of that residual removed per step, the same at every resolution and on every model. "band"
-    (the default, lambda 0.8) is blend compared in the band the warp represents: the residual's
-    low band is corrected wherever the flow is valid, its high band as blend does. "dps"
-    is the paper's normalised step (lambda = 1 as in the paper); "newton" takes Gauss-Newton
+    (upscaling's default, lambda 0.8) is blend with both sides low-passed alike: the current
+    estimate is compared through the blur the warp gave the previous one, so sub-pixel motion is
+    followed without importing that blur. "dps" (inpainting's default) is the paper's
+    normalised step (lambda = 1 as in the paper); "newton" takes Gauss-Newton
     steps (lambda = 1 removes the whole residual when the Jacobian is the identity).
     ``guidance_grad`` "output" (default) takes the denoiser's Jacobian as the identity and costs
     no backward pass (measured as good as the paper's on our models: ``warpdiff bench sampler``);

@@ -281,6 +281,7 @@ class ClipRestorer:
             rule=self.request.guidance_rule,
             backward=bwd_m if blend else None,
             backward_mask=guide_mask(bwd, fwd).to(image.device) if blend else None,
+            measurement_scale=self.scale if ds == 1 else 1,
         )
         return noise, guidance
 

@@ -14,7 +14,7 @@ whole latent cells (flows exact). Every guidance variant runs on the same clip a
 - ``newton``: Gauss-Newton steps, lambda = 0.5, gradient through the network;
 - ``newton_output``: the same with the identity-Jacobian gradient;
 - ``blend``: docs/guidance.md, lambda 0.5, no backward pass;
-- ``band``: the product default: blend compared in the band the warp represents
+- ``band``: upscaling's default: blend compared through the warp's blur
   (docs/guidance.md), lambda 0.8.
 
 Seconds per step: for each frame >= 1 (frame 0 is never guided) the mean step time (from its
@@ -57,7 +57,7 @@ VARIANTS: dict[str, dict] = {
     "blend": {"guidance": 0.5, "guidance_rule": "blend"},
     "band": {"guidance": 0.8, "guidance_rule": "band"},
 }
-CHEAP_GUIDED = "band"  # the product default (docs/guidance.md): no backward pass
+CHEAP_GUIDED = "band"  # upscaling's default (docs/guidance.md): no backward pass
 
 
 def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

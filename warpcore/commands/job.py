@@ -82,9 +82,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--guidance-rule",
         default=None,
         choices=GUIDANCE_RULES,
-        help="band (default): pull toward the previous estimate warped onto this frame, in the "
-        "band the warp reproduces (docs/guidance.md); blend: the same on whole-pixel motion "
-        "only; dps: the paper's normalised step; newton: Gauss-Newton steps",
+        help="band (upscaling's default): pull toward the previous estimate warped onto this "
+        "frame, compared through the warp's blur (docs/guidance.md); blend: the same on "
+        "whole-pixel motion only; dps: the paper's normalised step (inpainting's default); "
+        "newton: Gauss-Newton steps",
     )
     parser.add_argument(
         "--guidance-grad",
