@@ -39,8 +39,11 @@ def builtin():
 
 def _shift_error(model, size: int, shift: int, **fields) -> float:
     """Mean squared difference between each output and the previous output shifted by
-    ``shift`` whole pixels (exact: no interpolation), over the clip."""
+    ``shift`` whole pixels (exact: no interpolation), over the clip. Full strength (from noise):
+    the built-in model's partial-strength default starts inpainting from OpenCV's fill, which is
+    already equivariant on a whole-pixel shift and leaves the guidance nothing to show."""
     frames, masks = _clip(4, size, shift)
+    fields = {"strength": 1.0, **fields}
     request = RestoreRequest(task="inpaint", noise="gp", steps=8, propagate=0, **fields)
     clip = restore_clip(request, model, frames, masks, flow_fn=_constant_flow(shift, 0))
     outs = [o for _, o in clip]
