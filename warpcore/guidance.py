@@ -2,12 +2,12 @@
 
 The warping error of the current denoised estimate against the previous frame's estimate at
 the same step, ``e_k = || M * (h_k o T_j - h_k^(j-1)) ||^2``, and the normalised gradient step
-``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (a DPS-style step, rule "dps"), or the
-"blend" step (the default, docs/guidance.md): the previous estimate warped onto the current
-grid, ``p = h_k^(j-1) o T_j^-1``, and ``u_{k+1} += lambda * W * (p - h_k)`` with ``W`` the
-per-pixel reliability of that warp (1 on whole-pixel motion, less where bilinear sampling blurs,
-0 where occluded or out of frame): lambda is the fraction of the residual removed per step,
-whatever the grid or the model.
+``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (the paper's DPS-style step, rule "dps",
+inpainting's default); or the steps on the current grid (docs/guidance.md): the previous
+estimate warped onto it, ``p = h_k^(j-1) o T_j^-1``, and ``u_{k+1} += lambda * M * (p - B~ h_k)``
+("band", upscaling's default: ``B~`` the blur the bilinear warp gave ``p``, so both sides are
+low-passed alike) or ``lambda * M * S * (p - h_k)`` ("blend": whole-pixel motion only). There
+lambda is the fraction of the residual removed per step, whatever the grid or the model.
 """
 
 from __future__ import annotations
