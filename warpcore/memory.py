@@ -125,12 +125,38 @@ class ModelCost:
 
     def call(self, h: int, w: int, grad: bool = False, cfg: bool = False) -> tuple[int, int]:
         """(peak, held after) bytes of one denoiser call on an ``h x w``-pixel tile: the peak
-        calibrated (:data:`CALL_FACTOR`); held = its output (+ its graph when ``grad``)."""
-        key = (h, w, grad, cfg)
+        calibrated (:data:`CALL_FACTOR`); held = its output (+ its graph when ``grad``).
+
+        A fully convolutional network's call is linear in its pixels (attention too, fused):
+        ``a + b * pixels``, with ``a`` and ``b`` from traces at two tile sizes (``coefficients``),
+        the tile padded to the network's multiple first as the model pads it."""
+        m = self.multiple if self.kind != "builtin" else self._twin("net").multiple
+        pixels = (-(-h // m) * m) * (-(-w // m) * m)
+        (pa, pb), (ha, hb) = self._fit(grad, cfg)
+        peak, held = pa + pb * pixels, ha + hb * pixels
+        return int(peak * CALL_FACTOR.get(self.device, 1.0)), int(held)
+
+    def _fit(self, grad: bool, cfg: bool) -> tuple[tuple[float, float], tuple[float, float]]:
+        key = (grad, cfg)
         if key not in self._calls:
-            self._calls[key] = self._trace(h, w, grad, cfg)
-        peak, held = self._calls[key]
-        return int(peak * CALL_FACTOR.get(self.device, 1.0)), held
+            a, b = self.fit_sides
+            (p1, h1), (p2, h2) = self._trace(a, a, grad, cfg), self._trace(b, b, grad, cfg)
+            slope_p, slope_h = (p2 - p1) / (b * b - a * a), (h2 - h1) / (b * b - a * a)
+            self._calls[key] = ((p1 - slope_p * a * a, slope_p), (h1 - slope_h * a * a, slope_h))
+        return self._calls[key]
+
+    @property
+    def fit_sides(self) -> tuple[int, int]:
+        """The two tile sides (pixels) the call is traced at: 128 and 256 for the built-in
+        model, 256 and 512 (latents 32 and 64) for SDXL."""
+        return (128, 256) if self.downscale == 1 else (256, 512)
+
+    def coefficients(self) -> dict[str, float]:
+        """Traced call bytes per output pixel: forward, and with the backward pass."""
+        return {
+            "forward": self._fit(False, False)[0][1],
+            "network_grad": self._fit(True, False)[0][1],
+        }
 
     def vae_peak(self, h: int, w: int) -> int:
         """SDXL: the peak of encoding / decoding an ``h x w`` frame (0 for pixel models)."""
@@ -151,16 +177,6 @@ class ModelCost:
             with torch.no_grad():
                 self._calls[key] = (max(trace_peak(decode)[0], trace_peak(encode)[0]), 0)
         return self._calls[key][0]
-
-    def coefficients(self) -> dict[str, float]:
-        """Traced call bytes per output pixel (slope between 256 and 512 px tiles)."""
-        m = self.multiple
-        a, b = max(m, 256 // m * m), max(2 * m, 512 // m * m)
-        out = {}
-        for name, grad in (("forward", False), ("network_grad", True)):
-            pa, pb = self.call(a, a, grad)[0], self.call(b, b, grad)[0]
-            out[name] = (pb - pa) / (b * b - a * a)
-        return out
 
     def _twin(self, name: str) -> torch.nn.Module:
         """The network ``name`` rebuilt from its config on the meta device (no memory)."""
