@@ -210,3 +210,16 @@ def test_server_with_room_plans_and_runs(tmp_path) -> None:
         key = client.submit(Shot({"task": "upscale", "scale": 2, "model": "builtin"}, frames))
         kinds = [ev.kind for ev in client.events(key, timeout=120)]
         assert kinds.count("frame") == 2 and kinds[-1] == "finished"
+
+
+def test_sdxl_bench_path_runs_with_tiny_classes() -> None:
+    """`warpdiff bench memory --device cuda`'s code path, with the tiny SDXL classes on CPU."""
+    from warpcore.bench.memory import sdxl_cases
+    from warpcore.bench.schema import MEMORY_ROW, MapOf, check
+
+    cases = sdxl_cases("cpu", size="tiny")
+    check(cases, MapOf(MEMORY_ROW))
+    assert set(cases) == {"inpaint-64x64-unguided", "inpaint-64x64-guided", "upscale-x4-tiled"}
+    sr = cases["upscale-x4-tiled"]
+    assert sr["tiles"] > 1 and sr["estimate_bytes"] <= sr["budget_bytes"]
+    assert all(row["parts"]["vae"] > 0 and row["measured_bytes"] > 0 for row in cases.values())

@@ -188,7 +188,9 @@ class ModelCost:
             else:
                 real = getattr(self.denoiser, name)
                 with torch.device("meta"):
-                    twin = type(real).from_config(real.config).to(dtype=real.dtype)
+                    twin = type(real).from_config(real.config)
+                if twin.dtype != real.dtype:
+                    twin = twin.to(dtype=real.dtype)
                 if name == "vae" and getattr(real, "use_tiling", False):
                     twin.enable_tiling()
             self._meta[name] = twin.eval().requires_grad_(False)
