@@ -243,7 +243,9 @@ def _sdxl_call(unet: torch.nn.Module, h: int, w: int, grad: bool, n: int) -> Any
             out = unet(
                 torch.cat([inp] * n).to(dt),
                 torch.empty(n, device="meta"),
-                encoder_hidden_states=torch.empty(n, 77, cfg.cross_attention_dim, device="meta"),
+                encoder_hidden_states=torch.empty(
+                    n, 77, cfg.cross_attention_dim, device="meta", dtype=dt
+                ),
                 added_cond_kwargs={
                     "text_embeds": torch.empty(n, pooled, device="meta", dtype=dt),
                     "time_ids": torch.empty(n, ids, device="meta", dtype=dt),
