@@ -70,6 +70,7 @@ class ServerConfig:
     insecure_no_auth: bool = False  # serve a non-loopback address without CURVE keys
     frame_memory_bytes: int = DEFAULT_MEMORY_BYTES  # recently made/served frames kept in memory
     ray: Any = None  # server.cluster.ClusterConfig: run shots on a Ray cluster (--ray)
+    memory_budget: int | None = None  # bytes requests are planned for (None: a GPU's total)
 
 
 class InsecureBind(ValueError):
@@ -140,7 +141,7 @@ class Server:
             )
         return_freed_memory()
         self.config = config
-        self.engine = engine or Engine(config.model, config.device)
+        self.engine = engine or Engine(config.model, config.device, config.memory_budget)
         models = tuple(sorted({self.engine.default_model, "builtin", "gaussian"}))
         self.policy = Policy(
             allowed_roots(config), models, self.engine.default_model, self.engine.device

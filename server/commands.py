@@ -73,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-part-mb", type=int, default=512, help="largest binary part accepted (MiB)"
     )
+    parser.add_argument(
+        "--memory-budget",
+        default=None,
+        metavar="SIZE",
+        help="plan requests for this much memory (e.g. 20GiB): each gets the largest tile that "
+        "fits, and one that cannot fit is refused at submit (default: the GPU's total memory; "
+        "none on the CPU)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
     cluster = parser.add_argument_group("Ray cluster (README 'Scale-out on Ray')")
     cluster.add_argument(
@@ -152,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInput(str(exc)) from None
         print(f"keys written to {folder}: give hosts {name}.key_secret and server.key")
     limits = Limits(max_part_bytes=args.max_part_mb * 2**20)
+    budget = None
+    if args.memory_budget is not None:
+        from warpcore.memory import parse_bytes
+
+        budget = parse_bytes(args.memory_budget)
     ray_config = _cluster_config(args) if args.ray is not None else None
     if ray_config is not None:
         from server.cluster import ClusterUnreachable, connect
@@ -173,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         cache_max_bytes=None if args.cache_max_gb is None else int(args.cache_max_gb * 2**30),
         insecure_no_auth=args.insecure_no_auth,
         ray=ray_config,
+        memory_budget=budget,
     )
     try:
         server = Server(config)

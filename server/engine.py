@@ -16,9 +16,12 @@ from warpcore.request import RestoreRequest
 class Engine:
     """Loads each (model, task) once on ``device`` and keeps it; makes restorers."""
 
-    def __init__(self, default_model: str = "builtin", device: str = "cpu") -> None:
+    def __init__(
+        self, default_model: str = "builtin", device: str = "cpu", memory_budget: int | None = None
+    ) -> None:
         self.default_model = default_model
         self.device = device
+        self.memory_budget = memory_budget  # bytes (--memory-budget); None: a GPU's total
         self._models: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.load_seconds: dict[str, float] = {}
@@ -59,6 +62,29 @@ class Engine:
 
         denoiser = self.denoiser(request.model, request.task)
         return ClipRestorer(request, denoiser, frame_size, n_frames, flow_fn)
+
+    def memory_info(self) -> dict[str, Any]:
+        """The budget requests are planned against (bytes or None) and where it comes from."""
+        from warpcore.memory import device_budget
+
+        budget, source = device_budget(self.device, self.memory_budget)
+        return {"budget": budget, "source": source}
+
+    def plan(self, request: RestoreRequest, frame_size: tuple[int, int], n_frames: int) -> Any:
+        """``request`` with the tile that fits the memory budget (the model is loaded to
+        estimate it); a ``ProtocolError("over_memory")`` when nothing fits. Intake thread."""
+        from server.protocol import ProtocolError
+        from warpcore.memory import OverBudget, device_budget, plan
+
+        budget, source = device_budget(self.device, self.memory_budget)
+        if budget is None:
+            return request
+        denoiser = self.denoiser(request.model, request.task)
+        try:
+            planned = plan(request, denoiser, frame_size, budget, source=source, n_frames=n_frames)
+        except OverBudget as exc:
+            raise ProtocolError("over_memory", str(exc)) from None
+        return planned.request
 
     def device_info(self) -> dict[str, Any]:
         """Device name and free memory (bytes; None where unknown)."""

@@ -12,6 +12,7 @@ the request's id). Handlers never read ``msg.body``. A new request type is one l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -69,6 +70,7 @@ def hello(server: Server, peer: Peer, msg: Message, body: Empty) -> None:
                 "available": list(server.policy.models),
             },
             **server.engine.device_info(),
+            "memory": server.engine.memory_info(),
             "queue": server.worker.snapshot(),
             "limits": vars(server.config.limits),
             "paths": bool(server.policy.allowed_roots),
@@ -132,6 +134,10 @@ def submit(server: Server, peer: Peer, msg: Message, body: Submit) -> None:
     def work() -> tuple[Any, bool | None, dict[str, float]]:
         t0 = time.perf_counter()
         spec = prepare(body, roots)
+        m = spec.meta
+        planned = server.engine.plan(body.request, (m.height, m.width), m.n_frames)
+        if planned != body.request:  # a tile chosen to fit the memory budget: a new key
+            spec = prepare(dataclasses.replace(body, request=planned), roots)
         t1 = time.perf_counter()
         if server.worker.full() and not server.worker.state(spec.meta.key):
             return spec, None, {}  # refused below, nothing stored

@@ -63,6 +63,7 @@ ERROR_CODES = (
     "unknown_shot",  # no shot with that key (submit it first)
     "not_ready",  # the frame is not finished and the request asked not to wait
     "queue_full",  # the worker queue is at its limit; retry later
+    "over_memory",  # the request's estimated peak memory exceeds the server's budget
     "cancelled",  # the shot was cancelled before the frame was made
     "failed",  # the shot failed; the message says why
     "shutting_down",  # the server is stopping

@@ -16,6 +16,7 @@ gives a new one. Each frame is hashed while it is written.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import uuid
@@ -245,15 +246,21 @@ def open_shot(server: Server, peer: Peer, msg: Message, body: OpenShot) -> None:
     folder = server.cache.root / f".upload-{token}.tmp"  # a killed server's leftover goes
     _uploads(server)[token] = Upload(token, body, folder)
 
-    def make() -> None:
+    def make() -> Any:
+        # Refused (over_memory) before a byte is stored; the planned tile is part of the key.
+        planned = server.engine.plan(body.request, (body.height, body.width), body.n_frames)
         (folder / "inputs").mkdir(parents=True)
         (folder / "frames").mkdir()
+        return planned
 
     def done(result: Any, error: BaseException | None) -> None:
         if error is not None:
             _uploads(server).pop(token, None)
             server.on_intake_error(peer, msg, error)
         else:
+            upload = _uploads(server).get(token)
+            if upload is not None and result != body.request:
+                upload.shot = dataclasses.replace(upload.shot, request=result)
             reply = {"upload": token, "n_frames": body.n_frames, "batch_limit": MAX_IN_FLIGHT}
             server.reply(peer, msg, reply)
 

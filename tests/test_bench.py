@@ -12,7 +12,7 @@ from warpcore.cli import main
 from warpcore.commands.bench import TARGETS
 
 
-@pytest.mark.parametrize("target", ["noise", "propagate", "sampler", "server"])
+@pytest.mark.parametrize("target", ["memory", "noise", "propagate", "sampler", "server"])
 def test_bench_json_matches_its_schema(target: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", target, "--json", "--smoke"]) == 0
     result = json.loads(capsys.readouterr().out)

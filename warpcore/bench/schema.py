@@ -68,3 +68,19 @@ def check(value: object, schema: Any, path: str = "$") -> None:
 
 
 MACHINE = MapOf((str, int, float))
+
+# warpdiff bench memory (warpcore/bench/memory.py): estimate vs measured peak, per case.
+MEMORY_ROW = {
+    "task": str,
+    "frame": str,  # input WxH
+    "output": str,  # output WxH
+    "tile": int,  # tile side in output pixels, 0 = whole frames
+    "tiles": int,
+    "estimate_bytes": int,
+    "measured_bytes": int,
+    "error": float,  # estimate / measured - 1
+    "parts": {"weights": int, "model_call": int, "vae": int, "frame_state": int, "host": int},
+    "seconds_per_frame": float,
+    "budget_bytes": (int, None),  # the budget a planned case was tiled for
+}
+MEMORY_SCHEMA = {"device": str, "method": str, "machine": MACHINE, "cases": MapOf(MEMORY_ROW)}

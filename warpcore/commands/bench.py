@@ -11,6 +11,7 @@ from warpcore.bench.schema import check
 from warpcore.errors import InvalidInput
 
 TARGETS = {
+    "memory": "warpcore.bench.memory",
     "noise": "warpcore.bench.noise",
     "propagate": "warpcore.bench.propagate",
     "ray": "server.bench_ray",
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the smallest sizes, one repeat: checks the command and its JSON, not speed",
     )
     parser.add_argument(
+        "--device", default=None, help="where to run (targets that take it: memory: cpu, cuda)"
+    )
+    parser.add_argument(
         "--seconds", type=float, default=None, help="how long to run (targets that take it: soak)"
     )
 
@@ -44,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.seconds > 0:
             raise InvalidInput(f"--seconds: expected a number > 0, got {args.seconds}")
         kwargs["seconds"] = args.seconds
+    if args.device is not None:
+        if "device" not in inspect.signature(module.run_benchmark).parameters:
+            raise InvalidInput(f"--device: bench {args.target} runs on the CPU only")
+        from warpcore.devices import check_device
+
+        kwargs["device"] = check_device(args.device)
     result = module.run_benchmark(**kwargs)
     check(result, module.SCHEMA)  # the documented shape, or a clear error naming the key
     if args.json:

@@ -144,6 +144,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="cpu (default), cuda, cuda:N or mps; an error lists what this build has",
     )
     parser.add_argument(
+        "--memory-budget",
+        default=None,
+        metavar="SIZE",
+        help="plan for this much memory (e.g. 8GiB): the largest tile that fits is chosen and a "
+        "job that cannot fit is refused before any compute (default: a GPU's total memory; "
+        "none on the CPU). README 'Memory planning'",
+    )
+    parser.add_argument(
         "--format",
         default=None,
         help="frame-folder format when it should not follow the input's: png, png8, png16, "
@@ -283,6 +291,15 @@ def prepare_job(args: argparse.Namespace, task: str) -> _Job:
     from warpcore.colour import ColourPlan
 
     request = request_from_args(args, task)  # bad parameters fail here, before any IO
+    if getattr(args, "memory_budget", None) is not None:
+        from warpcore.memory import parse_bytes
+
+        parse_bytes(args.memory_budget)
+        if args.server:
+            raise InvalidInput(
+                "--memory-budget: a server plans with its own budget "
+                "('warpdiff serve --memory-budget'); leave it out with --server"
+            )
     if args.server:
         from server.client import normalize_address
 
@@ -326,6 +343,7 @@ def run_job(args: argparse.Namespace, task: str) -> int:
 
     request, source = job.request, job.source
     denoiser = load_denoiser(request.model, task, device=request.device, strength=request.strength)
+    request = _plan_memory(args, request, denoiser, source)
     n_steps = kept_steps(resolve_steps(request, denoiser), resolve_strength(request, denoiser))
     stop = threading.Event()
     originals: dict[int, np.ndarray] = {}
@@ -358,6 +376,29 @@ def run_job(args: argparse.Namespace, task: str) -> int:
         finally:
             bar.close()
     return 0
+
+
+def _plan_memory(
+    args: argparse.Namespace, request: RestoreRequest, denoiser: object, source: object
+) -> RestoreRequest:
+    """The request with the tile that fits the memory budget, or OverBudget before compute."""
+    from warpcore import memory
+
+    stated = getattr(args, "memory_budget", None)
+    budget, where = memory.device_budget(
+        request.device, None if stated is None else memory.parse_bytes(stated)
+    )
+    if budget is None:
+        return request
+    size = (source.height, source.width)
+    planned = memory.plan(request, denoiser, size, budget, source=where, n_frames=len(source))
+    if planned.request.tile != request.tile and not getattr(args, "quiet", False):
+        print(
+            f"memory: {planned.estimate.tile} px tiles fit {memory.format_bytes(budget)} "
+            f"({where}): estimated peak {planned.estimate.describe()}",
+            file=sys.stderr,
+        )
+    return planned.request
 
 
 class _Output:
