@@ -339,8 +339,11 @@ class CropInpainter:
         assert self._prev is not None
         prev_frame, prev_mask = self._prev
         h, w = self.frame_size
-        if self.flow_fn is not None:  # whole-frame flows already estimated (propagation)
-            fwd, bwd = self.flow_fn(index, _tensor(prev_frame), _tensor(frame))
+        given = None
+        if self.flow_fn is not None:  # whole-frame flows already estimated (propagation)?
+            given = self.flow_fn(index, _tensor(prev_frame), _tensor(frame))
+        if given is not None:
+            fwd, bwd = given
             ry0, rx0 = 0, 0
         else:  # estimated on the region around both windows only
             ry0 = max(0, min(prev_win.y0, win.y0) - FLOW_MARGIN)
