@@ -142,14 +142,14 @@ def test_plate_flows_are_estimated_once_per_pair(monkeypatch) -> None:
 def test_regional_flows_fill_the_hole_like_whole_frame_flows() -> None:
     """Crop inpainting's propagation: flows only around the holes (a region well under the
     frame), the hole filled as well as with whole-frame flows, every other pixel untouched."""
-    h, w, n = 96, 480, 6
-    photo = cv2.resize(_photo(), (640, 256), interpolation=cv2.INTER_AREA).astype(np.float32)
+    h, w, n = 96, 800, 6
+    photo = cv2.resize(_photo(), (960, 256), interpolation=cv2.INTER_AREA).astype(np.float32)
     frames, masks, plates = [], [], []
     for t in range(n):
         shift = np.float32([[1, 0, -40 - 2.2 * t], [0, 1, -60 - 0.7 * t]])
         plate = cv2.warpAffine(photo, shift, (w, h), flags=cv2.INTER_LINEAR)
         square = np.zeros((h, w), np.float32)
-        square[40:56, 320 - 10 * t : 336 - 10 * t] = 1.0
+        square[40:56, 420 - 10 * t : 436 - 10 * t] = 1.0
         frames.append(plate * (1 - square[..., None]) + 0.5 * square[..., None])
         masks.append(cv2.dilate(square, np.ones((5, 5), np.uint8)))
         plates.append(plate)

@@ -265,3 +265,29 @@ def test_a_hole_larger_than_a_tile_is_filled_through_tiles_without_seams(builtin
     at = [e - 300 for e in edges]
     inside = np.delete(jumps, at)
     assert jumps[at].max() <= 1.5 * np.percentile(inside, 90), (jumps[at], inside)
+
+
+def test_crop_takes_the_regional_flows_propagation_estimated(builtin, monkeypatch):
+    """With propagation, each frame pair's plate flows are estimated once, on a region around
+    the holes (not the frame), and the crop's window flows are sliced from them."""
+    from warpcore import flow as flowlib
+
+    sizes: list[tuple[int, int]] = []
+    real = flowlib.plate_flow_pair
+
+    def counted(a, *args, **kwargs):
+        sizes.append(tuple(np.shape(a)[:2]))
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(flowlib, "plate_flow_pair", counted)
+    h, w, n = 160, 800, 3
+    scene = _texture(h, w + 4 * n)
+    frames = [np.ascontiguousarray(scene[:, 4 * j : 4 * j + w]) for j in range(n)]
+    masks = [_box(h, w, 70, 380 + 6 * j, 12) for j in range(n)]
+    request = RestoreRequest(task="inpaint", propagate=2, steps=2, flow="dis-ultrafast")
+    outs = dict(restore_clip(request, builtin, frames, masks))
+    assert len(sizes) == n - 1  # one estimate per pair: propagation's, reused by the crop
+    assert all(a * b < 0.5 * h * w for a, b in sizes)
+    for j in range(n):
+        keep = masks[j] == 0
+        np.testing.assert_array_equal(outs[j][keep], frames[j][keep])

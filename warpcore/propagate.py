@@ -42,7 +42,7 @@ Loader = Callable[[int], tuple[np.ndarray, np.ndarray] | None]
 
 HOLE = 0.5  # a mask value above this is part of the hole
 VISIBLE = 0.01  # a source pixel is usable only where its frame's mask is below this
-REGION_MARGIN = 64  # regional flows: frame pixels around the holes, plus the holes' longer side
+REGION_MARGIN = 128  # regional flows: frame pixels around the holes, plus the holes' longer side
 REGION_MAX_FRACTION = 0.5  # a region larger than this share of the frame: the whole frame
 
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1) in frame pixels
@@ -76,6 +76,7 @@ class Propagator:
         # (i, j), |i - j| = 1: i -> j on frame i's grid of the pair's region (top-left y, x)
         self._flows: dict[tuple[int, int], tuple[tuple[int, int], torch.Tensor]] = {}
         self._size: tuple[int, int] | None = None
+        self.flows = PlateFlows(self)  # the restorer's flow_fn
 
     def fill(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``t`` with its hole filled where another frame shows it, and what is left."""
@@ -248,20 +249,36 @@ class Propagator:
             return None
         return fwd, bwd
 
-    def flows(
-        self, j: int, _prev: object = None, _cur: object = None
-    ) -> tuple[torch.Tensor, ...] | None:
-        """A restorer ``flow_fn``: the plate flows of pair (j-1, j), which propagating frame j
-        has already estimated (within the window, so never evicted before they are asked);
-        None when they cover only a region (the restorer estimates its own)."""
-        return self.plate_flows(j - 1, j)
-
     def _evict(self, t: int) -> None:
         lo, hi = t - self.radius, t + self.radius
         for i in [i for i in self._frames if not lo <= i <= hi]:
             del self._frames[i]
         for key in [k for k in self._flows if not (lo <= k[0] <= hi and lo <= k[1] <= hi)]:
             del self._flows[key]
+
+
+class PlateFlows:
+    """A restorer ``flow_fn`` over the plate flows propagation already estimated (within the
+    window, so never evicted before they are asked): ``(j, prev, cur)`` gives pair (j-1, j)'s
+    whole-frame flows, or None where a regional propagator has them on a region only; then
+    :meth:`region` gives them with the region's place (crop inpainting slices its windows)."""
+
+    def __init__(self, propagator: Propagator) -> None:
+        self._propagator = propagator
+
+    def __call__(
+        self, j: int, _prev: object = None, _cur: object = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._propagator.plate_flows(j - 1, j)
+
+    def region(self, j: int) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+        """Pair (j-1, j)'s flows on their region: its top-left (y, x) in the frame, forward
+        (j-1 -> j on frame j-1's region) and backward (j -> j-1 on frame j's), in pixels."""
+        (origin, fwd), (_, bwd) = (
+            self._propagator._pair_flow(j - 1, j),
+            self._propagator._pair_flow(j, j - 1),
+        )
+        return origin, fwd, bwd
 
 
 class PropagatedClip:
