@@ -213,12 +213,13 @@ def test_tiny_sdxl_1080p_inpaint_leaves_everything_outside_the_crop_as_it_was(ti
 
 
 def test_window_stays_put_through_a_shot_with_a_moving_object(builtin):
-    """End to end: an object crossing the frame 3 px a frame; the restorer's window keeps its
-    size all shot, moves only a few times, and always holds the hole and its context."""
-    h, w, n = 160, 400, 6
+    """End to end: an object crossing the frame 4 px a frame; the restorer's window keeps its
+    size and place all shot (a window hugging the padded hole would move every few frames),
+    and always holds the hole and its context."""
+    h, w, n = 160, 512, 6
     scene = _texture(h, w + 2 * n)
     frames = [np.ascontiguousarray(scene[:, 2 * j : 2 * j + w]) for j in range(n)]
-    masks = [_box(h, w, 70, 150 + 3 * j, 16) for j in range(n)]
+    masks = [_box(h, w, 60, 200 + 4 * j, 40) for j in range(n)]
     request = RestoreRequest(task="inpaint", propagate=0, steps=1, flow="dis-ultrafast")
     restorer = ClipRestorer(request, builtin, (h, w), n)
     windows = []
@@ -228,8 +229,7 @@ def test_window_stays_put_through_a_shot_with_a_moving_object(builtin):
         assert win.contains(*restorer._crop.planner.required(mask)), j
         windows.append(win)
     assert restorer._crop.whole is False
-    assert len({(v.h, v.w) for v in windows}) == 1
-    assert sum(a != b for a, b in zip(windows, windows[1:], strict=False)) <= 2
+    assert len(set(windows)) == 1, windows
 
 
 def test_a_hole_larger_than_a_tile_is_filled_through_tiles_without_seams(builtin):
