@@ -4,6 +4,8 @@
   frames through the host, packs them and sends them in batches of 4 (``open_shot``,
   ``add_frames``, ``start_shot``); input bytes (float32 RGBA) / wall time of the action. The
   same upload from the Python client (``Client.upload``) is reported beside it.
+  ``upload_split``: where the plugin's upload time went (ms in the host's image fetches, in
+  packing, the rest waiting for the wire and the server; frame buffers allocated).
 - ``cached_round_trip_ms``: renders of a frame the server has already made (a one-frame shot,
   so the worker is idle): the host's render action from entry to return (``get_frame`` on
   loopback, 25 MB back, unpacked into the host's float RGBA image); ``plugin_get_frame_ms`` /
@@ -52,6 +54,25 @@ def _timings(stderr: str) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in found]
 
 
+def _upload_split(stderr: str) -> dict:
+    """The plugin's upload diagnostics (WD_OFX_TIMING): ms in host fetches, in packing, in
+    the rest (waiting for the wire and the server), and the frame buffers it allocated."""
+    found = re.search(
+        r"upload \d+ frames ([0-9.]+) ms: host fetch ([0-9.]+) ms, pack ([0-9.]+) ms, "
+        r"rest \(server, wire\) ([0-9.-]+) ms; (\d+) buffers",
+        stderr,
+    )
+    if not found:
+        return {}
+    total, fetch, pack, rest, buffers = found.groups()
+    return {
+        "host_fetch_ms": float(fetch),
+        "plugin_pack_ms": float(pack),
+        "server_and_wire_ms": float(rest),
+        "buffers": int(buffers),
+    }
+
+
 def _host(host: Path, clip: Path, n: int, env: dict, *args: str) -> tuple[dict, str]:
     cmd = [str(host), "--input", str(clip), "--size", f"{n},{H},{W}", "--threads", "1", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -79,9 +100,10 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
         params = ["--param", f"server={srv.address}", "--param", "steps=1"]
         params += ["--param", "propagate=0", "--param", "timeout=60", "--process"]
         # 1. Upload: Process shot of the whole clip, no render; then stop the shot it started.
-        report, _ = _host(host, Path(tmp) / "in.f32", n_frames, env, *params, "--no-render")
+        report, stderr = _host(host, Path(tmp) / "in.f32", n_frames, env, *params, "--no-render")
         result["upload_mb_s"] = clip.nbytes / report["process_s"] / 1e6
         result["upload_s"] = report["process_s"]
+        result["upload_split"] = _upload_split(stderr)
         result["released_every_image"] = report["fetched"] == report["released"]
         client.cancel(report["shot"])
         # 2. A one-frame shot: its render makes the frame, the repeats read it from the cache

@@ -304,25 +304,30 @@ def check_pixels(source: PartsInput) -> None:
 
     O(pixels): the server runs it off the socket loop (:mod:`server.intake`).
     """
-    lo, hi = PIXEL_RANGE
     for what, arrays in (("frames", source.frames), ("masks", source.masks)):
         for i, a in enumerate(arrays):
-            if a.dtype.kind != "f":
-                continue
-            # NaN propagates through min and max, inf lands in them: two passes, no copies
-            amin, amax = float(a.min()), float(a.max())
-            if not (np.isfinite(amin) and np.isfinite(amax)):
-                raise ProtocolError(
-                    "bad_request",
-                    f"{what}[{i}]: holds NaN or infinite values; accepted: finite values, "
-                    f"images in [0, 1] (within [{lo}, {hi}])",
-                )
-            if amin < lo or amax > hi:
-                raise ProtocolError(
-                    "bad_request",
-                    f"{what}[{i}]: values span [{amin:.3g}, {amax:.3g}]; accepted: images in "
-                    f"[0, 1] (within [{lo}, {hi}])",
-                )
+            check_array(a, f"{what}[{i}]")
+
+
+def check_array(a: np.ndarray, what: str) -> None:
+    """One image of :func:`check_pixels`; ``what`` names it in the error (``frames[2]``)."""
+    if a.dtype.kind != "f":
+        return
+    lo, hi = PIXEL_RANGE
+    # NaN propagates through min and max, inf lands in them: two passes, no copies
+    amin, amax = float(a.min()), float(a.max())
+    if not (np.isfinite(amin) and np.isfinite(amax)):
+        raise ProtocolError(
+            "bad_request",
+            f"{what}: holds NaN or infinite values; accepted: finite values, "
+            f"images in [0, 1] (within [{lo}, {hi}])",
+        )
+    if amin < lo or amax > hi:
+        raise ProtocolError(
+            "bad_request",
+            f"{what}: values span [{amin:.3g}, {amax:.3g}]; accepted: images in "
+            f"[0, 1] (within [{lo}, {hi}])",
+        )
 
 
 # -- paths ----------------------------------------------------------------------------------

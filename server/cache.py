@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from server.direct_write import save_npy
+
 META = "meta.json"
 STATE = "state.safetensors"
 ERROR = "error.json"
@@ -262,9 +264,9 @@ class ShotCache:
             (tmp / "inputs").mkdir(parents=True)
             (tmp / "frames").mkdir()
             for i, frame in enumerate(frames):
-                np.save(tmp / "inputs" / f"f{i:05d}.npy", frame, allow_pickle=False)
+                save_npy(tmp / "inputs" / f"f{i:05d}.npy", frame)
             for i, mask in enumerate(masks):
-                np.save(tmp / "inputs" / f"m{i:05d}.npy", mask, allow_pickle=False)
+                save_npy(tmp / "inputs" / f"m{i:05d}.npy", mask)
             (tmp / META).write_text(meta_text)
             size = tree_bytes(tmp)
             try:

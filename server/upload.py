@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,12 @@ from server.bodies import (
     MAX_FRAMES,
     MIN_SIDE,
     Listen,
-    PartsInput,
     Policy,
-    check_pixels,
+    check_array,
     parse_request,
 )
 from server.cache import ShotMeta
+from server.direct_write import save_npy
 from server.hashing import digest, hash_while, hex_key, new_hash
 from server.protocol import (
     DTYPES,
@@ -56,6 +57,7 @@ MAX_UPLOADS = 16  # open uploads per server; the oldest idle one is dropped beyo
 MAX_IN_FLIGHT = 2  # batches of one upload waiting on the intake thread
 IDLE_S = 900.0  # an upload with no batch for this long is dropped
 MASK_MODES = ("alpha", "masks")
+_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warpdiff-check")
 
 
 # -- typed bodies ---------------------------------------------------------------------------
@@ -302,16 +304,17 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     start, frames, masks = body.start, body.frames, body.masks
 
     def store() -> dict[str, Any]:
+        inputs = upload.folder / "inputs"
+        items = [
+            (f"frames[{i}]", upload.frame_hash, a, inputs / f"f{start + i:05d}.npy")
+            for i, a in enumerate(frames)
+        ]
+        items += [
+            (f"masks[{i}]", upload.mask_hash, a, inputs / f"m{start + i:05d}.npy")
+            for i, a in enumerate(masks)
+        ]
         try:
-            check_pixels(PartsInput(frames, masks, shot.mask_mode))
-            nbytes = sum(a.nbytes + 128 for a in (*frames, *masks))
-            server.cache.reserve(nbytes)
-            upload.reserved += nbytes
-            inputs = upload.folder / "inputs"
-            for i, frame in enumerate(frames):
-                _store(upload.frame_hash, frame, inputs / f"f{start + i:05d}.npy")
-            for i, mask in enumerate(masks):
-                _store(upload.mask_hash, mask, inputs / f"m{start + i:05d}.npy")
+            _store_checked(server, upload, items)
         except BaseException as exc:
             upload.failed = str(getattr(exc, "message", exc))
             raise
@@ -329,9 +332,28 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     server.intake.run(store, done)
 
 
+def _store_checked(server: Server, upload: Upload, items: list[tuple[str, Any, Any, Path]]) -> None:
+    """Check, reserve room for, hash and write each (name, hasher, array, path) in order.
+
+    Image k+1's pixels are checked on the checker thread while image k is hashed (helper
+    thread) and written (here, mostly waiting for the disk); nothing is reserved or written
+    for an image before its check passed, so a bad one evicts nothing from the cache (the good
+    images before it in its batch were stored, as earlier batches were; the upload's folder
+    and reservations go when it is dropped)."""
+    checking = _checker.submit(check_array, items[0][2], items[0][0]) if items else None
+    for k, (_, h, array, path) in enumerate(items):
+        checking.result()  # raises ProtocolError for bad pixels
+        if k + 1 < len(items):
+            checking = _checker.submit(check_array, items[k + 1][2], items[k + 1][0])
+        nbytes = array.nbytes + 128
+        server.cache.reserve(nbytes)
+        upload.reserved += nbytes
+        _store(h, array, path)
+
+
 def _store(h: Any, array: np.ndarray, path: Path) -> None:
-    """Hash ``array`` into ``h`` while it is written to ``path`` (.npy)."""
-    hash_while(h, array, lambda: np.save(path, array, allow_pickle=False))
+    """Hash ``array`` into ``h`` while it is written to ``path`` (.npy, past the page cache)."""
+    hash_while(h, array, lambda: save_npy(path, array))
 
 
 def start_shot(server: Server, peer: Peer, msg: Message, body: StartShot) -> None:

@@ -280,3 +280,37 @@ def test_sanitizers_clean(asan_build, server, clip):
     report, _, stderr = run_host(asan_build, clip, *down, "--frames", "0", env=env)
     assert report["renders"][0]["status"] == 1
     assert "Sanitizer" not in stderr and "runtime error" not in stderr, stderr[-3000:]
+
+
+def test_long_upload_reuses_a_few_buffers_and_sends_every_frame_intact(build, server, tmp_path):
+    """24 frames and mattes in batches of 2: the plugin packs them into a handful of reused
+    buffers (two batches in flight, one being read), and what reaches the server is every
+    frame's and matte's exact bytes: the Python client's upload of the same clip gives the
+    same shot key (the key hashes every input byte)."""
+    n = 24
+    frames, masks = tiny_shot(n, SIZE, seed=3)
+    rgba = np.stack([np.concatenate([f, m], -1) for f, m in zip(frames, masks, strict=True)])
+    rgba.astype(np.float32).tofile(tmp_path / "in.f32")
+    np.stack(masks).astype(np.float32).tofile(tmp_path / "mask.f32")
+    cmd = [str(build / "ofx_testhost"), "--input", str(tmp_path / "in.f32")]
+    cmd += ["--size", f"{n},{SIZE},{SIZE}", "--context", "general"]
+    cmd += ["--mask", str(tmp_path / "mask.f32"), "--process", "--no-render"]
+    cmd += [*common(server), "--param", "seed=11", "--param", "uploadBatch=2"]
+    env = dict(os.environ, OFX_PLUGIN_PATH=str(build), WD_OFX_TIMING="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert_clean(report)
+    assert report["process"] == 0 and len(report["shot"]) == 32
+    (line,) = [x for x in done.stderr.splitlines() if "timing: upload" in x]
+    buffers = int(line.rsplit(";", 1)[1].split()[0])
+    assert 2 <= buffers <= 3 * 2 * 2, line  # frames and mattes of three batches at most
+    request = {"task": "inpaint", "seed": 11, "noise": "gp", "composite": True}
+    request.update(propagate=8, steps=int(STEPS))
+    rgb = [f.astype(np.float32) for f in frames]
+    with Client(server.address) as c:
+        mattes = [m.astype(np.float32) for m in masks]
+        key = c.upload(request, rgb, n, mattes, batch=5, subscribe=False, timeout=60)
+        for k in {key, report["shot"]}:
+            c.cancel(k)
+    assert key == report["shot"]

@@ -154,3 +154,30 @@ def test_cache_accounting_after_uploads(tmp_path, shot):
         assert wait_until(lambda: srv.cache.reserved == 0, timeout=10)
         assert srv.cache.used > 0
         assert wait_until(lambda: not list(tmp_path.glob(".upload-*")), timeout=10)
+
+
+def test_bad_image_inside_a_batch_is_named_and_reserves_nothing(tmp_path, shot):
+    """Each image is checked (on its own thread, while the one before is written) before room
+    is reserved for it: a bad image never makes the cache evict an idle shot to make room for
+    itself, and a bad one later in a batch is named by its place in the batch."""
+    frames, masks, rgba = shot
+    frames = [f.astype(np.float32) for f in frames]
+    masks = [m.astype(np.float32) for m in masks]
+    one_shot = sum(f.nbytes + m.nbytes + 256 for f, m in zip(frames, masks, strict=True))
+    with running_server(tmp_path, cache_max_bytes=one_shot + 4096) as srv, Client(srv.address) as c:
+        kept = c.upload(REQUEST, frames, 3, masks, subscribe=False)
+        c.cancel(kept)
+        assert wait_until(lambda: not srv.cache.busy(kept), timeout=30)
+        request = {**REQUEST, "seed": 7}  # another shot: it needs room of its own
+        for bad_frames, bad_masks, where in [
+            ([frames[0] * np.nan, frames[1], frames[2]], masks, "frames[0]"),
+            ([frames[0], frames[1], frames[2] * np.nan], masks, "frames[2]"),
+            (frames, [masks[0], masks[1] + np.inf, masks[2]], "masks[1]"),
+        ]:
+            with pytest.raises(ServerError) as err:
+                c.upload(request, bad_frames, 3, bad_masks, batch=3, subscribe=False)
+            assert err.value.code == "bad_request" and where in err.value.message, err.value
+            assert wait_until(lambda: srv.cache.reserved == 0, timeout=10)
+            assert wait_until(lambda: not list(tmp_path.glob(".upload-*")), timeout=10)
+            if where == "frames[0]":  # nothing of the batch was good: nothing made room
+                assert srv.cache.exists(kept) and srv.cache.evicted == 0

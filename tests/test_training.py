@@ -299,3 +299,28 @@ def test_video_frames_are_split_by_position(tmp_path: Path) -> None:
     assert [p.held_out for p in frames] == [i >= 16 for i in range(0, 20, 3)]
     train, val = data.split(frames)
     assert {p.name for p in val} == {"video/v.avi#0018"} and len(train) == 6
+
+
+def test_validation_has_soft_targets_and_training_draws_them(photos: list[Photo]) -> None:
+    """Every other validation super-resolution crop has a soft target (footage soft at its own
+    resolution, issue 17): the same crop, blurred before it becomes both target and input;
+    training draws soft targets at about P_SOFT."""
+    from warpcore.training.batches import validation_batches
+    from warpcore.training.data import P_SOFT
+
+    def grad_energy(x: torch.Tensor) -> float:
+        return float(x.diff(dim=-1).square().mean())
+
+    soft = validation_batches(photos, 2, 64)["upscale"]
+    rng = np.random.default_rng([12345, 1])
+    plain = make_batch(rng, photos, 2, 64, ("upscale",), (4,), (1.0,), augment=False)
+    torch.testing.assert_close(soft.clean[0], plain.clean[0])  # even crops: sharp
+    assert grad_energy(soft.clean[1]) < 0.5 * grad_energy(plain.clean[1])  # odd: soft
+    assert torch.allclose(soft.clean[1].mean((1, 2)), plain.clean[1].mean((1, 2)), atol=0.01)
+    # the input is made from the soft crop (its upsample is 9x closer to it than to the sharp one)
+    near = float((soft.image[1] - soft.clean[1]).square().mean())
+    assert near < 0.3 * float((soft.image[1] - plain.clean[1]).square().mean())
+    batch = make_batch(np.random.default_rng(5), photos, 200, 16, ("upscale",), (4,), (1.0,))
+    energies = np.array([grad_energy(c) for c in batch.clean])
+    share = float((energies < 0.25 * np.median(energies)).mean())
+    assert 0.5 * P_SOFT < share < 1.5 * P_SOFT + 0.05

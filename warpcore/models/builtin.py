@@ -6,7 +6,8 @@ fully convolutional, any frame size; the layout and parameter names of a diffuse
 
 - 0-2: ``c_in(sigma) * (x - b)``: the noisy image in [-1, 1] minus the base ``b`` (below);
 - 3-5: the condition image in [-1, 1]: for ``inpaint`` the input frame with the hole filled
-  smoothly from its surroundings (:func:`push_pull_fill`); for ``upscale`` the low-resolution
+  from its surroundings (trained with :func:`push_pull_fill`; the shipped config fills with
+  OpenCV's Telea, :func:`telea_fill`); for ``upscale`` the low-resolution
   frame upsampled bicubically to output size;
 - 6: the mask (1 = region to fill; all zeros for ``upscale``).
 
@@ -52,23 +53,40 @@ TASKS: tuple[Task, ...] = ("inpaint", "upscale")
 TASK_INDEX = {"inpaint": 0, "upscale": 1}
 SCALES = (2, 4, 8)
 # Default strengths (partial runs: the last steps of a DEFAULT_STEPS schedule; TRAINING.md has
-# the held-out numbers). Both start from the one-call estimate E[x0 | b] ("start": "estimate"):
-# upscale: the estimate refined by the last 2 steps (from sigma 0.013: a light touch that keeps
-# the estimate's PSNR); inpaint: the last 3 steps (from sigma 0.055), light texture on the
-# estimate's colours (0.5 measured lower in PSNR, SSIM and warping error on real video).
-UPSCALE_STRENGTH = 0.2
-# The upscale run starts from b + 0.75 (estimate - b): the estimate's detail follows the input's
-# aliasing frame by frame; at full weight it raised the demo's warping error to 1.54x the
-# ground truth's (the demo allows 1.5x) for +1.1 dB; 0.75 keeps ~94% of the MSE gain.
+# the held-out real-video numbers).
+# Upscale starts from the one-call estimate E[x0 | b] ("start": "estimate") and takes the last
+# step (from sigma 0.002). With 2 steps (0.2) the fixed-length guidance step of the second-last
+# one cost 1.6 dB on smooth footage (running_car 44.4 vs 46.4 dB; bicubic 46.9) for a 5% lower
+# warping error on the mean.
+# Inpaint starts from the classical fill ("start": "base", "fill": "telea") and adds light
+# texture in the last 3 steps (from sigma 0.055). From the estimate of the smooth push-pull fill
+# the demo showed a pale blob on the cup's rim and the real-video hole PSNR was 19.01 dB (Telea
+# 19.28); from the Telea fill 19.23 (0.5 measured lower and noisy).
+UPSCALE_STRENGTH = 0.1
 UPSCALE_ESTIMATE_WEIGHT = 0.75
+# Self-calibration (config.json "calibrate": the tasks that use it): how far to trust the
+# estimate's detail on THIS footage, measured on the footage itself one scale down. The input is
+# area-downscaled once more by the same factor, the model upscales that back, and the
+# least-squares weight of its detail against the real input is the weight used at full scale
+# (times "estimate_weight", clamped to [0, CALIBRATE_MAX]). On held-out video the weight that
+# fits the truth follows it (TRAINING.md): ~1 on textured clips, ~0.3 on smooth fog/smoke
+# footage where the estimate's detail is grain and cost 2 dB at a fixed 0.75.
+CALIBRATE_MAX = 1.5
+CALIBRATE_MIN_PX = 8  # the input downscaled once more must be at least this (H and W)
 INPAINT_STRENGTH = 0.3
+INPAINT_START, INPAINT_FILL = "base", "telea"
 # Steps of a full run: with the paper's fixed-length guidance step, 25 steps measured worse than
 # 10 on the demo's inpainting (more pushes in the last, low-noise steps: TRAINING.md).
 DEFAULT_STEPS = 10
-# Weights saved before "start" / "strength" were in config.json ran from the base b, at these.
+# Weights saved before "start" / "strength" were in config.json ran from the base b, at these;
+# before "fill" / "calibrate": the push-pull fill, no calibration.
 LEGACY_START = "base"
 LEGACY_STRENGTH = {"inpaint": 0.5, "upscale": 0.25}
 STARTS = ("estimate", "base")
+# How the hole of the inpainting condition is filled before the network sees it (config.json
+# "fill"): "push-pull" (smooth, what the weights were trained on) or "telea" (OpenCV's Telea: it
+# carries edges and colours into the hole along isophotes). Training always uses push-pull.
+FILLS = ("push-pull", "telea")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "block_out_channels": [32, 64, 128],
@@ -79,9 +97,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "sigma_max": 20.0,
     "gp_length_scale_px": 2.0 / math.pi,
     "residual": True,
-    "start": "estimate",
+    "start": {"inpaint": INPAINT_START, "upscale": "estimate"},
     "strength": {"inpaint": INPAINT_STRENGTH, "upscale": UPSCALE_STRENGTH},
     "estimate_weight": {"inpaint": 1.0, "upscale": UPSCALE_ESTIMATE_WEIGHT},
+    "calibrate": ["upscale"],
+    "fill": INPAINT_FILL,
 }
 
 
@@ -149,6 +169,33 @@ class EDMUNet(nn.Module):
         return base + c_skip * (x - base) + c_out * out[..., :h, :w]
 
 
+def start_mode(config: dict[str, Any], task: str) -> str:
+    """config.json's ``"start"`` for ``task``: one of :data:`STARTS`, for every task or per
+    task (``{"inpaint": "base", "upscale": "estimate"}``)."""
+    value = config["start"]
+    mode = value.get(task) if isinstance(value, dict) else value
+    if mode not in STARTS:
+        raise InvalidInput(f"config.json: start {value!r}; accepted: {', '.join(STARTS)}")
+    return str(mode)
+
+
+def telea_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """OpenCV's Telea inpainting (radius 3, on 8 bits) of the hole (``mask`` 1) of (N, 3, H, W)
+    frames in [0, 1]; known pixels are returned unchanged."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for frame, hole in zip(image, mask, strict=True):
+        rgb = frame.detach().permute(1, 2, 0).float().cpu().numpy()
+        u8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+        m8 = (hole[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
+        done = cv2.inpaint(u8, m8, 3, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
+        out.append(torch.from_numpy(done).permute(2, 0, 1))
+    filled = torch.stack(out).to(image.device, image.dtype)
+    return mask * filled + (1.0 - mask) * image
+
+
 def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -159,17 +206,19 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def condition_tensor(
-    task: str, image: torch.Tensor, mask: torch.Tensor | None = None
+    task: str, image: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "push-pull"
 ) -> torch.Tensor:
     """The 4 condition channels (image in [-1, 1], mask) from images at OUTPUT resolution.
 
-    ``image``: (N, 3, H, W) in [0, 1] (for upscale: already upsampled); ``mask``: (N, 1, H, W).
+    ``image``: (N, 3, H, W) in [0, 1] (for upscale: already upsampled); ``mask``: (N, 1, H, W);
+    ``fill``: how the hole of the condition image is filled (:data:`FILLS`).
     """
     if task == "inpaint":
         if mask is None:
             raise InvalidInput("mask: required for task 'inpaint' (1, H, W) with 1 = fill")
         m = (mask > 0.5).to(image.dtype)
-        return torch.cat([2.0 * push_pull_fill(image, m) - 1.0, m], dim=1)
+        filled = telea_fill(image, m) if fill == "telea" else push_pull_fill(image, m)
+        return torch.cat([2.0 * filled - 1.0, m], dim=1)
     zeros = torch.zeros_like(image[:, :1])
     return torch.cat([2.0 * image - 1.0, zeros], dim=1)
 
@@ -208,9 +257,10 @@ class BuiltinDenoiser:
         self.task = task
         self.default_strength = float(net.config["strength"][task])
         self.default_steps = DEFAULT_STEPS
-        if net.config["start"] not in STARTS:
+        start_mode(net.config, task)  # checks config.json's "start"
+        if net.config["fill"] not in FILLS:
             raise InvalidInput(
-                f"config.json: start {net.config['start']!r}; accepted: {', '.join(STARTS)}"
+                f"config.json: fill {net.config['fill']!r}; accepted: {', '.join(FILLS)}"
             )
 
     def prepare(self, cond: Condition) -> BuiltinPrepared:
@@ -225,7 +275,10 @@ class BuiltinDenoiser:
             label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
             return BuiltinPrepared(channels, label, lowres=image, scale=cond.scale)
         mask = _check_mask(cond.mask, tuple(image.shape[-2:]))
-        channels = condition_tensor("inpaint", image, mask.to(self.device, self.dtype)[None])
+        fill = str(self.net.config["fill"])
+        channels = condition_tensor(
+            "inpaint", image, mask.to(self.device, self.dtype)[None], fill=fill
+        )
         label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
         return BuiltinPrepared(cond=channels, task=label)
 
@@ -256,10 +309,36 @@ class BuiltinDenoiser:
         if not isinstance(prepared, BuiltinPrepared):
             raise InvalidInput("prepared: expected the result of BuiltinDenoiser.prepare(cond)")
         base = prepared.cond[:, :3]
-        if self.net.config["start"] == "base":  # weights from before the estimate was trained
-            return base
+        if start_mode(self.net.config, self.task) == "base":
+            return base  # weights from before the estimate was trained; a Telea-filled hole
         weight = float(self.net.config.get("estimate_weight", {}).get(self.task, 1.0))
+        if self.task in self.net.config.get("calibrate", ()):
+            weight *= self.calibrated_weight(prepared)
         return base + weight * (self.net.estimate(prepared.cond, prepared.task) - base)
+
+    @torch.no_grad()
+    def calibrated_weight(self, prepared: BuiltinPrepared) -> float:
+        """The least-squares weight of the estimate's detail one scale down (see
+        ``CALIBRATE_MAX``): the low-resolution frame, area-downscaled by ``scale`` again and
+        rounded to 8 bits, upscaled by the model's one-call estimate; the weight ``w`` that
+        makes ``b' + w (estimate' - b')`` closest to the real low-resolution frame, in
+        [0, CALIBRATE_MAX]. 1 where the frame is too small to measure, or the detail is 0."""
+        low, s = prepared.lowres, prepared.scale
+        if low is None:
+            return 1.0
+        h, w = (low.shape[-2] // s) * s, (low.shape[-1] // s) * s
+        if min(h, w) < CALIBRATE_MIN_PX * s:
+            return 1.0
+        target = low[..., :h, :w].to(self.dtype)
+        coarse = torch.round(F.avg_pool2d(target, s) * 255.0) / 255.0
+        cond = condition_tensor("upscale", upsample_lowres(coarse, s))
+        base = cond[:, :3].double()
+        detail = self.net.estimate(cond, prepared.task).double() - base
+        norm2 = float((detail**2).sum())
+        if norm2 <= 0.0:
+            return 1.0
+        fit = float(((2.0 * target.double() - 1.0 - base) * detail).sum()) / norm2
+        return min(max(fit, 0.0), CALIBRATE_MAX)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return 2.0 * image - 1.0
@@ -313,6 +392,8 @@ def load_net(weights: str | Path | None = None) -> EDMUNet:
     config.setdefault("residual", False)  # weights saved before the residual form existed
     config.setdefault("start", LEGACY_START)  # ... before the one-call estimate was trained
     config.setdefault("strength", dict(LEGACY_STRENGTH))
+    config.setdefault("calibrate", [])  # ... before the upscale weight was self-calibrated
+    config.setdefault("fill", "push-pull")  # ... before the Telea fill
     net = EDMUNet(config)
     net.unet.load_state_dict(load_file(str(path)))
     return net

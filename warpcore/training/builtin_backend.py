@@ -29,6 +29,7 @@ from warpcore.models.builtin import (
     condition_tensor,
     load_net,
     save_weights,
+    start_mode,
 )
 from warpcore.sampler import sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
@@ -51,7 +52,10 @@ class BuiltinBackend:
         if cfg.init:
             self.net = load_net(cfg.init)
             # trained here with the one-call estimate: the product starts from it
-            self.net.config.update(start="estimate", strength=dict(DEFAULT_CONFIG["strength"]))
+            # (and the product's other defaults: the Telea fill, the calibrated upscale weight)
+            self.net.config.update(
+                {k: DEFAULT_CONFIG[k] for k in ("start", "strength", "calibrate", "fill")}
+            )
         else:
             torch.manual_seed(cfg.seed)
             self.net = EDMUNet(
@@ -98,9 +102,8 @@ class BuiltinBackend:
             noise = _fixed_noise(self.bank, batch.clean.shape, seed=4321)
             estimate = net.estimate(cond, batch.task)
             strength = float(net.config["strength"][task])
-            sample = heun_sample(
-                net, noise, cond, batch.task, DEFAULT_STEPS, strength, start=estimate
-            )
+            start = estimate if start_mode(net.config, task) == "estimate" else cond[:, :3]
+            sample = heun_sample(net, noise, cond, batch.task, DEFAULT_STEPS, strength, start=start)
             mask = batch.mask if task == "inpaint" else None
             base = cv2_inpaint(batch) if task == "inpaint" else batch.image
             out[f"{task}_baseline_psnr"] = masked_psnr(base, batch.clean, mask)

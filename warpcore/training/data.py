@@ -256,6 +256,19 @@ P_BLUR, BLUR_SIGMA = 0.2, (0.3, 0.8)  # mild optical blur before the downscale (
 P_AREA = 0.9  # else bicubic downsampling
 P_NOISE, NOISE_STD = 0.1, 0.01
 P_JPEG, JPEG_QUALITY = 0.3, (60, 95)  # else plain 8-bit rounding
+# Soft targets (issue 17, session 4): real footage is often soft at its own resolution (fog,
+# smoke, defocus, motion blur), while every training photograph was sharp, so the estimate
+# learned that the full-resolution frame always has sharp detail and invented it: on a photograph
+# blurred by 3 px the estimate fell 13 dB below bicubic; on the running_car clip (fog) 2 dB.
+# This share of super-resolution crops is blurred BEFORE it becomes the target (clean and
+# input alike), by a Gaussian of this standard deviation in output pixels per unit of scale / 4.
+P_SOFT, SOFT_SIGMA = 0.3, (0.5, 3.0)
+
+
+def soften(rng: np.random.Generator, clean: np.ndarray, scale: int) -> np.ndarray:
+    """A soft target: ``clean`` blurred by a Gaussian of ``SOFT_SIGMA * scale / 4`` pixels."""
+    sigma = rng.uniform(*SOFT_SIGMA) * scale / 4.0
+    return np.ascontiguousarray(cv2.GaussianBlur(clean, (0, 0), sigma), dtype=np.float32)
 
 
 def degrade(rng: np.random.Generator, image: np.ndarray, scale: int) -> np.ndarray:

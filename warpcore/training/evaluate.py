@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from warpcore.models.builtin import load_net
+from warpcore.models.builtin import load_net, start_mode
 from warpcore.training.batches import validation_batches
 from warpcore.training.builtin_backend import _cond, cv2_inpaint, heun_sample, masked_psnr
 from warpcore.training.data import NoiseBank, load_photos, split
@@ -44,7 +44,7 @@ def evaluate_weights(
             sample = heun_sample(net, noise, cond, batch.task, k)
             out[f"{task}_heun{k}_psnr"] = _score(sample, batch.clean, mask)
         estimate = net.estimate(cond, batch.task)
-        start = estimate if net.config["start"] == "estimate" else cond[:, :3]
+        start = estimate if start_mode(net.config, task) == "estimate" else cond[:, :3]
         for strength in strengths[task]:  # partial runs from the noised start point
             sample = heun_sample(net, noise, cond, batch.task, steps[0], strength, start=start)
             out[f"{task}_heun{steps[0]}_strength{strength:g}_psnr"] = _score(

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace wd {
 namespace {
@@ -52,6 +55,33 @@ void check(const HostImage& im, const char* what) {
     throw std::invalid_argument(std::string(what) + ": row bytes smaller than a row");
 }
 
+// n float RGB pixels -> RGBA with alpha 1; returns the end of the output. With SSE2 each
+// pixel is one 16-byte load (its RGB and the next pixel's R) and one store with lane 3 set to
+// 1 (streamed past the cache when the row is aligned: the frame is larger than the cache and
+// the host reads it later); the row's last pixel is copied alone (no read past the frame).
+float* rgb_to_rgba(const float* s, float* o, int n) {
+  int x = 0;
+#if defined(__SSE2__)
+  const __m128 rgb = _mm_castsi128_ps(_mm_set_epi32(0, -1, -1, -1));
+  const __m128 alpha = _mm_set_ps(1.f, 0.f, 0.f, 0.f);
+  if ((reinterpret_cast<std::uintptr_t>(o) & 15) == 0) {
+    for (; x + 1 < n; ++x, s += 3, o += 4)
+      _mm_stream_ps(o, _mm_or_ps(_mm_and_ps(_mm_loadu_ps(s), rgb), alpha));
+    _mm_sfence();
+  } else {
+    for (; x + 1 < n; ++x, s += 3, o += 4)
+      _mm_storeu_ps(o, _mm_or_ps(_mm_and_ps(_mm_loadu_ps(s), rgb), alpha));
+  }
+#endif
+  for (; x < n; ++x, s += 3, o += 4) {
+    o[0] = s[0];
+    o[1] = s[1];
+    o[2] = s[2];
+    o[3] = 1.f;
+  }
+  return o;
+}
+
 }  // namespace
 
 const char* dtype_name(Depth d) {
@@ -62,27 +92,73 @@ std::size_t pixel_bytes(Depth d, int components) {
   return static_cast<std::size_t>(components) * (d == Depth::U8 ? 1 : d == Depth::U16 ? 2 : 4);
 }
 
+PackedPool::PackedPool(std::size_t keep) : state_(std::make_shared<State>()) {
+  state_->keep = keep;
+}
+
+std::shared_ptr<Packed> PackedPool::get() {
+  std::unique_ptr<Packed> p;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (!state_->idle.empty()) {
+      p = std::move(state_->idle.back());
+      state_->idle.pop_back();
+    } else {
+      ++state_->allocated;
+    }
+  }
+  if (!p) p = std::make_unique<Packed>();
+  std::shared_ptr<State> state = state_;  // the pool may be gone when ZeroMQ lets go
+  return std::shared_ptr<Packed>(p.release(), [state](Packed* q) {
+    std::unique_ptr<Packed> owned(q);
+    std::lock_guard<std::mutex> lock(state->mutex);
+    if (state->idle.size() < state->keep) state->idle.push_back(std::move(owned));
+  });
+}
+
+std::size_t PackedPool::idle() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->idle.size();
+}
+
+std::size_t PackedPool::allocated() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->allocated;
+}
+
 Packed pack_frame(const HostImage& im, const Rect& window, int channels, bool invert_alpha) {
+  Packed p;
+  pack_frame_into(im, window, channels, invert_alpha, p);
+  return p;
+}
+
+void pack_frame_into(const HostImage& im, const Rect& window, int channels, bool invert_alpha,
+                     Packed& p) {
   check(im, "frame");
   if (channels != 3 && channels != 4) throw std::invalid_argument("channels must be 3 or 4");
   if (im.components == 1) throw std::invalid_argument("frame: an alpha-only image has no RGB");
   if (window.empty()) throw std::invalid_argument("frame: empty window");
-  Packed p{dtype_name(im.depth), window.height(), window.width(), channels, {}};
+  p.dtype = dtype_name(im.depth);
+  p.h = window.height(), p.w = window.width(), p.c = channels;
   const std::size_t item = p.itemsize();
-  p.bytes.assign(static_cast<std::size_t>(p.h) * p.w * p.c * item, 0);
+  p.bytes.resize(static_cast<std::size_t>(p.h) * p.w * p.c * item);  // not zeroed
   const int copy_c = std::min(channels, im.components);
   const Rect clip{std::max(window.x1, im.bounds.x1), std::max(window.y1, im.bounds.y1),
                   std::min(window.x2, im.bounds.x2), std::min(window.y2, im.bounds.y2)};
+  // Pixels outside the image, and alpha of an RGB image, are 0: zero the buffer first only
+  // when some are (a reused buffer holds the previous frame).
+  if (!(clip == window) || copy_c < channels) std::memset(p.bytes.data(), 0, p.bytes.size());
+  const std::size_t px_in = im.components * item, px_out = channels * item, px_copy = copy_c * item;
   for (int y = clip.y1; y < clip.y2; ++y) {
-    const std::uint8_t* src = row_ptr(im, y) +
-                              static_cast<std::size_t>(clip.x1 - im.bounds.x1) * im.components * item;
+    const std::uint8_t* src = row_ptr(im, y) + static_cast<std::size_t>(clip.x1 - im.bounds.x1) * px_in;
     std::uint8_t* dst = p.bytes.data() + (static_cast<std::size_t>(window.y2 - 1 - y) * p.w +
-                                          (clip.x1 - window.x1)) * p.c * item;
-    if (copy_c == im.components && copy_c == channels) {
-      std::memcpy(dst, src, static_cast<std::size_t>(clip.width()) * channels * item);
+                                          (clip.x1 - window.x1)) * px_out;
+    if (px_copy == px_in && px_copy == px_out) {
+      std::memcpy(dst, src, static_cast<std::size_t>(clip.width()) * px_out);
+    } else if (px_copy == 12) {  // float RGBA -> RGB (a fixed size: the compiler inlines it)
+      for (int x = 0; x < clip.width(); ++x) std::memcpy(dst + x * px_out, src + x * px_in, 12);
     } else {
-      for (int x = 0; x < clip.width(); ++x)
-        std::memcpy(dst + x * channels * item, src + x * im.components * item, copy_c * item);
+      for (int x = 0; x < clip.width(); ++x) std::memcpy(dst + x * px_out, src + x * px_in, px_copy);
     }
     if (invert_alpha && channels == 4) {
       for (int x = 0; x < clip.width(); ++x) {
@@ -114,14 +190,21 @@ Packed pack_frame(const HostImage& im, const Rect& window, int channels, bool in
         else std::memcpy(a, &one, 4);
       }
   }
-  return p;
 }
 
 Packed pack_matte(const HostImage& im, const Rect& window, MatteChannel channel, bool invert) {
+  Packed p;
+  pack_matte_into(im, window, channel, invert, p);
+  return p;
+}
+
+void pack_matte_into(const HostImage& im, const Rect& window, MatteChannel channel, bool invert,
+                     Packed& p) {
   check(im, "matte");
   if (window.empty()) throw std::invalid_argument("matte: empty window");
-  Packed p{"float32", window.height(), window.width(), 1, {}};
-  p.bytes.assign(static_cast<std::size_t>(p.h) * p.w * 4, 0);
+  p.dtype = "float32";
+  p.h = window.height(), p.w = window.width(), p.c = 1;
+  p.bytes.resize(static_cast<std::size_t>(p.h) * p.w * 4);  // every pixel is written below
   auto* out = reinterpret_cast<float*>(p.bytes.data());
   const int nc = im.components;
   for (int y = window.y1; y < window.y2; ++y) {
@@ -142,7 +225,6 @@ Packed pack_matte(const HostImage& im, const Rect& window, MatteChannel channel,
       o[x - window.x1] = invert ? 1.f - v : v;
     }
   }
-  return p;
 }
 
 void unpack_into(const float* src, int h, int w, int c, const Rect& source_rect, HostImage& dst,
@@ -167,11 +249,11 @@ void unpack_into(const float* src, int h, int w, int c, const Rect& source_rect,
       const float* s = src + (static_cast<std::size_t>(source_rect.y2 - 1 - y) * w +
                               (xa - source_rect.x1)) * c;
       float* o = out + (xa - win.x1) * 4;
-      for (int x = xa; x < xb; ++x, s += c, o += 4) {
-        o[0] = s[0];
-        o[1] = s[1];
-        o[2] = s[2];
-        o[3] = c == 4 ? s[3] : 1.f;
+      if (c == 4) {
+        std::memcpy(o, s, static_cast<std::size_t>(xb - xa) * 16);
+        o += (xb - xa) * 4;
+      } else {
+        o = rgb_to_rgba(s, o, xb - xa);
       }
       std::memset(o, 0, static_cast<std::size_t>(win.x2 - xb) * 16);
     }

@@ -80,7 +80,8 @@ std::string Session::hello(const AbortFn& abort) {
 
 std::string Session::upload(const Params& params, const ShotLayout& layout,
                             const FrameSource& frames, const FrameSource& mattes,
-                            const AbortFn& abort, const ProgressFn& progress, int batch) {
+                            const AbortFn& abort, const ProgressFn& progress, int batch,
+                            std::size_t* allocated_out) {
   if (layout.n_frames < 1) throw Error("bad_body", "the shot has no frames");
   Reply opened = client_->request("open_shot", [&](Packer& pk) {
     const bool masks = layout.matte != MatteMode::None;
@@ -104,6 +105,9 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
   }, {}, abort);
   const std::string token = opened.str("upload");
   batch = std::max(1, batch);
+  const bool masks = layout.matte == MatteMode::Masks;
+  // Two batches on the wire (or waiting for their reply) and one being read.
+  PackedPool pool(static_cast<std::size_t>(3 * batch) * (masks ? 2 : 1));
   // Two batches in flight (the server's limit): batch k+1 is read and sent while the server
   // stores batch k. Each batch is held until its reply, so at most two batches live here.
   std::string in_flight;
@@ -113,12 +117,18 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
     parts.reserve(static_cast<std::size_t>(n) * 2);
     for (int i = 0; i < n; ++i) {
       if (abort && abort()) throw Aborted();
-      parts.push_back(std::make_shared<const Packed>(frames(start + i)));
+      std::shared_ptr<Packed> p = pool.get();
+      frames(start + i, *p);
+      parts.push_back(std::move(p));
     }
-    if (layout.matte == MatteMode::Masks)
-      for (int i = 0; i < n; ++i) parts.push_back(std::make_shared<const Packed>(mattes(start + i)));
+    if (masks)
+      for (int i = 0; i < n; ++i) {
+        std::shared_ptr<Packed> p = pool.get();
+        mattes(start + i, *p);
+        parts.push_back(std::move(p));
+      }
     const std::string id = client_->post("add_frames", [&](Packer& pk) {
-      pk.pack_map(3 + (layout.matte == MatteMode::Masks));
+      pk.pack_map(3 + masks);
       pk.pack("upload");
       pk.pack(token);
       pk.pack("start");
@@ -126,7 +136,7 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
       pk.pack("frames");
       pk.pack_array(n);
       for (int i = 0; i < n; ++i) pack_descriptor(pk, i, *parts[i]);
-      if (layout.matte == MatteMode::Masks) {
+      if (masks) {
         pk.pack("masks");
         pk.pack_array(n);
         for (int i = 0; i < n; ++i) pack_descriptor(pk, n + i, *parts[n + i]);
@@ -138,6 +148,7 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
     if (progress) progress(start, layout.n_frames);
   }
   if (!in_flight.empty()) client_->await(in_flight, "add_frames", abort);
+  if (allocated_out) *allocated_out = pool.allocated();
   if (progress) progress(layout.n_frames, layout.n_frames);
   Reply started = client_->request("start_shot", [&](Packer& pk) {
     pk.pack_map(2);

@@ -46,9 +46,10 @@ struct ShotLayout {
   MatteMode matte = MatteMode::Alpha;
 };
 
-// Reads frame i of the shot (and its matte when MatteMode::Masks). Called in order 0..n-1;
-// the returned images are sent and dropped batch by batch.
-using FrameSource = std::function<Packed(int i)>;
+// Reads frame i of the shot (or its matte when MatteMode::Masks) into `out`, a buffer reused
+// from an earlier frame (pack_frame_into / pack_matte_into). Called in order 0..n-1; the
+// images are sent batch by batch and their buffers come back for later frames.
+using FrameSource = std::function<void(int i, Packed& out)>;
 using ProgressFn = std::function<void(int sent, int total)>;
 
 struct ShotStatus {
@@ -65,9 +66,13 @@ class Session {
   // hello: the server is there and speaks protocol 1; returns its version line.
   std::string hello(const AbortFn& abort = {});
   // Chunked upload (open_shot, add_frames in batches of `batch`, start_shot); the shot key.
+  // At most two batches are in flight and one more is being read, so about 3 * batch frames
+  // (and mattes) are held here, in buffers reused from frame to frame; `allocated_out`, when
+  // given, gets how many buffers the upload allocated (tests).
   std::string upload(const Params& params, const ShotLayout& layout, const FrameSource& frames,
                      const FrameSource& mattes, const AbortFn& abort,
-                     const ProgressFn& progress = {}, int batch = 4);
+                     const ProgressFn& progress = {}, int batch = 4,
+                     std::size_t* allocated_out = nullptr);
   // Frame t of the shot (float32 [h, w, 3]) handed to `sink` straight from the received
   // message (no copy); waits while it is made, the host's abort honoured.
   void get_frame(const std::string& key, int t, const AbortFn& abort,

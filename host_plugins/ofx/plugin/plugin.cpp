@@ -293,7 +293,10 @@ void process_shot(Instance& inst, const ShotConfig& c, const wd::AbortFn& abort)
     if (!first.valid()) throw wd::Error("bad_body", "the host gave no source image");
     layout.dtype = wd::dtype_name(first.view().depth);
   }
-  auto frame = [&](int i) {
+  using Clock = std::chrono::steady_clock;
+  Clock::duration fetching{}, packing{};  // WD_OFX_TIMING diagnostics
+  auto frame = [&](int i, wd::Packed& out) {
+    const auto t0 = Clock::now();
     Image img(inst.source, c.range.first + i);
     if (!img.valid())
       throw wd::Error("bad_body", "the host gave no source image at frame " +
@@ -302,17 +305,37 @@ void process_shot(Instance& inst, const ShotConfig& c, const wd::AbortFn& abort)
     if (view.depth == wd::Depth::F32 ? layout.dtype != "float32" : layout.dtype != wd::dtype_name(view.depth))
       throw wd::Error("bad_body", "the source's bit depth changes inside the shot");
     const bool invert = c.matte == wd::MatteMode::Alpha && c.invert;
-    return wd::pack_frame(view, window, layout.channels, invert);
+    const auto t1 = Clock::now();
+    wd::pack_frame_into(view, window, layout.channels, invert, out);
+    fetching += t1 - t0;
+    packing += Clock::now() - t1;
   };
-  auto matte = [&](int i) {
+  auto matte = [&](int i, wd::Packed& out) {
+    const auto t0 = Clock::now();
     Image img(inst.mask, c.range.first + i);
     if (!img.valid())
       throw wd::Error("bad_body",
                       "the Mask clip gave no image at frame " + std::to_string(c.range.first + i) +
                           ": connect a matte, or set Matte to 'Source alpha'");
-    return wd::pack_matte(img.view(), window, c.channel, c.invert);
+    const wd::HostImage view = img.view();
+    const auto t1 = Clock::now();
+    wd::pack_matte_into(view, window, c.channel, c.invert, out);
+    fetching += t1 - t0;
+    packing += Clock::now() - t1;
   };
-  const std::string key = session.upload(c.params, layout, frame, matte, abort, {}, c.batch);
+  const auto start = Clock::now();
+  std::size_t buffers = 0;
+  const std::string key =
+      session.upload(c.params, layout, frame, matte, abort, {}, c.batch, &buffers);
+  if (std::getenv("WD_OFX_TIMING")) {  // diagnostics: where an upload's time goes
+    using ms = std::chrono::duration<double, std::milli>;
+    const double total = ms(Clock::now() - start).count();
+    const double fetch = ms(fetching).count(), pack = ms(packing).count();
+    std::fprintf(stderr,
+                 "warpdiff-ofx timing: upload %d frames %.1f ms: host fetch %.1f ms, pack %.1f "
+                 "ms, rest (server, wire) %.1f ms; %zu buffers\n",
+                 layout.n_frames, total, fetch, pack, total - fetch - pack, buffers);
+  }
   inst.key = key;
   inst.processed_at = std::chrono::steady_clock::now();
   inst.done_at_process = session.status(key).done;  // frames from the cache: not in the ETA

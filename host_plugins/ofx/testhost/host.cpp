@@ -227,6 +227,25 @@ Buffer make_buffer(int w, int h, int nc, const std::string& depth) {
 void* row_of(void* data, long rb, int y) { return static_cast<uint8_t*>(data) + rb * y; }
 
 std::map<Props*, std::shared_ptr<Buffer>> gBuffers;
+// Released images' buffers, reused for later fetches of the same size (a host serves frames
+// from its image cache, not from memory allocated per fetch). gImagesMutex held.
+std::vector<std::shared_ptr<Buffer>> gSpare;
+constexpr std::size_t kSpareBuffers = 4;
+
+std::shared_ptr<Buffer> image_buffer(int w, int h, int nc) {
+  const long rb = static_cast<long>(w) * nc * bytes_per(opt.depth) + 16;
+  const std::size_t size = static_cast<std::size_t>(rb) * h;
+  {
+    std::lock_guard<std::mutex> l(gImagesMutex);
+    for (auto it = gSpare.begin(); it != gSpare.end(); ++it)
+      if ((*it)->bytes.size() == size && std::labs((*it)->row_bytes) == rb) {
+        std::shared_ptr<Buffer> b = std::move(*it);
+        gSpare.erase(it);
+        return b;  // every pixel is written again by the fetch
+      }
+  }
+  return std::make_shared<Buffer>(make_buffer(w, h, nc, opt.depth));
+}
 
 Props* new_image(void* data, const int bounds[4], long rb, int nc, const std::string& depth) {
   auto* p = new Props();
@@ -275,7 +294,7 @@ OfxStatus eClipGetImage(OfxImageClipHandle clip, OfxTime t, const OfxRectD*, Ofx
   if (is_mask && (opt.resolve || gMask.empty())) return kOfxStatFailed;  // Resolve: NULL image
   const int step = tScale < 1.0 ? static_cast<int>(std::lround(1.0 / tScale)) : 1;
   const int w = opt.w / step, h = opt.h / step, nc = is_mask ? 1 : 4;
-  auto buf = std::make_shared<Buffer>(make_buffer(w, h, nc, opt.depth));
+  std::shared_ptr<Buffer> buf = image_buffer(w, h, nc);
   const bool is_float = opt.depth == kOfxBitDepthFloat;
   for (int y = 0; y < h; ++y) {  // y up: row y holds file row h-1-y
     void* row = row_of(buf->data, buf->row_bytes, y);
@@ -305,7 +324,11 @@ OfxStatus eClipReleaseImage(OfxPropertySetHandle img) {
   {
     std::lock_guard<std::mutex> l(gImagesMutex);
     if (!gLiveImages.erase(img)) return kOfxStatErrBadHandle;
-    gBuffers.erase(img);
+    auto it = gBuffers.find(img);
+    if (it != gBuffers.end()) {
+      if (gSpare.size() < kSpareBuffers) gSpare.push_back(std::move(it->second));
+      gBuffers.erase(it);
+    }
   }
   ++gReleased;
   delete img;

@@ -70,6 +70,72 @@ static void test_pack_negative_rowbytes_u8_u16() {
   CHECK(q.dtype == "uint16" && a == 65535 - 7);
 }
 
+// A reused buffer holds the previous frame: packing into it must give exactly what a fresh
+// buffer gives, whatever the sizes, bounds, channels and depths of the frames before.
+static void test_reused_buffer_equals_fresh() {
+  auto image = [](int w, int h, int x1, int y1, int nc, float base, std::vector<float>& px) {
+    px.assign(static_cast<std::size_t>(w) * h * nc, 0.f);
+    for (std::size_t i = 0; i < px.size(); ++i) px[i] = base + static_cast<float>(i % 997);
+    return HostImage{px.data(), {x1, y1, x1 + w, y1 + h}, static_cast<std::ptrdiff_t>(w) * nc * 4,
+                     Depth::F32, nc};
+  };
+  std::vector<float> a, b, c, d;
+  const HostImage big = image(9, 7, 0, 0, 4, 1.f, a);      // fills the buffer with non-zeros
+  const HostImage small = image(3, 2, 2, 1, 4, 500.f, b);  // inside a larger window: zeros around
+  const HostImage rgb = image(5, 4, 0, 0, 3, 900.f, c);    // RGB host image: alpha 0
+  const HostImage tiny = image(2, 2, 0, 0, 4, 77.f, d);    // a smaller frame: the buffer shrinks
+  struct Case { const HostImage* im; Rect window; int channels; bool invert; };
+  const Case cases[] = {{&big, {0, 0, 9, 7}, 4, false},   {&small, {0, 0, 9, 7}, 4, false},
+                        {&big, {0, 0, 9, 7}, 4, true},    {&small, {0, 0, 9, 7}, 4, true},
+                        {&rgb, {0, 0, 5, 4}, 4, false},   {&big, {1, 1, 6, 5}, 3, false},
+                        {&tiny, {0, 0, 2, 2}, 4, false},  {&big, {-2, -1, 9, 7}, 4, false}};
+  Packed reused;
+  for (const Case& k : cases) {
+    pack_frame_into(*k.im, k.window, k.channels, k.invert, reused);
+    const Packed fresh = pack_frame(*k.im, k.window, k.channels, k.invert);
+    CHECK(reused.h == fresh.h && reused.w == fresh.w && reused.c == fresh.c &&
+          reused.dtype == fresh.dtype);
+    CHECK(reused.bytes.size() == fresh.bytes.size() &&
+          std::memcmp(reused.bytes.data(), fresh.bytes.data(), fresh.bytes.size()) == 0);
+  }
+  // A matte packed into a buffer that held a frame.
+  pack_matte_into(small, {0, 0, 9, 7}, MatteChannel::Alpha, false, reused);
+  const Packed fresh = pack_matte(small, {0, 0, 9, 7}, MatteChannel::Alpha, false);
+  CHECK(reused.c == 1 && reused.bytes.size() == fresh.bytes.size() &&
+        std::memcmp(reused.bytes.data(), fresh.bytes.data(), fresh.bytes.size()) == 0);
+  // And fresh packing zeroes what lies outside the image (the reference above is right).
+  CHECK(at(pack_frame(small, {0, 0, 9, 7}, 4, false), 0, 0, 0) == 0.f);
+}
+
+// The pool hands buffers back for reuse, keeps at most `keep` idle, and a buffer may outlive
+// the pool (ZeroMQ frees a sent message later, on its own thread).
+static void test_pool_reuse_and_bound() {
+  std::shared_ptr<Packed> late;
+  {
+    PackedPool pool(2);
+    const Packed* first = nullptr;
+    {
+      std::shared_ptr<Packed> a = pool.get();
+      first = a.get();
+      a->bytes.resize(64);
+    }
+    CHECK(pool.idle() == 1);
+    std::shared_ptr<Packed> b = pool.get();
+    CHECK(b.get() == first && b->bytes.size() == 64 && pool.allocated() == 1);
+    std::vector<std::shared_ptr<Packed>> held;
+    for (int i = 0; i < 5; ++i) held.push_back(pool.get());
+    CHECK(pool.allocated() == 6);
+    held.clear();
+    b.reset();
+    CHECK(pool.idle() == 2);  // the rest were freed
+    late = pool.get();
+    std::thread([&] { std::shared_ptr<Packed> other = pool.get(); }).join();  // another thread
+    CHECK(pool.idle() == 1 && pool.allocated() == 6);  // `late` is out
+  }
+  late->bytes.resize(16);  // the pool is gone: this buffer is still valid and is freed alone
+  late.reset();
+}
+
 static void test_mattes() {
   std::vector<float> px = {0.f, 0.f, 0.f, 1.f, 1.f, 0.5f, 0.f, 0.f};  // two RGBA pixels
   HostImage im{px.data(), {0, 0, 2, 1}, 32, Depth::F32, 4};
@@ -111,6 +177,34 @@ static void test_unpack_and_copy() {
   HostImage sd{small.data(), {0, 0, 2, 2}, 32, Depth::F32, 4};
   copy_image(sd, bd, {0, 0, 4, 4}, 2);
   CHECK(big[0] == 1 && big[4] == 1 && big[8] == 5 && big[(3 * 4 + 3) * 4 + 3] == 16);
+}
+
+// Float RGBA output (the SIMD path): every pixel of RGB and RGBA results, aligned and
+// unaligned rows, a source narrower than the render window (zeros beside it), odd widths.
+static void test_unpack_float_rgba_rows() {
+  for (int c : {3, 4})
+    for (int shift : {0, 1}) {  // shift 1: rows start 4 bytes off a 16-byte boundary
+      const int w = 37, h = 5, ow = 41;
+      std::vector<float> src(static_cast<std::size_t>(w) * h * c);
+      for (std::size_t i = 0; i < src.size(); ++i) src[i] = 0.25f * static_cast<float>(i) - 3.f;
+      const Rect srect{2, 0, 2 + w, h};  // the source covers x 2..38 of the 41-wide output
+      std::vector<float> store(static_cast<std::size_t>(ow) * 4 * h + 8, -7.f);
+      float* base = store.data() + (4 - shift) % 4;
+      HostImage dst{base, {0, 0, ow, h}, static_cast<std::ptrdiff_t>(ow) * 16, Depth::F32, 4};
+      unpack_into(src.data(), h, w, c, srect, dst, {0, 0, ow, h});
+      bool same = true;
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < ow; ++x)
+          for (int ch = 0; ch < 4; ++ch) {
+            float want = 0.f;
+            if (x >= srect.x1 && x < srect.x2) {
+              const std::size_t i = (static_cast<std::size_t>(h - 1 - y) * w + (x - srect.x1)) * c;
+              want = ch < 3 ? src[i + ch] : c == 4 ? src[i + 3] : 1.f;
+            }
+            same = same && base[(static_cast<std::size_t>(y) * ow + x) * 4 + ch] == want;
+          }
+      CHECK(same);
+    }
 }
 
 static void test_ranges_and_params() {
@@ -213,6 +307,9 @@ static void test_timeout_and_abort() {
 int main() {
   test_pack_float_bottom_up_offset_bounds();
   test_pack_negative_rowbytes_u8_u16();
+  test_reused_buffer_equals_fresh();
+  test_unpack_float_rgba_rows();
+  test_pool_reuse_and_bound();
   test_mattes();
   test_unpack_and_copy();
   test_ranges_and_params();
