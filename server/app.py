@@ -14,6 +14,7 @@ the part limit before it is buffered (``ZMQ_MAXMSGSIZE``; the sender is disconne
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -250,7 +251,8 @@ class Server:
         if wake is not None:
             wake.setsockopt(zmq.LINGER, 100)
             wake.connect(self.events_address)
-            wake.send_multipart(encode("wake", {}))
+            with contextlib.suppress(zmq.ContextTerminated):  # the loop saw `stopping` first
+                wake.send_multipart(encode("wake", {}))
             wake.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

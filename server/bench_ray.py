@@ -3,10 +3,17 @@ a chunk seam costs in warping error against the sequential run.
 
 Throughput: an in-process ``--ray`` server (this module starts a local Ray cluster with 2 CPUs,
 or joins ``RAY_ADDRESS``), CPU actors with one torch thread each (GPU actors on a GPU cluster),
-the same upscaling shot (the motion-sr suite's first clip, built-in model, its defaults): one
-worker runs it whole (the sequential run), two run it in chunks of the default size and overlap.
-Actors are warmed on a short shot first; the clock runs from submit to the last frame, flows
-included. With ``RAY_ADDRESS`` and ``WARPDIFF_BENCH_WORKERS=1,2,4,8`` it is the scaling bench.
+one warm flow actor, the same upscaling shot (the motion-sr suite's first clip, built-in
+model, its defaults) and the same settings (default chunk size and overlap) for every worker
+count: one worker runs the shot whole (``plan_chunks``), two run it in two chunks of equal
+work. Actors are warmed on short shots first; the clock runs from submit to the last frame,
+flows included. The counts alternate, ``WARPDIFF_BENCH_REPEATS`` times (default 3), and fps
+is the median. ``phases``: each chunk of each count's last run, when it started and ended and
+the actor's seconds by phase (wall and CPU; ``server.cluster.PhaseClock``). Speed depends on
+the machine's load: ``load_average_before`` / ``load_average`` say what it was; on a shared
+machine ``actor_cpu_speedup_2`` (CPU seconds, not time) says what the plan would give with a
+core per actor. With ``RAY_ADDRESS`` and ``WARPDIFF_BENCH_WORKERS=1,2,4,8`` it is the scaling
+bench.
 
 Seams: the evaluation suites' clips (motion-sr, and motion-inpaint with crop and propagation
 off, the inpainting that chunks), restored sequentially and in chunks (the same code the actors
@@ -32,12 +39,26 @@ SCHEMA = {
     "workers": MapOf(NUMBER),
     "speedup_2": NUMBER,
     "seam_warp_error_ratio": NUMBER,
+    "actor_cpu_speedup_2": NUMBER,
     "chunk": int,
     "overlap": int,
     "frames": int,
     "size": str,
+    "shot": str,
+    "runs": MapOf(list),
+    "settings": {
+        "chunk": int,
+        "overlap": int,
+        "threads": (int, None),
+        "cpus_per_actor": NUMBER,
+        "flow_actors": int,
+        "flow_cpus": NUMBER,
+        "cluster": str,
+    },
+    "phases": MapOf({"seconds": NUMBER, "chunks": list}),
     "seam_by_overlap": MapOf(MapOf(NUMBER)),
     "load_average": {"1m": NUMBER, "5m": NUMBER, "15m": NUMBER},
+    "load_average_before": {"1m": NUMBER, "5m": NUMBER, "15m": NUMBER},
     "cluster": str,
 }
 
@@ -59,18 +80,32 @@ def run_benchmark(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     overlaps = (0, DEFAULT_OVERLAP) if smoke else (0, 1, 2, 4)
     seams = _seam_ratios(seam_frames, size, seam_k, overlaps)
     at_default = seams[str(DEFAULT_OVERLAP)]["mean"]
-    fps, where = _throughput(sr, chunk, DEFAULT_OVERLAP)
+    repeats = int(os.environ.get("WARPDIFF_BENCH_REPEATS", "1" if smoke or quick else "3"))
+    load_before = os.getloadavg()
+    runs, settings, phases = _throughput(sr, chunk, DEFAULT_OVERLAP, repeats)
+    fps = {w: float(np.median(v)) for w, v in runs.items()}
+    cpu = {w: _busiest_actor_cpu(p) for w, p in phases.items()}
     return {
         "workers": {str(w): v for w, v in fps.items()},
-        "speedup_2": fps.get(2, 0.0) / fps[1],
+        "speedup_2": fps.get(2, 0.0) / fps[min(fps)],
         "seam_warp_error_ratio": at_default,
+        # Not a throughput: the speedup if every actor had a core to itself and nothing else
+        # ran (actor CPU seconds, the 1-worker run's over the busiest actor's of the 2-worker
+        # run; the last repeat's), which a loaded machine cannot show in fps.
+        "actor_cpu_speedup_2": cpu[str(min(fps))] / cpu["2"] if "2" in cpu else 0.0,
         "chunk": chunk,
         "overlap": DEFAULT_OVERLAP,
         "frames": frames,
         "size": f"{shot_size[0] // 2}x{shot_size[1] // 2} -> {shot_size[0]}x{shot_size[1]}",
+        "shot": f"motion-sr clip 0, {frames} frames, built-in model, upscale x2, flow dis, "
+        "the model's default steps and guidance; the same shot and settings for every count",
+        "runs": {str(w): v for w, v in runs.items()},
+        "settings": settings,
+        "phases": phases,
         "seam_by_overlap": seams,
         "load_average": dict(zip(("1m", "5m", "15m"), os.getloadavg(), strict=True)),
-        "cluster": where,
+        "load_average_before": dict(zip(("1m", "5m", "15m"), load_before, strict=True)),
+        "cluster": settings["cluster"],
     }
 
 
@@ -142,12 +177,14 @@ def _seam_ratios(
 
 
 # -- throughput ----------------------------------------------------------------------------------
-def _throughput(clip: Any, chunk: int, overlap: int) -> tuple[dict[int, float], str]:
+def _throughput(
+    clip: Any, chunk: int, overlap: int, repeats: int
+) -> tuple[dict[int, list[float]], dict[str, Any], dict[str, Any]]:
+    """fps per worker count (one per repeat; the counts alternate within a repeat, so a load
+    that drifts hits them alike), the settings, and the phases of each count's last run."""
     import ray
 
-    from server.client import Client, Shot
     from server.cluster import ClusterConfig
-    from server.testing import running_server
 
     address = os.environ.get("RAY_ADDRESS")
     started = False
@@ -161,36 +198,117 @@ def _throughput(clip: Any, chunk: int, overlap: int) -> tuple[dict[int, float], 
     workers = [int(w) for w in os.environ.get("WARPDIFF_BENCH_WORKERS", "1,2").split(",")]
     gpus = ray.cluster_resources().get("GPU", 0.0)
     frames = [np.asarray(f, np.float32) for f in clip.inputs]
-    n = len(frames)
     request = {"task": "upscale", "scale": clip.scale, "flow": "dis"}
-    fps: dict[int, float] = {}
+    # The same settings for every worker count; only the number of chunk actors differs (one
+    # actor runs the shot whole: warpcore.chunks.plan_chunks).
+    settings = {
+        "chunk": chunk,
+        "overlap": overlap,
+        "threads": None if gpus else 1,
+        "cpus_per_actor": 1.0 if gpus else 0.75,
+        "flow_actors": 1,
+        "flow_cpus": 0.5,
+    }
+    fps: dict[int, list[float]] = {w: [] for w in workers}
+    phases: dict[str, Any] = {}
     try:
-        for w in workers:
-            config = ClusterConfig(
-                actors=w,
-                chunk=n if w == 1 else chunk,  # one worker: the sequential run
-                overlap=overlap,
-                threads=None if gpus else 1,
-                cpus_per_actor=1.0 if gpus else 0.75,
-                flow_cpus=0.5,
-            )
-            with tempfile.TemporaryDirectory() as cache, running_server(cache, ray=config) as srv:
-                with Client(srv.address, timeout=600) as client:
-                    warm = [  # every actor warm (model loaded): w short shots side by side
-                        client.submit(Shot({**request, "seed": 1000 + k}, frames[:2], None))
-                        for k in range(w)
-                    ]
-                    for key in warm:
-                        list(client.events(key, timeout=600))
-                    t0 = time.perf_counter()
-                    key = client.submit(Shot(request, frames, None))
-                    events = list(client.events(key, timeout=1800))
-                    elapsed = time.perf_counter() - t0
-                if events[-1].kind != "finished":
-                    raise RuntimeError(f"bench shot ended with {events[-1].kind}")
-                fps[w] = n / elapsed
+        for _ in range(repeats):
+            for w in workers:
+                config = ClusterConfig(actors=w, **settings)
+                rate, phases[str(w)] = _one_run(config, request, frames)
+                fps[w].append(rate)
     finally:
         if started:
             ray.shutdown()
     where = address or "local (ray.init num_cpus=2)"
-    return fps, f"{where}; {gpus:g} GPUs"
+    return fps, {**settings, "cluster": f"{where}; {gpus:g} GPUs"}, phases
+
+
+def _busiest_actor_cpu(phases: dict[str, Any]) -> float:
+    """CPU seconds of the actor that computed the most in a run (its chunks' totals)."""
+    per_actor: dict[int, float] = {}
+    for c in phases["chunks"]:
+        per_actor[c["actor"]] = per_actor.get(c["actor"], 0.0) + c["cpu"]["total"]
+    return max(per_actor.values(), default=0.0)
+
+
+def _one_run(config: Any, request: dict[str, Any], frames: list[np.ndarray]) -> tuple[float, Any]:
+    """A fresh ``--ray`` server with ``config``: its actors warmed on short shots (one per
+    actor, side by side), then the shot timed from submit to its last event, flows included."""
+    from server.client import Client, Shot
+    from server.testing import running_server
+
+    n = len(frames)
+    with tempfile.TemporaryDirectory() as cache, running_server(cache, ray=config) as srv:
+        with Client(srv.address, timeout=600) as client:
+            warm = [
+                client.submit(Shot({**request, "seed": 1000 + k}, frames[:2], None))
+                for k in range(config.actors)
+            ]
+            for key in warm:
+                list(client.events(key, timeout=600))
+            t0 = time.perf_counter()
+            key = client.submit(Shot(request, frames, None))
+            events = list(client.events(key, timeout=1800))
+            elapsed = time.perf_counter() - t0
+        if events[-1].kind != "finished":
+            raise RuntimeError(f"bench shot ended with {events[-1].kind}")
+        timeline = [r for r in srv.worker.timeline if r["key"] == key and "phases" in r]
+    return n / elapsed, {"seconds": round(elapsed, 3), "chunks": [_chunk_row(r) for r in timeline]}
+
+
+def _chunk_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One chunk's line in the JSON: what it ran, when (seconds since submit), and the actor's
+    seconds by phase (server.cluster.PhaseClock), wall and CPU."""
+    start, stop, warm = record["chunk"]
+    ph = record["phases"]
+    return {
+        "actor": record["slot"],
+        "frames": [start, stop],
+        "warm_from": warm,
+        "dispatch_s": round(record["dispatch"], 3),
+        "first_frame_s": round(record.get("first_frame", float("nan")), 3),
+        "end_s": round(record["end"], 3),
+        "wall": {k: round(v, 3) for k, v in ph["wall"].items()},
+        "cpu": {k: round(v, 3) for k, v in ph["cpu"].items()},
+    }
+
+
+# -- the choice of the default chunk size and overlap ---------------------------------------------
+def chunk_size_grid(
+    ks: tuple[int, ...] = (4, 8, 16),
+    overlaps: tuple[int, ...] = (0, 1, 2, 4),
+    startup: float = 0.3,
+) -> dict[str, Any]:
+    """What ``DEFAULT_CHUNK`` and ``DEFAULT_OVERLAP`` were chosen from
+    (``python -m server.bench_ray``): the seam cost per chunk size and overlap (32-frame clips,
+    64 px), and per chunk size the parallel efficiency of the plan at the default overlap: on
+    a busy cluster (K / (K + overlap + startup)) and for one shot alone (N = 24..240 frames on
+    A = 2..8 actors, chunks run first come first served). ``startup``: a chunk's start-up in
+    frame times (the phases of ``warpdiff bench ray``: setup, first flows and fast-forward CPU
+    over the model's CPU per frame: about 0.3)."""
+    import heapq
+
+    def alone(k: int) -> float:
+        effs = []
+        for n in (24, 48, 72, 96, 144, 240):
+            for a in (2, 4, 8):
+                free = [0.0] * a
+                for c in plan_chunks(list(range(n)), k, DEFAULT_OVERLAP, workers=a):
+                    t = heapq.heappop(free) + (c.stop - c.warm) + (startup if c.warm else 0.0)
+                    heapq.heappush(free, t)
+                effs.append(n / (a * max(free)))
+        return float(np.mean(effs))
+
+    efficiency = {
+        str(k): {"busy": k / (k + DEFAULT_OVERLAP + startup), "alone": alone(k)}
+        for k in (8, 12, 14, 16, 18, 20, 22, 24, 32)
+    }
+    seams = {str(k): _seam_ratios(32, (64, 64), k, overlaps) for k in ks}
+    return {"seam_by_chunk": seams, "efficiency_by_chunk": efficiency}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(chunk_size_grid(), indent=1))

@@ -1,15 +1,17 @@
-"""The Ray side of ``warpdiff serve --ray``: the cluster connection, the GPU actors, flow tasks.
+"""The Ray side of ``warpdiff serve --ray``: the cluster connection, the GPU actors, flow actors.
 
 Ray is imported only here and in ``server/ray_worker.py`` (the optional ``cluster`` extra).
 An actor loads each model once and stays warm; it runs one chunk of a shot at a time
 (:func:`warpcore.chunks.run_chunk`) and streams every frame back with the restorer's state
 after it, so the server writes the cache and a dead actor's chunk resumes exactly where it
-stopped on another actor. Flows are Ray tasks (one per frame pair) whose results live in the
-object store and are read by every chunk that needs them.
+stopped on another actor. Flows are computed by warm flow actors (one call per frame pair);
+the results live in the object store and are read by every chunk that needs them. Every chunk
+reports its seconds by phase (:class:`PhaseClock`), which ``warpdiff bench ray`` prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -36,7 +38,9 @@ class ClusterConfig:
     the head node's GCS. ``gpus_per_actor`` None: 1 when the cluster has GPUs, else 0 (CPU
     actors). ``actors`` None: one per ``gpus_per_actor`` GPUs, or per ``cpus_per_actor`` CPUs.
     ``chunk`` / ``overlap``: frames a chunk delivers / runs before it and drops.
-    ``threads``: torch threads per actor (None: torch's default).
+    ``threads``: torch threads per actor (None: torch's default). ``flow_actors``: warm
+    CPU workers computing the shots' flows, ``flow_cpus`` each (None: one per chunk actor, as
+    many as the CPUs the chunk actors leave allow, at least 1).
     """
 
     address: str = "auto"
@@ -47,6 +51,7 @@ class ClusterConfig:
     overlap: int = DEFAULT_OVERLAP
     threads: int | None = None
     flow_cpus: float = 1.0
+    flow_actors: int | None = None
     connect_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -64,6 +69,8 @@ class ClusterConfig:
             raise InvalidInput(f"--ray-overlap: expected an integer 0..1000, got {self.overlap}")
         if not 0 < self.flow_cpus <= 256:
             raise InvalidInput(f"--ray-flow-cpus: expected > 0, got {self.flow_cpus}")
+        if self.flow_actors is not None and not 1 <= self.flow_actors <= 4096:
+            raise InvalidInput(f"--ray-flow-actors: expected 1..4096, got {self.flow_actors}")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise InvalidInput(f"threads per actor: expected >= 1, got {self.threads}")
 
@@ -126,6 +133,15 @@ def actor_plan(config: ClusterConfig, resources: dict[str, float]) -> tuple[int,
     return max(1, count), per_gpu, config.cpus_per_actor
 
 
+def flow_actor_count(config: ClusterConfig, resources: dict[str, float], actors: int) -> int:
+    """Flow actors to start: ``config.flow_actors``, else one per chunk actor as far as the
+    cluster's CPUs left by the chunk actors allow (at least 1)."""
+    if config.flow_actors is not None:
+        return config.flow_actors
+    left = resources.get("CPU", 1.0) - actors * config.cpus_per_actor
+    return max(1, min(actors, int(left / config.flow_cpus + 1e-9)))
+
+
 # -- code that runs on the cluster ---------------------------------------------------------------
 def pair_flows_task(
     request: dict[str, Any],
@@ -144,33 +160,73 @@ def pair_flows_task(
     return flows_between(RestoreRequest.from_dict(request), downscale, prev, cur)
 
 
+class PhaseClock:
+    """Seconds by phase of one chunk on an actor: wall time and the calling thread's CPU time
+    (CPU < wall: the phase waited, for the object store or for a core). ``model`` includes
+    ``flow_wait`` (flows are fetched as the restorer asks for them); ``summary`` reports it
+    apart. ``total``: from the chunk's start to now."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.frames = 0
+        self._t0 = (time.perf_counter(), time.thread_time())
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        w, c = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.wall[phase] = self.wall.get(phase, 0.0) + time.perf_counter() - w
+            self.cpu[phase] = self.cpu.get(phase, 0.0) + time.thread_time() - c
+
+    def timed(self, phase: str, fn: Any) -> Any:
+        def timed_fn(*args: Any, **kwargs: Any) -> Any:
+            with self(phase):
+                return fn(*args, **kwargs)
+
+        return timed_fn
+
+    def summary(self) -> dict[str, Any]:
+        wall, cpu = dict(self.wall), dict(self.cpu)
+        for d in (wall, cpu):  # flow fetches happen inside the model's calls
+            d["model"] = d.get("model", 0.0) - d.get("flow_wait", 0.0)
+        wall["total"] = time.perf_counter() - self._t0[0]
+        cpu["total"] = time.thread_time() - self._t0[1]
+        return {"wall": wall, "cpu": cpu, "frames": self.frames}
+
+
 class _RefInputs:
     """``ShotInputs``' ``frame_and_mask`` over the shot's frames in the object store."""
 
-    def __init__(self, refs: list[Any]) -> None:
-        self.refs = refs
+    def __init__(self, refs: list[Any], clock: PhaseClock | None = None) -> None:
+        self.refs, self.clock = refs, clock or PhaseClock()
 
     def frame_and_mask(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         import ray
 
-        frame, mask = ray.get(self.refs[i])  # read-only views of the object store: copied
-        return np.array(frame), None if mask is None else np.array(mask)
+        with self.clock("source"):
+            frame, mask = ray.get(self.refs[i])  # read-only views of the object store: copied
+            return np.array(frame), None if mask is None else np.array(mask)
 
 
 class _LazyFlows(Mapping):
     """The shot's flows by frame (object refs), fetched on first use; ``first`` at once."""
 
-    def __init__(self, refs: dict[int, Any], first: range) -> None:
+    def __init__(self, refs: dict[int, Any], first: range, clock: PhaseClock | None = None) -> None:
         import ray
 
-        self.refs = refs
-        self.values = dict(zip(first, ray.get([refs[j] for j in first]), strict=True))
+        self.refs, self.clock = refs, clock or PhaseClock()
+        with self.clock("flows_first"):
+            self.values = dict(zip(first, ray.get([refs[j] for j in first]), strict=True))
 
     def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         if j not in self.values:
             import ray
 
-            self.values[j] = ray.get(self.refs[j])
+            with self.clock("flow_wait"):
+                self.values[j] = ray.get(self.refs[j])
         return self.values[j]
 
     def __iter__(self) -> Iterator[int]:
@@ -180,12 +236,36 @@ class _LazyFlows(Mapping):
         return len(self.refs)
 
 
-def warm_flow_worker() -> int:
-    """Ray task run once per flow slot at start: the imports (torch, OpenCV) done before the
-    first shot's flows are needed."""
-    import warpcore.chunks  # noqa: F401
+class FlowActor:
+    """A warm CPU worker for a shot's flows: :func:`pair_flows_task` per frame pair, with torch
+    and OpenCV imported once. (Plain Ray tasks ran in worker processes that Ray stops when
+    they idle on a node with more workers than CPUs; every shot then started new ones, each
+    importing torch again: about 2 s of CPU per shot, taken from the chunk actors.)"""
 
-    return os.getpid()
+    def __init__(self) -> None:
+        import torch
+
+        import warpcore.chunks  # noqa: F401
+
+        torch.set_num_threads(1)
+        self.pairs = 0  # frame pairs computed
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def stats(self) -> dict[str, int]:
+        return {"pid": os.getpid(), "pairs": self.pairs}
+
+    def pair(
+        self,
+        request: dict[str, Any],
+        downscale: int,
+        prev: tuple[np.ndarray, np.ndarray | None],
+        cur: tuple[np.ndarray, np.ndarray | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        flows = pair_flows_task(request, downscale, prev, cur)
+        self.pairs += 1
+        return flows
 
 
 class ChunkActor:
@@ -223,27 +303,33 @@ class ChunkActor:
 
     def run(self, job: dict[str, Any], chunk: tuple[int, int, int], state: Any) -> Iterator[Any]:
         """Stream ``("frame", index, frame, state)`` for frames chunk.warm .. stop-1, then
-        ``("done", n)``; ``("cancelled", index)`` when cancelled. ``job``: run id, request,
-        size, n_frames, frame refs, flow refs (None: the restorer estimates its flows)."""
+        ``("done", n, phases)``; ``("cancelled", index, phases)`` when cancelled. ``job``: run
+        id, request, size, n_frames, frame refs, flow refs (None: the restorer estimates its
+        flows). ``phases``: :class:`PhaseClock` seconds (wall and this thread's CPU) by phase."""
 
         from server.worker import _frame_source
         from warpcore.chunks import Chunk, as_flow_fn, run_chunk
         from warpcore.errors import Cancelled
         from warpcore.request import RestoreRequest
 
+        clock = PhaseClock()
         run_id = job["run"]
-        request = RestoreRequest.from_dict({**job["request"], "device": self.engine.device})
         c = Chunk(*chunk)
-        inputs = _RefInputs(job["frames"])
+        with clock("setup"):
+            request = RestoreRequest.from_dict({**job["request"], "device": self.engine.device})
+            inputs = _RefInputs(job["frames"], clock)
         flows = None
         if job["flows"] is not None:  # those before the chunk now, the chunk's as it needs them
-            flows = _LazyFlows(job["flows"], range(1, max(c.warm, 1)))
+            flows = _LazyFlows(job["flows"], range(1, max(c.warm, 1)), clock)
             source, flow_fn = inputs.frame_and_mask, as_flow_fn(flows)  # type: ignore[arg-type]
         else:
             source, flow_fn = _frame_source(inputs, request, job["n_frames"])  # type: ignore[arg-type]
-        restorer = self.engine.restorer(request, tuple(job["size"]), job["n_frames"], flow_fn)
-        if state is not None:
-            restorer.load_state_dict(state)
+        with clock("setup"):
+            restorer = self.engine.restorer(request, tuple(job["size"]), job["n_frames"], flow_fn)
+            if state is not None:
+                restorer.load_state_dict(state)
+        restorer.start_at = clock.timed("fast_forward", restorer.start_at)
+        restorer.process = clock.timed("model", restorer.process)
         stop = self._stop_fn(run_id)
         if state is not None or flows is None:  # in order from c.warm (a resumed state or 0)
             steps = _in_order(restorer, c, source, stop)
@@ -254,19 +340,17 @@ class ChunkActor:
                 with self._lock:
                     self.log.append((run_id, index, time.time()))
                 keep = index >= c.start
-                yield (
-                    "frame",
-                    index,
-                    out if keep else None,
-                    restorer.state_dict() if keep else None,
-                )
+                with clock("state"):
+                    saved = restorer.state_dict() if keep else None
+                clock.frames += 1
+                yield ("frame", index, out if keep else None, saved)
                 if stop():
-                    yield ("cancelled", index + 1)
+                    yield ("cancelled", index + 1, clock.summary())
                     return
         except Cancelled:
-            yield ("cancelled", restorer.next_index)
+            yield ("cancelled", restorer.next_index, clock.summary())
             return
-        yield ("done", c.stop)
+        yield ("done", c.stop, clock.summary())
 
     def _stop_fn(self, run_id: str) -> Any:
         def should_stop() -> bool:

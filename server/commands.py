@@ -102,7 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames a chunk runs before its first frame and drops (re-establish guidance)",
     )
     cluster.add_argument(
-        "--ray-flow-cpus", type=float, default=1.0, help="CPUs per flow task (one per frame pair)"
+        "--ray-flow-cpus", type=float, default=1.0, help="CPUs per flow worker (actor)"
+    )
+    cluster.add_argument(
+        "--ray-flow-actors",
+        type=int,
+        default=None,
+        help="warm flow workers (default: one per chunk actor, as the free CPUs allow)",
     )
     cluster.add_argument(
         "--ray-threads", type=int, default=None, help="torch threads per actor (default: torch's)"
@@ -202,4 +208,5 @@ def _cluster_config(args: argparse.Namespace) -> object:
         overlap=defaults.overlap if args.ray_overlap is None else args.ray_overlap,
         threads=args.ray_threads,
         flow_cpus=args.ray_flow_cpus,
+        flow_actors=args.ray_flow_actors,
     )

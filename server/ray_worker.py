@@ -1,31 +1,31 @@
 """``warpdiff serve --ray``: the worker of ``server/worker.py``, dispatching to a Ray cluster.
 
-Same interface as :class:`server.worker.Worker` (enqueue, cancel, state, snapshot, close), so
-the socket loop, the registry and the protocol are unchanged: the loop stays the only thing
-that talks to clients, and this process's cache and events stay the single source of truth.
+The queue, the socket loop's calls (enqueue, extend, cancel, state, snapshot, close), the stop
+mechanism and the event emitter are :class:`server.jobs.JobWorker`'s, as for the local
+worker, so the socket loop, the registry and the protocol are unchanged: the loop stays the
+only thing that talks to clients, and this process's cache and events stay the single source
+of truth.
 
 Threads: a planner activates queued shots (up to one per actor), puts their input frames in
-the object store, starts one flow task per frame pair and cuts the missing frames into chunks
-(``warpcore/chunks.py``); one runner per actor takes chunks in order, streams the actor's
-frames back and writes each kept frame to the cache; one emitter owns the PUSH socket and
-sends the events in order. Frames may finish out of order (chunks run side by side); the
-events go out in frame order (each frame exactly once) as the finished prefix grows, and the
-resume state is written for the prefix, so ``cache.done`` and a restart behave as in local
-mode. An actor that dies has its chunk resumed on a new actor from the state after its last
-delivered frame: nothing delivered is recomputed.
+the object store, asks the warm flow actors for the flows of every frame pair (in frame order)
+and cuts the missing frames into chunks (``warpcore/chunks.py``, balanced over the actors);
+one runner per actor takes chunks in order, streams the actor's frames back and writes each
+kept frame to the cache; the emitter sends the events in order. Frames may finish out of
+order (chunks run side by side); the events go out in frame order (each frame exactly once) as
+the finished prefix grows, and the resume state is written for the prefix, so ``cache.done``
+and a restart behave as in local mode. An actor that dies has its chunk resumed on a new actor
+from the state after its last delivered frame: nothing delivered is recomputed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,40 +36,28 @@ from server.cache import ShotCache
 from server.cluster import (
     ChunkActor,
     ClusterConfig,
+    FlowActor,
     actor_plan,
-    pair_flows_task,
-    warm_flow_worker,
+    flow_actor_count,
 )
+from server.jobs import Job, JobWorker
 from server.shots import ShotInputs, request_for_device
-from server.worker import (
-    WORKER_NICE,
-    QueueFull,
-    ShotFailed,
-    _describe,
-    _emit,
-    _emit_frame,
-    lower_thread_priority,
-)
+from server.worker import WORKER_NICE, ShotFailed, _describe, lower_thread_priority
 from warpcore.chunks import Chunk, chunkable, plan_chunks
 
 log = logging.getLogger("warpdiff.server")
 
 
 @dataclass
-class ShotRun:
-    """One shot's job on the cluster (frames up to ``target``)."""
+class ShotRun(Job):
+    """One shot's job on the cluster (frames up to ``target``; ``running``: activated)."""
 
-    key: str
-    target: int
-    previews: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stop: threading.Event = field(default_factory=threading.Event)
-    active: bool = False
     meta: Any = None
     job: dict[str, Any] | None = None  # what every chunk of this shot is given (see ChunkActor.run)
     planned: set[int] = field(default_factory=set)  # frames some chunk delivers
     pending: int = 0  # chunks queued or running
-    running: int = 0
+    chunks_running: int = 0
     next_emit: int = 0  # frames 0 .. next_emit-1 are finished and announced
     arrived: set[int] = field(default_factory=set)  # finished frames >= next_emit
     states: dict[int, tuple[int, Any]] = field(default_factory=dict)  # chunk start -> (i, state)
@@ -85,8 +73,9 @@ class Task:
     origin: int = -1  # the planned chunk's start (its states key)
 
 
-class RayWorker:
-    """Runs shots on Ray actors; see the module docstring."""
+class RayWorker(JobWorker):
+    """Runs shots on Ray actors; see the module docstring. The queue, the socket loop's calls,
+    cancel and the events are :class:`server.jobs.JobWorker`'s, as for the local worker."""
 
     def __init__(
         self,
@@ -100,30 +89,30 @@ class RayWorker:
     ) -> None:
         import ray
 
-        self.ray = ray
-        self.context, self.events_address = context, events_address
-        self.cache, self.config, self.queue_limit = cache, config, queue_limit
         n, gpus, cpus = actor_plan(config, resources)
+        super().__init__(context, events_address, cache, queue_limit, slots=n)
+        self.ray, self.config = ray, config
         self.device = "cuda" if gpus > 0 else device
         self._actor_cls = ray.remote(ChunkActor).options(
             num_gpus=gpus, num_cpus=cpus, max_concurrency=4, max_restarts=0
         )
-        self._flow_task = ray.remote(pair_flows_task).options(num_cpus=config.flow_cpus)
         self.actors: list[Any] = [self._new_actor() for _ in range(n)]
-        slots = max(1, int(resources.get("CPU", 1.0) // config.flow_cpus))
-        warm = ray.remote(warm_flow_worker).options(num_cpus=config.flow_cpus)
-        self._warm = [warm.remote() for _ in range(min(slots, 8))]  # flow workers imported
-        self._cond = threading.Condition()
-        self._jobs: deque[ShotRun] = deque()  # queued and active, in order
+        flow_cls = ray.remote(FlowActor).options(
+            num_cpus=config.flow_cpus, max_restarts=3, max_task_retries=3
+        )
+        flows = flow_actor_count(config, resources, n)
+        self.flow_actors: list[Any] = [flow_cls.remote() for _ in range(flows)]
+        self._flow_pings = [a.ping.remote() for a in self.flow_actors]
         self._tasks: deque[Task] = deque()
         self._running: dict[int, Task] = {}  # runner slot -> its task
-        self._events: queue.Queue[Callable[[zmq.Socket], None] | None] = queue.Queue()
         self._write_lock = threading.Lock()
-        self._closing = False
         self.retries = 0
-        self._threads = [
+        # per chunk: when it was dispatched / delivered its first frame / ended (seconds since
+        # its shot was queued) and the actor's phases (server.cluster.PhaseClock); per shot:
+        # its activation's steps. For `warpdiff bench ray` and the log.
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=1024)
+        self._threads += [
             threading.Thread(target=self._plan_loop, name="warpdiff-ray-planner", daemon=True),
-            threading.Thread(target=self._emit_loop, name="warpdiff-ray-events", daemon=True),
         ] + [
             threading.Thread(target=self._runner, args=(i,), name=f"warpdiff-ray-{i}", daemon=True)
             for i in range(n)
@@ -132,126 +121,62 @@ class RayWorker:
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(self.device, self.config.threads)
 
-    # -- called from the socket loop (the Worker interface) -------------------------------------
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
+    # -- JobWorker hooks -------------------------------------------------------------------------
+    def _new_job(self, key: str, target: int, previews: bool) -> ShotRun:
+        return ShotRun(key, target, previews)
 
-    def enqueue(self, key: str, target: int, previews: bool = False) -> int:
-        with self._cond:
-            if self.extend_locked(key, target, previews):
-                return self._position_locked(key)
-            if len(self._jobs) >= self.queue_limit:
-                raise QueueFull(f"{len(self._jobs)} shots are queued (limit {self.queue_limit})")
-            self._jobs.append(ShotRun(key, target, previews))
-            self._cond.notify_all()
-            return self._position_locked(key)
+    def _extended_locked(self, job: Job) -> None:
+        self._plan_more_locked(job)  # type: ignore[arg-type]
 
-    def full(self) -> bool:
-        with self._cond:
-            return len(self._jobs) >= self.queue_limit
+    def _stop_running_locked(self, job: Job) -> None:
+        """Every actor running one of the shot's chunks is told (it stops within a step); its
+        queued chunks are dropped; the shot ends when its running chunks have."""
+        run: ShotRun = job  # type: ignore[assignment]
+        for slot, task in self._running.items():
+            if task.run is run:
+                self.actors[slot].cancel.remote(run.run_id)
+        self._tasks = deque(t for t in self._tasks if t.run is not run)
+        run.pending = run.chunks_running
+        if run.pending == 0 and not self._closing:
+            self._finish_locked(run)
 
-    def extend_locked(self, key: str, target: int, previews: bool) -> bool:
-        for run in self._jobs:
-            if run.key == key and not run.stop.is_set():
-                if target > run.target:
-                    run.target = target
-                    if run.active:
-                        self._plan_more_locked(run)
-                run.previews = run.previews or previews
-                return True
-        return False
-
-    def _position_locked(self, key: str) -> int:
-        waiting = [r.key for r in self._jobs if not r.active]
-        return 0 if key not in waiting else waiting.index(key) + 1
-
-    def cancel(self, key: str) -> str:
-        """Stop the shot: every actor running one of its chunks is told (within a step)."""
-        with self._cond:
-            for run in list(self._jobs):
-                if run.key != key or run.stop.is_set():
-                    continue
-                run.stop.set()
-                if not run.active:
-                    self._jobs.remove(run)
-                    return "queued"
-                for slot, task in self._running.items():
-                    if task.run is run:
-                        self.actors[slot].cancel.remote(run.run_id)
-                self._tasks = deque(t for t in self._tasks if t.run is not run)
-                run.pending = run.running
-                if run.pending == 0:
-                    self._finish_locked(run)
-                return "running"
-        return "idle"
-
-    def state(self, key: str) -> str | None:
-        with self._cond:
-            for run in self._jobs:
-                if run.key == key:
-                    return "running" if run.active else "queued"
-        return None
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._cond:
-            running = [r.key for r in self._jobs if r.active]
-            return {
-                "running": running[0] if running else None,
-                "queued": sum(not r.active for r in self._jobs),
-                "limit": self.queue_limit,
-                "ray": {"actors": len(self.actors), "running": running, "retries": self.retries},
-            }
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._closing = True
-            for run in self._jobs:
-                run.stop.set()
-                if run.active:
-                    for actor in self.actors:
-                        actor.cancel.remote(run.run_id)
-            self._jobs.clear()
-            self._tasks.clear()
-            self._cond.notify_all()
-        self._events.put(None)
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            if t.is_alive():
-                t.join(max(0.1, deadline - time.monotonic()))
-        for actor in self.actors:
+    def _closed(self) -> None:
+        for actor in [*self.actors, *self.flow_actors]:
             with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(actor)
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = super().snapshot()
+        with self._cond:
+            running = self._running_keys_locked()
+            snap["ray"] = {"actors": len(self.actors), "running": running, "retries": self.retries}
+        return snap
 
     # -- the planner ---------------------------------------------------------------------------
     def _plan_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._next_inactive_locked():
+                run: ShotRun | None = self._take_locked()  # type: ignore[assignment]
+                while run is None and not self._closing:
                     self._cond.wait(0.5)
-                if self._closing:
+                    run = self._take_locked()  # type: ignore[assignment]
+                if run is None:
                     return
-                run = self._next_inactive_locked()
-                run.active = True  # type: ignore[union-attr]
             try:
-                self._activate(run)  # type: ignore[arg-type]
+                self._activate(run)
             except Exception as exc:  # the shot fails, the server goes on
                 log.error("shot %s failed to start:\n%s", run.key, traceback.format_exc())
                 with self._cond:
-                    run.error = _describe(exc)  # type: ignore[union-attr]
-                    run.pending = run.running  # type: ignore[union-attr]
+                    run.error = _describe(exc)
+                    run.pending = run.chunks_running
                     self._tasks = deque(t for t in self._tasks if t.run is not run)
-                    if run.pending == 0:  # type: ignore[union-attr]
-                        self._finish_locked(run)  # type: ignore[arg-type]
-
-    def _next_inactive_locked(self) -> ShotRun | None:
-        if sum(r.active for r in self._jobs) >= len(self.actors):
-            return None
-        return next((r for r in self._jobs if not r.active), None)
+                    if run.pending == 0:
+                        self._finish_locked(run)
 
     def _activate(self, run: ShotRun) -> None:
         """Frames into the object store, flow tasks started, chunks queued."""
         ray = self.ray
+        t0 = time.perf_counter()
         meta = self.cache.meta(run.key)
         n = meta.n_frames
         run.meta = meta
@@ -263,15 +188,23 @@ class RayWorker:
         request = request_for_device(meta, self.device)
         inputs = ShotInputs(self.cache, meta)
         frames = [ray.put(inputs.frame_and_mask(i)) for i in range(n)]
+        t_put = time.perf_counter()
         why = chunkable(request)
         flows = None
         if why is None and n > 1:
             downscale = ray.get(self.actors[0].downscale.remote(request.model, request.task))
             req = request.to_dict()
-            flows = {
-                j: self._flow_task.remote(req, downscale, frames[j - 1], frames[j])
+            workers = self._ready_flow_actors()
+            flows = {  # in frame order: every chunk needs the early ones first
+                j: workers[j % len(workers)].pair.remote(req, downscale, frames[j - 1], frames[j])
                 for j in range(1, n)
             }
+        t_flows = time.perf_counter()
+        with self._cond:
+            self.timeline.append(
+                {"key": run.key, "activate": t0 - run.started_at, "put_s": t_put - t0,
+                 "flows_submit_s": t_flows - t_put}
+            )  # fmt: skip
         run.job = {
             "run": run.run_id,
             "request": request.to_dict(),
@@ -291,6 +224,19 @@ class RayWorker:
                 self._finish_locked(run)
             self._cond.notify_all()
 
+    def _ready_flow_actors(self, timeout: float = 60.0) -> list[Any]:
+        """The flow actors that started (waits for them on the first shot); none: the shot
+        fails saying why, rather than waiting forever for CPUs the cluster lacks."""
+        ready, _ = self.ray.wait(self._flow_pings, num_returns=len(self._flow_pings),
+                                 timeout=timeout)  # fmt: skip
+        workers = [a for a, p in zip(self.flow_actors, self._flow_pings, strict=True) if p in ready]
+        if not workers:
+            raise ShotFailed(
+                f"no flow worker started on the Ray cluster within {timeout:g} s (each needs "
+                f"{self.config.flow_cpus:g} CPUs); lower --ray-flow-cpus or --ray-cpus-per-actor"
+            )
+        return workers
+
     def _plan_more_locked(self, run: ShotRun, resume: Any = None, chunked: bool | None = None):
         """Queue chunks for the frames up to the target that no chunk delivers yet."""
         if run.job is None:
@@ -307,7 +253,9 @@ class RayWorker:
         if not missing:
             return
         if chunked:
-            chunks = plan_chunks(missing, self.config.chunk, self.config.overlap)
+            chunks = plan_chunks(
+                missing, self.config.chunk, self.config.overlap, workers=len(self.actors)
+            )
         else:  # in order on one actor, like the local worker
             chunks = [Chunk(missing[0], missing[-1] + 1, missing[0])]
         for c in chunks:
@@ -329,7 +277,7 @@ class RayWorker:
                     return
                 task = self._tasks.popleft()
                 self._running[slot] = task
-                task.run.running += 1
+                task.run.chunks_running += 1
             resumed = None
             try:
                 resumed = self._run_task(slot, task)
@@ -341,11 +289,11 @@ class RayWorker:
                         task.run.error = _describe(exc)
                     task.run.stop.set()
                     self._tasks = deque(t for t in self._tasks if t.run is not task.run)
-                    task.run.pending = task.run.running
+                    task.run.pending = task.run.chunks_running
             with self._cond:
                 self._running.pop(slot, None)
                 run = task.run
-                run.running -= 1
+                run.chunks_running -= 1
                 if resumed is not None:  # the actor died: the rest of the chunk goes first
                     self._tasks.appendleft(resumed)
                 else:
@@ -366,14 +314,21 @@ class RayWorker:
             run.job, (c.start, c.stop, c.warm), task.state
         )
         last = c.start - 1
+        record: dict[str, Any] = {"key": run.key, "slot": slot, "chunk": (c.start, c.stop, c.warm),
+                                  "dispatch": time.perf_counter() - run.started_at}  # fmt: skip
         try:
             for ref in stream:
                 item = ray.get(ref)
                 if item[0] == "frame" and item[2] is not None:
+                    record.setdefault("first_frame", time.perf_counter() - run.started_at)
                     self._deliver(task, item[1], item[2], item[3])
                     last = item[1]
-                elif item[0] == "cancelled":
-                    return None
+                elif item[0] in ("done", "cancelled"):
+                    record.update(end=time.perf_counter() - run.started_at, phases=item[2])
+                    with self._cond:
+                        self.timeline.append(record)
+                    if item[0] == "cancelled":
+                        return None
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             log.warning("actor %d died in shot %s chunk %s (%s); retrying", slot, run.key, c, exc)
             with self._cond:
@@ -419,16 +374,12 @@ class RayWorker:
             n = run.meta.n_frames
             for i in swept:
                 out = frame if i == index else self.cache.read_frame(run.key, i)
-                self._events.put(
-                    lambda push, i=i, out=out: _emit_frame(
-                        push, run.key, i, n, out, 0.0, run.previews
-                    )
-                )
+                self._emit_frame(run.key, i, n, out, 0.0, run.previews)
 
     def _finish_locked(self, run: ShotRun) -> None:
         """The shot's last chunk ended: its final event (after every frame event)."""
-        if run in self._jobs:
-            self._jobs.remove(run)
+        self._done_locked(run)
+        self.timeline.append({"key": run.key, "finished": time.perf_counter() - run.started_at})
         n = run.meta.n_frames if run.meta is not None else 0
         if run.error is not None:
             message = run.error
@@ -440,20 +391,6 @@ class RayWorker:
             kind = "finished" if run.next_emit >= n else "paused"
             self._emit(run.key, kind, frame=run.next_emit - 1, n_frames=n)
         self._cond.notify_all()
-
-    # -- events --------------------------------------------------------------------------------
-    def _emit(self, key: str, kind: str, **body: Any) -> None:
-        self._events.put(lambda push: _emit(push, key, kind, **body))
-
-    def _emit_loop(self) -> None:
-        push = self.context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(self.events_address)
-        try:
-            while (send := self._events.get()) is not None:
-                send(push)
-        finally:
-            push.close()
 
 
 def marker_state(next_index: int) -> dict[str, Any]:

@@ -1,13 +1,10 @@
-"""The one GPU worker: a thread with a bounded queue of shot jobs.
+"""The one GPU worker: a thread that makes the frames of one shot at a time.
 
-The socket loop never waits on the worker: it enqueues, extends and cancels jobs under a lock,
-and the worker reports everything (started, progress, frame, paused, finished, cancelled,
-error) as messages on an inproc PUSH socket the loop polls beside its ROUTER socket. A frame
-event carries the finished frame as a binary part (zero-copy through inproc).
-
-A job makes the frames of one shot in order from the shot's first unfinished frame up to its
-``target`` (inclusive); each finished frame goes to the cache with the restorer's state before
-it is reported, so a killed server resumes from the last finished frame.
+The queue, the socket loop's calls (enqueue, extend, cancel, state, snapshot), the stop
+mechanism and the events are ``server/jobs.py``'s, shared with the Ray worker. A job makes the
+frames of one shot in order from the shot's first unfinished frame up to its ``target``
+(inclusive); each finished frame goes to the cache with the restorer's state before it is
+reported, so a killed server resumes from the last finished frame.
 
 The worker thread runs :data:`WORKER_NICE` steps nicer than the socket loop (Linux), and so do
 the compute threads it starts: when the CPUs are short, ``heartbeat`` and ``hello`` go first.
@@ -22,9 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,31 +27,16 @@ import zmq
 
 from server.cache import CacheFull, ShotCache
 from server.engine import Engine
-from server.protocol import array_part, encode
+from server.jobs import Job, JobWorker, QueueFull
 from server.shots import ShotInputs, request_for_device
 from warpcore.errors import Cancelled, InvalidInput, ModelNotFound
-from warpcore.progress import Event
 
 log = logging.getLogger("warpdiff.server")
 
-PREVIEW_SIDE = 128
+__all__ = ["Job", "QueueFull", "ShotFailed", "Worker"]  # QueueFull: for the handlers
 
 
-class QueueFull(Exception):
-    """The queue holds ``limit`` jobs already."""
-
-
-@dataclass
-class Job:
-    """Make frames ``[first unfinished, target]`` of shot ``key``."""
-
-    key: str
-    target: int
-    previews: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-class Worker:
+class Worker(JobWorker):
     """Runs jobs one at a time in its own thread; see the module docstring."""
 
     def __init__(
@@ -67,130 +47,53 @@ class Worker:
         engine: Engine,
         queue_limit: int = 16,
     ) -> None:
-        self.context, self.events_address = context, events_address
-        self.cache, self.engine, self.queue_limit = cache, engine, queue_limit
-        self._queue: deque[Job] = deque()
-        self._current: Job | None = None
-        self._cond = threading.Condition()
-        self._closing = False
+        super().__init__(context, events_address, cache, queue_limit, slots=1)
+        self.engine = engine
         self._live: tuple[str, Any, Source] | None = None  # (key, restorer, source): paused shot
         self._thread = threading.Thread(target=self._main, name="warpdiff-worker", daemon=True)
-
-    # -- called from the socket loop -----------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def enqueue(self, key: str, target: int, previews: bool = False) -> int:
-        """Queue a job (or raise the target of the one queued or running): queue position."""
-        with self._cond:
-            if self.extend_locked(key, target, previews):
-                return self._position_locked(key)
-            if len(self._queue) >= self.queue_limit:
-                raise QueueFull(f"{len(self._queue)} shots are queued (limit {self.queue_limit})")
-            self._queue.append(Job(key, target, previews))
-            self._cond.notify()
-            return self._position_locked(key)
-
-    def full(self) -> bool:
-        """True when a new shot would be refused."""
-        with self._cond:
-            return len(self._queue) >= self.queue_limit
-
-    def extend_locked(self, key: str, target: int, previews: bool) -> bool:
-        for job in [self._current, *self._queue]:
-            if job is not None and job.key == key and not job.stop.is_set():
-                job.target = max(job.target, target)
-                job.previews = job.previews or previews
-                return True
-        return False
-
-    def _position_locked(self, key: str) -> int:
-        if self._current is not None and self._current.key == key:
-            return 0
-        keys = [job.key for job in self._queue]
-        return keys.index(key) + (self._current is not None)
-
-    def cancel(self, key: str) -> str:
-        """Stop the shot's job: 'running' (stops within a step), 'queued' (dropped) or 'idle'."""
-        with self._cond:
-            if self._current is not None and self._current.key == key:
-                self._current.stop.set()
-                return "running"
-            for job in list(self._queue):
-                if job.key == key:
-                    self._queue.remove(job)
-                    return "queued"
-        return "idle"
-
-    def state(self, key: str) -> str | None:
-        with self._cond:
-            if self._current is not None and self._current.key == key:
-                return "running"
-            return "queued" if any(job.key == key for job in self._queue) else None
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._cond:
-            running = self._current.key if self._current is not None else None
-            return {"running": running, "queued": len(self._queue), "limit": self.queue_limit}
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Cancel everything and join the thread (the running frame stops within a step)."""
-        with self._cond:
-            self._closing = True
-            self._queue.clear()
-            if self._current is not None:
-                self._current.stop.set()
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._threads.append(self._thread)
 
     # -- the worker thread ---------------------------------------------------------------------
     def _main(self) -> None:
         lower_thread_priority(WORKER_NICE)
-        push = self.context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(self.events_address)
-        try:
-            while (job := self._next_job()) is not None:
-                try:
-                    kind, body = self._run(job, push)
-                except Exception as exc:  # never lose the worker: report and take the next job
-                    message = _describe(exc)
-                    log.error("shot %s failed (%s):\n%s", job.key, message, traceback.format_exc())
-                    self._live = None
-                    kind, body = "error", {"message": message}
-                    self.cache.write_error(job.key, message)
-                with self._cond:  # before the last event: the loop then sees the job gone
-                    self._current = None
-                _emit(push, job.key, kind, **body)
-        finally:
-            push.close()
+        while (job := self._next_job()) is not None:
+            try:
+                kind, body = self._run(job)
+            except Exception as exc:  # never lose the worker: report and take the next job
+                message = _describe(exc)
+                log.error("shot %s failed (%s):\n%s", job.key, message, traceback.format_exc())
+                self._live = None
+                kind, body = "error", {"message": message}
+                self.cache.write_error(job.key, message)
+            with self._cond:  # before the last event: the loop then sees the job gone
+                self._done_locked(job)
+            self._emit(job.key, kind, **body)
 
     def _next_job(self) -> Job | None:
         with self._cond:
-            while not self._queue and not self._closing:
+            while not self._closing:
+                job = self._take_locked()
+                if job is not None:
+                    return job
                 self._cond.wait()
-            if self._closing:
-                return None
-            self._current = self._queue.popleft()
-            return self._current
+            return None
 
-    def _run(self, job: Job, push: zmq.Socket) -> tuple[str, dict[str, Any]]:
+    def _run(self, job: Job) -> tuple[str, dict[str, Any]]:
         """Make the job's frames; returns the last event (finished, paused or cancelled)."""
         meta = self.cache.meta(job.key)
         n = meta.n_frames
         start = self.cache.done(job.key)
         if start >= n:
             return "finished", {"n_frames": n}
-        _emit(push, job.key, "started", frame=start, n_frames=n, resume_from=start)
-        restorer, source = self._restorer(job.key, meta, start, push)
+        self._emit(job.key, "started", frame=start, n_frames=n, resume_from=start)
+        restorer, source = self._restorer(job.key, meta, start)
         index = start
         while index <= min(job.target, n - 1):
             if job.stop.is_set():
                 return "cancelled", {"frame": index, "n_frames": n}
             t_source = time.perf_counter()
             frame, mask = source(index)
-            sink = _progress_sink(push, job.key)
+            sink = self._progress_sink(job.key)
             t0 = time.perf_counter()
             try:
                 out = restorer.process(
@@ -212,11 +115,11 @@ class Worker:
                 "model_s": compute_s,  # restorer.process: denoiser steps, warps, guidance
                 "cache_s": time.perf_counter() - t_cache,  # frame + resume state written
             }
-            _emit_frame(push, job.key, index, n, out, compute_s, job.previews, timing)
+            self._emit_frame(job.key, index, n, out, compute_s, job.previews, timing)
             index += 1
         return ("finished" if index >= n else "paused"), {"frame": index - 1, "n_frames": n}
 
-    def _restorer(self, key: str, meta: Any, start: int, push: zmq.Socket) -> tuple[Any, Source]:
+    def _restorer(self, key: str, meta: Any, start: int) -> tuple[Any, Source]:
         """The live restorer of a paused/cancelled shot, or a new one resumed from the cache;
         with the source of its frames (and masks)."""
         live = self._live
@@ -225,7 +128,7 @@ class Worker:
         self._live = None
         request = request_for_device(meta, self.engine.device)
         if not self.engine.is_loaded(request.model, request.task):
-            _emit(push, key, "progress", message=f"loading model {request.model!r}")
+            self._emit(key, "progress", message=f"loading model {request.model!r}")
         source, flow_fn = _frame_source(ShotInputs(self.cache, meta), request, meta.n_frames)
         restorer = self.engine.restorer(
             request, (meta.height, meta.width), meta.n_frames, flow_fn=flow_fn
@@ -292,56 +195,3 @@ def _describe(exc: BaseException) -> str:
     error_id = uuid.uuid4().hex[:12]
     log.error("error id %s: %s: %s", error_id, type(exc).__name__, exc)
     return f"internal error {error_id} ({type(exc).__name__}); the server log has the detail"
-
-
-def _emit(push: zmq.Socket, key: str, kind: str, parts: tuple = (), **body: Any) -> None:
-    push.send_multipart(
-        encode("worker", {"key": key, "kind": kind, **body}, parts=parts), copy=False
-    )
-
-
-def _progress_sink(push: zmq.Socket, key: str) -> Any:
-    def sink(event: Event) -> None:
-        data = {k: v for k, v in event.data.items() if isinstance(v, (int, float, str, type(None)))}
-        _emit(
-            push,
-            key,
-            "progress",
-            frame=event.frame,
-            n_frames=event.n_frames,
-            step=event.step,
-            n_steps=event.n_steps,
-            eta_s=event.eta_s,
-            message=event.message,
-            data=data,
-        )
-
-    return sink
-
-
-def _emit_frame(
-    push: zmq.Socket,
-    key: str,
-    index: int,
-    n: int,
-    out: np.ndarray,
-    compute_s: float,
-    previews: bool,
-    timing: dict[str, float] | None = None,
-) -> None:
-    desc, buf = array_part(out, 0)
-    parts: tuple = (buf,)
-    body: dict[str, Any] = {"frame": index, "n_frames": n, "compute_s": compute_s, "image": desc}
-    if timing is not None:
-        body["timing"] = timing
-    if previews:
-        pdesc, pbuf = array_part(preview(out), 1)
-        body["preview"], parts = pdesc, (buf, pbuf)
-    _emit(push, key, "frame", parts=parts, **body)
-
-
-def preview(frame: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
-    """A low-resolution uint8 preview (longest side at most ``side``, by striding)."""
-    step = max(1, -(-max(frame.shape[:2]) // side))
-    small = frame[::step, ::step]
-    return (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -36,6 +36,24 @@ def test_plan_chunks_covers_missing_frames_once() -> None:
         plan_chunks([2, 1], 3, 1)
 
 
+def test_plan_chunks_for_workers_balances_the_work_or_runs_whole() -> None:
+    # Two pieces on two workers run at once: equal work (frames run, overlap included), so
+    # neither idles at the end: 17 frames, then 2 overlap + 15 (not 16, then 2 + 16).
+    two = plan_chunks(list(range(32)), 16, 2, workers=2)
+    assert two == [Chunk(0, 17, 0), Chunk(17, 32, 15)]
+    assert [c.stop - c.warm for c in two] == [17, 17]
+    four = plan_chunks(list(range(5, 64)), 16, 2, workers=4)  # a run that does not start at 0
+    work = [c.stop - c.warm for c in four]
+    assert max(work) - min(work) <= 1 and [i for c in four for i in c.frames] == list(range(5, 64))
+    # One worker: the run whole (cuts would only add overlap frames run in series).
+    assert plan_chunks(list(range(32)), 16, 2, workers=1) == [Chunk(0, 32, 0)]
+    assert plan_chunks([0, 1, 5, 6], 16, 2, workers=1) == [Chunk(0, 2, 0), Chunk(5, 7, 3)]
+    # More pieces than workers: cut at the chunk size, as without workers.
+    assert plan_chunks(list(range(9)), 3, 1, workers=2) == plan_chunks(list(range(9)), 3, 1)
+    with pytest.raises(InvalidInput, match="workers"):
+        plan_chunks([0], 3, 1, workers=0)
+
+
 def test_fast_forward_is_bit_identical_to_next() -> None:
     gen = torch.Generator().manual_seed(3)
     flows = [

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 
 N = 9  # 3 chunks of 3, overlap 1
 CHUNKS = ClusterConfig(address="auto", actors=2, cpus_per_actor=0.5, chunk=3, overlap=1,
-                       threads=1, flow_cpus=1.0)  # fmt: skip
+                       threads=1, flow_cpus=0.25, flow_actors=1)  # fmt: skip
 UPSCALE = {"task": "upscale", "scale": 2, "steps": 4, "strength": 1.0, "flow": "dis-ultrafast"}
 
 
@@ -110,6 +110,9 @@ def test_three_chunks_equal_the_sequential_run_without_guidance(server):
     # both actors worked on it (chunks in parallel), each frame kept from one chunk only
     logs = _logs(server)
     assert all(logs), "both actors ran chunks"
+    # the flows came from the warm flow actor, once per frame pair (none made by the chunks)
+    pairs = sum(ray.get(a.stats.remote())["pairs"] for a in server.worker.flow_actors)
+    assert pairs >= N - 1
 
 
 def test_three_chunks_with_guidance_within_the_measured_tolerance(server):
@@ -195,8 +198,8 @@ def test_kill_9_of_the_server_then_resume(cluster, tmp_path):
     request = {**UPSCALE, "model": "gaussian", "steps": 40, "guidance": 0.0, "seed": 8}
     frames = _frames(5)
     args = ("--model", "gaussian", "--ray", cluster, "--ray-actors", "2", "--ray-cpus-per-actor",
-            "0.25", "--ray-flow-cpus", "0.5", "--ray-chunk", "3", "--ray-overlap", "1",
-            "--ray-threads", "1")  # fmt: skip
+            "0.25", "--ray-flow-cpus", "0.25", "--ray-flow-actors", "1", "--ray-chunk", "3",
+            "--ray-overlap", "1", "--ray-threads", "1")  # fmt: skip
     print("T0", time.time(), flush=True)
     first = ServerProcess(tmp_path, *args, timeout=120)
     print("T1", time.time(), flush=True)

@@ -575,3 +575,22 @@ def test_warpdiff_panel_command_opens_clip_and_matte(qtbot, server, clip_dir):
     clip, matte = str(clip_dir / "clip"), str(clip_dir / "matte")
     assert main(["panel", clip, "--mask", matte, "--server", server.address]) == 0
     assert opened == [(clip, matte, N)]
+
+
+def test_default_form_leaves_guidance_to_the_task(qtbot):
+    # The panel must not pin the paper's step on upscales: with nothing chosen it sends no rule
+    # and no lambda, so the request takes the measured per-task defaults (band for upscale).
+    from ui.params import ParamsForm
+    from warpcore.request import DEFAULT_LAMBDA, DEFAULT_RULE, RestoreRequest
+
+    form = ParamsForm()
+    qtbot.addWidget(form)
+    for task in ("upscale", "inpaint"):
+        form.set_request({"task": task})
+        req = form.request()
+        assert "guidance_rule" not in req and "guidance" not in req
+        made = RestoreRequest(**req)
+        assert made.guidance_rule == DEFAULT_RULE[task]
+        assert made.guidance == DEFAULT_LAMBDA[made.guidance_rule]
+    form.set_request({"guidance_rule": "newton", "guidance": 0.0})
+    assert form.request()["guidance_rule"] == "newton" and form.request()["guidance"] == 0.0

@@ -125,7 +125,12 @@ def downsample(frame: np.ndarray, scale: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "rule,strength,grad",
-    [("newton", 0.5, "output"), ("dps", 10.0, "output"), ("dps", 10.0, "network")],
+    [
+        ("newton", 0.5, "output"),
+        ("dps", 10.0, "output"),
+        ("dps", 10.0, "network"),
+        ("band", 0.8, "output"),
+    ],
 )
 def test_guidance_removes_the_flicker_of_a_non_equivariant_model(
     rule: str, strength: float, grad: str

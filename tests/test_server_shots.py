@@ -178,22 +178,23 @@ def test_cancel_while_a_frame_finishes_keeps_that_frame_and_can_resume(server, c
 
 def test_cancel_as_the_last_frame_is_reported_finds_the_job_gone(server, client, monkeypatch):
     """The cancel arrives after the worker made the last frame but before its 'finished' event
-    reaches the loop (the worker is held inside that emit). The worker lets go of the job
-    before emitting its last event, so the cancel answers 'idle' and the shot ends 'finished'
-    with every frame. Fails if the job is released after the event (the reply says 'running'
-    for a shot that then finishes, and a resubmit at that moment would join a dead job)."""
-    import server.worker as worker_module
+    reaches the loop (the worker thread is held as it hands that event to the emitter). The
+    worker lets go of the job before emitting its last event, so the cancel answers 'idle' and
+    the shot ends 'finished' with every frame. Fails if the job is released after the event
+    (the reply says 'running' for a shot that then finishes, and a resubmit at that moment
+    would join a dead job)."""
+    from server.jobs import JobWorker
 
-    gate, emit, held = _Gate(), worker_module._emit, []
+    gate, emit, held = _Gate(), JobWorker._emit, []
 
-    def held_emit(push, key, kind, *args, **body):
+    def held_emit(self, key, kind, *args, **body):
         if kind == "finished" and not held:  # the first shot to finish after the patch
             held.append(key)
             gate.hold()
-        emit(push, key, kind, *args, **body)
+        emit(self, key, kind, *args, **body)
 
     assert wait_until(lambda: _idle(server), 60)
-    monkeypatch.setattr(worker_module, "_emit", held_emit)
+    monkeypatch.setattr(JobWorker, "_emit", held_emit)
     key = client.submit(_shot(n=2, seed=5), subscribe=False)
     try:
         assert gate.reached.wait(60)

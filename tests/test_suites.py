@@ -28,7 +28,7 @@ def _arrays(clip) -> list[np.ndarray]:
     return [np.asarray(a) for a in fields if a is not None]
 
 
-@pytest.mark.parametrize("suite", ["shift-inpaint", "motion-inpaint", "motion-sr"])
+@pytest.mark.parametrize("suite", ["shift-inpaint", "shift-sr", "motion-inpaint", "motion-sr"])
 def test_generators_are_deterministic(suite: str) -> None:
     first, again = suite_clips(suite, TINY), suite_clips(suite, TINY)
     other = suite_clips(suite, SuiteConfig(clips=2, frames=4, size=(32, 48), seed=4))
@@ -81,6 +81,22 @@ def test_shift_ground_truth_is_exact_slices_of_the_photo() -> None:
     hole = np.asarray(clip.masks)[..., None] > 0.5
     assert np.array_equal(np.where(hole, truth, clip.inputs), truth)
     assert np.all(clip.inputs[hole[..., 0]] == 0.5)
+
+
+def test_shift_sr_inputs_move_by_whole_low_resolution_pixels() -> None:
+    """shift-sr: the truth pans by whole 4x4 blocks, the input is its area downsample, so the
+    input itself moves by whole pixels (an exactly equivariant problem)."""
+    for clip in suite_clips("shift-sr", SuiteConfig(clips=3, frames=4, size=(32, 48), seed=2)):
+        assert clip.task == "upscale" and clip.scale == 4 and clip.masks is None
+        vx, vy = clip.info["shift_px"]
+        assert (vx, vy) != (0, 0) and vx % 4 == 0 and vy % 4 == 0 and max(abs(vx), abs(vy)) == 4
+        truth, low = np.asarray(clip.truth), np.asarray(clip.inputs)
+        np.testing.assert_allclose(low, downsample(truth, 4), atol=1e-6)
+        assert np.all(clip.forward[:, 0] == vx) and np.all(clip.backward == -clip.forward)
+        cx, cy, t = vx // 4, vy // 4, 3
+        rolled = np.roll(low[0], (cy * t, cx * t), axis=(0, 1))
+        my, mx = abs(cy) * t, abs(cx) * t
+        assert np.array_equal(low[t][my : 8 - my, mx : 12 - mx], rolled[my : 8 - my, mx : 12 - mx])
 
 
 def _interior(valid: torch.Tensor, margin: int) -> np.ndarray:

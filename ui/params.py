@@ -21,6 +21,8 @@ from PySide6.QtWidgets import (
 
 from warpcore.request import GUIDANCE_RULES, NOISE_SCHEMES, SCALES, TASKS
 
+TASK_DEFAULT = "task default"  # the guidance rule combo's first item: no rule is sent
+
 TIPS = {
     "task": "inpaint: fill the matte's region (1 = remove) with what the scene shows behind it. "
     "upscale: super-resolve the clip by 'scale'.",
@@ -28,16 +30,19 @@ TIPS = {
     "model": "The denoiser: 'builtin' (small, fast, bundled), 'gaussian' (analytic test model), "
     "or an SDXL folder / hub id the server has. Empty: the server's default.",
     "strength": "How much of the diffusion to run: 1 = from pure noise, lower keeps more of the "
-    "classical result. 0 = the model's own default (0.5 inpaint, 0.25 upscale for builtin).",
+    "classical result. 0 = the model's own default (0.3 inpaint, 0.1 upscale for builtin).",
     "steps": "Sampler steps of a full run (a partial-strength run takes fewer). 0 = the model's "
     "default (10 for builtin). More steps: slower, usually cleaner.",
     "seed": "Random seed: the same seed and inputs give the same frames, bit for bit.",
     "guidance": "Equivariance self-guidance strength (lambda): pulls each frame towards the "
-    "previous one warped by the flow. 0 turns guidance off (more flicker).",
-    "guidance_rule": "dps (default): the paper's step lambda/sqrt(e) grad e. blend: moves each "
-    "step's estimate a fraction lambda (0-1) of the way to the previous frame's, where the "
-    "warp reproduces it. newton: Gauss-Newton, resolution independent; strong on whole-pixel "
-    "motion.",
+    "previous one warped by the flow. 0 turns guidance off (more flicker); 'rule default' "
+    "takes the rule's own (band 0.8, blend 0.5, dps 1, newton 0.5).",
+    "guidance_rule": "task default: band for upscale, dps for inpaint (measured, "
+    "docs/guidance.md). band: removes a fraction lambda (0-1) of the gap to the previous "
+    "frame's warped estimate per step, compared through the warp's own blur (the same at any "
+    "resolution). dps: the paper's step lambda/sqrt(e) grad e. blend: moves each step's "
+    "estimate a fraction lambda of the way to the previous frame's, where the warp reproduces "
+    "it. newton: Gauss-Newton, strong on whole-pixel motion.",
     "noise": "How the noise follows the motion: gp (Warped Diffusion's GP noise, warped "
     "exactly), integral (noise transport), fixed / resample (baselines that flicker or stick), "
     "nearest / bilinear (naive warps), gp-* (GP noise without the warp).",
@@ -68,10 +73,11 @@ class ParamsForm(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.guidance = QDoubleSpinBox()
-        self.guidance.setRange(0.0, 100.0)
+        self.guidance.setRange(-0.1, 100.0)  # the minimum shows as "rule default"
         self.guidance.setSingleStep(0.1)
-        self.guidance.setValue(1.0)
-        self.guidance_rule = self._combo(GUIDANCE_RULES)
+        self.guidance.setSpecialValueText("rule default")
+        self.guidance.setValue(-0.1)
+        self.guidance_rule = self._combo((TASK_DEFAULT, *GUIDANCE_RULES))
         self.noise = self._combo(NOISE_SCHEMES)
         self.propagate = QSpinBox()
         self.propagate.setRange(0, 64)
@@ -110,10 +116,12 @@ class ParamsForm(QWidget):
         req: dict[str, Any] = {
             "task": self.task.currentText(),
             "seed": self.seed.value(),
-            "guidance": round(self.guidance.value(), 4),
-            "guidance_rule": self.guidance_rule.currentText(),
             "noise": self.noise.currentText(),
         }
+        if self.guidance.value() >= 0:
+            req["guidance"] = round(self.guidance.value(), 4)
+        if self.guidance_rule.currentText() != TASK_DEFAULT:
+            req["guidance_rule"] = self.guidance_rule.currentText()
         if req["task"] == "upscale":
             req["scale"] = int(self.scale.currentText())
         else:

@@ -76,6 +76,8 @@ METHODS: dict[str, Method] = {
         Method(
             "warped-dps", "Warped Diffusion, the paper's DPS step (lambda 1)", "gp", 1.0, rule="dps"
         ),
+        Method("warped-blend", "Warped Diffusion, blend (lambda 0.5)", "gp", 0.5, rule="blend"),
+        Method("warped-band", "Warped Diffusion, band (lambda 0.5)", "gp", 0.5, rule="band"),
         Method("telea", "OpenCV inpainting (Telea)", task="inpaint"),
         Method("bicubic", "Bicubic upscaling", task="upscale"),
     )

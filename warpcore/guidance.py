@@ -2,12 +2,12 @@
 
 The warping error of the current denoised estimate against the previous frame's estimate at
 the same step, ``e_k = || M * (h_k o T_j - h_k^(j-1)) ||^2``, and the normalised gradient step
-``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (a DPS-style step, rule "dps"), or the
-"blend" step (the default, docs/guidance.md): the previous estimate warped onto the current
-grid, ``p = h_k^(j-1) o T_j^-1``, and ``u_{k+1} += lambda * W * (p - h_k)`` with ``W`` the
-per-pixel reliability of that warp (1 on whole-pixel motion, less where bilinear sampling blurs,
-0 where occluded or out of frame): lambda is the fraction of the residual removed per step,
-whatever the grid or the model.
+``u_{k+1} -= lambda / sqrt(e_k) * grad_{u_k} e_k`` (the paper's DPS-style step, rule "dps",
+inpainting's default); or the steps on the current grid (docs/guidance.md): the previous
+estimate warped onto it, ``p = h_k^(j-1) o T_j^-1``, and ``u_{k+1} += lambda * M * (p - B~ h_k)``
+("band", upscaling's default: ``B~`` the blur the bilinear warp gave ``p``, so both sides are
+low-passed alike) or ``lambda * M * S * (p - h_k)`` ("blend": whole-pixel motion only). There
+lambda is the fraction of the residual removed per step, whatever the grid or the model.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from warpcore.flow import warp
 
@@ -36,7 +37,15 @@ GradMode = Literal["network", "output"]
 # "blend": pull the estimate toward the previous estimate warped onto the current grid,
 #   u_{k+1} += lambda * W * (h_k^(j-1) o T_j^-1 - h_k): no gradient, no adjoint warp (so no
 #   low-pass that the step would chase), lambda = the fraction of the residual removed per step.
-StepRule = Literal["dps", "newton", "blend"]
+# "band": blend's step with both sides low-passed alike: the previous estimate warped by
+#   bilinear sampling (which blurs by the fractional offset f) is compared with the current
+#   estimate through a zero-phase blur of the same strength, u_{k+1} += lambda * M * (p - B~_f h),
+#   so the blur of the warp is never imported and only the band the warp reproduces is matched
+#   (docs/guidance.md). Equal to blend on whole-pixel motion.
+StepRule = Literal["dps", "newton", "blend", "band"]
+# Rules that solve on the current frame's grid (they need the backward flow and its mask, and
+# the sampler stores the estimate they moved to).
+CURRENT_GRID_RULES = ("blend", "band")
 
 
 def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
@@ -47,6 +56,23 @@ def subpixel_weight(flow: torch.Tensor) -> torch.Tensor:
     f = flow - torch.floor(flow)
     g = 1.0 - 4.0 * f * (1.0 - f)
     return (g[0] * g[1]).clamp(0.0, 1.0)[None]
+
+
+def matched_blur(values: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """The zero-phase blur that bilinear sampling at ``x + flow(x)`` applies, per pixel: per axis
+    the symmetric 3-tap ``[a, 1 - 2a, a]`` with ``a = f (1 - f) / 2`` (``f`` the fractional part
+    of the displacement). Its response ``1 - 2a (1 - cos w)`` matches bilinear's magnitude
+    ``sqrt(1 - 4a (1 - cos w))`` to first order and is never below it (docs/guidance.md).
+    ``values`` (..., C, H, W), ``flow`` (2, H, W); edges replicated."""
+    f = flow - torch.floor(flow)
+    a = (0.5 * f * (1.0 - f)).to(values)
+    out = values
+    for axis, weight in ((-1, a[0]), (-2, a[1])):
+        n = out.shape[axis]
+        prev = torch.cat([out.narrow(axis, 0, 1), out.narrow(axis, 0, n - 1)], axis)
+        nxt = torch.cat([out.narrow(axis, 1, n - 1), out.narrow(axis, n - 1, 1)], axis)
+        out = out + weight * (prev + nxt - 2.0 * out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -70,10 +96,14 @@ class EquivarianceGuidance:
     rule: StepRule = "dps"
     backward: torch.Tensor | None = None
     backward_mask: torch.Tensor | None = None
+    # blend/band on a pixel-grid model doing super-resolution by this factor: the correction is
+    # projected onto the null space of the area downsample (its block means removed), so the
+    # guidance never moves what the low-resolution input already fixes (docs/guidance.md).
+    measurement_scale: int = 1
 
     def __post_init__(self) -> None:
-        if self.rule == "blend" and (self.backward is None or self.backward_mask is None):
-            raise ValueError("the blend rule needs the backward flow and its mask")
+        if self.on_current_grid and (self.backward is None or self.backward_mask is None):
+            raise ValueError(f"the {self.rule} rule needs the backward flow and its mask")
 
     def applies(self, k: int) -> bool:
         return self.strength > 0 and k in self.active
@@ -82,7 +112,13 @@ class EquivarianceGuidance:
     def needs_network_grad(self) -> bool:
         """Whether the step backpropagates through the denoiser (the sampler then keeps its
         graph)."""
-        return self.grad_mode == "network" and self.rule != "blend"
+        return self.grad_mode == "network" and not self.on_current_grid
+
+    @property
+    def on_current_grid(self) -> bool:
+        """Whether the rule moves the estimate on frame j's grid (blend, band): the sampler then
+        stores the moved estimate for the next frame."""
+        return self.rule in CURRENT_GRID_RULES
 
     def blend(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
         """The "blend" correction ``lambda * W * (p - h_k)`` and ``sum W (p - h_k)^2``."""
@@ -93,6 +129,30 @@ class EquivarianceGuidance:
         residual = target - h
         value = float((weight * residual.double() ** 2).sum())
         return min(self.strength, 1.0) * weight * residual, value
+
+    def band(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+        """The "band" correction ``lambda * M * (p - B~_f h_k)``, ``p`` the previous estimate
+        warped onto this grid and ``B~_f`` the blur bilinear sampling gave it; and
+        ``sum M (p - B~_f h_k)^2``."""
+        assert self.backward is not None and self.backward_mask is not None
+        h = denoised.detach()
+        backward = self.backward.to(h)
+        target, inside = warp(self.previous[k].to(h), backward)
+        m = self.backward_mask.to(h) * inside
+        residual = target - matched_blur(h, backward)
+        value = float((m * residual.double() ** 2).sum())
+        return self._null_space(min(self.strength, 1.0) * m * residual), value
+
+    def _null_space(self, correction: torch.Tensor) -> torch.Tensor:
+        """``correction`` minus its block means (``measurement_scale`` px blocks): what the
+        area-downsampled input does not see. Frames not divisible by the scale keep it as is."""
+        s = self.measurement_scale
+        h, w = correction.shape[-2:]
+        if s <= 1 or h % s or w % s:
+            return correction
+        flat = correction.reshape(-1, 1, h, w)
+        means = F.interpolate(F.avg_pool2d(flat, s), scale_factor=s, mode="nearest")
+        return (flat - means).reshape(correction.shape)
 
     def error(self, denoised: torch.Tensor, k: int) -> torch.Tensor:
         """e_k: squared warping error over the valid pixels (a 0-dim tensor)."""
@@ -109,6 +169,8 @@ class EquivarianceGuidance:
         """
         if self.rule == "blend":
             return self.blend(denoised, k)
+        if self.rule == "band":
+            return self.band(denoised, k)
         if self.grad_mode == "output":
             denoised = denoised.detach().requires_grad_(True)
             wrt = denoised

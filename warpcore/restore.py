@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from warpcore import flow as flowlib
 from warpcore.crops import CropInpainter
 from warpcore.errors import InvalidInput
-from warpcore.guidance import EquivarianceGuidance, active_steps
+from warpcore.guidance import CURRENT_GRID_RULES, EquivarianceGuidance, active_steps
 from warpcore.models.base import Condition, Denoiser
 from warpcore.models.zeroshot import ZeroShotSR
 from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_events
@@ -272,7 +272,7 @@ class ClipRestorer:
             return (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
 
         valid = guide_mask(fwd, bwd)  # on frame j-1's grid
-        blend = self.request.guidance_rule == "blend"
+        blend = self.request.guidance_rule in CURRENT_GRID_RULES
         guidance = EquivarianceGuidance(
             strength=self.request.guidance,
             forward=fwd_m,
@@ -283,6 +283,7 @@ class ClipRestorer:
             rule=self.request.guidance_rule,
             backward=bwd_m if blend else None,
             backward_mask=guide_mask(bwd, fwd).to(image.device) if blend else None,
+            measurement_scale=self.scale if ds == 1 else 1,
         )
         return noise, guidance
 

@@ -53,7 +53,8 @@ def sample(
     Per step k (Algorithm 1, step 2): h_k = D(u_k, sigma_k); Euler step
     u_{k+1} = u_k + (sigma_{k+1} - sigma_k) (u_k - h_k) / sigma_k (METHOD.md section 3), or
     Heun's correction; then, where guidance applies, u_{k+1} -= lambda / sqrt(e_k) grad e_k
-    (or the "blend" correction, which also moves the stored estimate h_k: warpcore.guidance).
+    (or the "blend"/"band" correction, which also moves the stored estimate h_k:
+    warpcore.guidance).
     """
     n = len(sigmas) - 1
     history, errors = [], []
@@ -72,7 +73,7 @@ def sample(
         if guided:
             correction, e = guidance.step(x_k, h, k, float(s))
             x_next = x_next + correction
-            if guidance.rule == "blend":  # the estimate the blend moved to is what the next
+            if guidance.on_current_grid:  # the estimate blend/band moved to is what the next
                 h = h.detach() + correction  # frame must match (at the last step: the output)
         x = x_next.detach()
         history.append(h.detach())

@@ -7,6 +7,9 @@ gives the same arrays, bit for bit.
 - ``shift-inpaint`` (paper Table 2): a crop of a photograph moving by an integer number of
   pixels per frame, with a random mask attached to the scene (it moves with the content).
   Frame t is an exact slice of the source canvas; the exact flows are constant.
+- ``shift-sr``: the super-resolution twin of ``shift-inpaint``: a crop panning by a whole number
+  of LOW-resolution cells per frame (so the input moves by exact whole pixels too), input the
+  area downsample of the ground truth by ``scales[0]`` (4 by default).
 - ``motion-inpaint`` / ``motion-sr``: sub-pixel pans, zooms and rotations. Frame t is rendered
   from a source at least twice its resolution through an affine map ``A_t`` (frame pixel ->
   source pixel): ``cv2.warpAffine`` (cubic) onto a 4x supersampled grid, then an area average.
@@ -35,7 +38,7 @@ import numpy as np
 
 from warpcore.errors import InvalidInput
 
-SUITES = ("shift-inpaint", "motion-inpaint", "motion-sr", "demo")
+SUITES = ("shift-inpaint", "motion-inpaint", "motion-sr", "demo", "shift-sr")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 SUPERSAMPLE = 4  # rendering grid per output pixel (each axis) for the affine suites
 MIN_SOURCE_PX = 2.0  # source pixels per output pixel, at least: ground truth stays clean
@@ -176,14 +179,18 @@ def _grey_holes(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
 # shift-inpaint: integer shifts, exact slices
 
 
-def shift_clip(config: SuiteConfig, index: int) -> Clip:
-    """Clip ``index`` of ``shift-inpaint``: frame t = canvas[oy - vy t : +H, ox - vx t : +W]."""
-    rng = _rng(config.seed, "shift-inpaint", index)
+def shift_clip(config: SuiteConfig, index: int, cell: int = 1) -> Clip:
+    """Clip ``index`` of ``shift-inpaint``: frame t = canvas[oy - vy t : +H, ox - vx t : +W].
+
+    ``cell`` > 1 (``shift-sr``): the speed is a whole number of ``cell`` x ``cell`` blocks a
+    frame, -1..1 blocks per axis, and the clip is a super-resolution clip by ``cell``."""
+    suite = "shift-inpaint" if cell == 1 else "shift-sr"
+    rng = _rng(config.seed, suite, index)
     name = PHOTOS[index % len(PHOTOS)]
     h, w = config.size
     speed = np.array([0, 0])
     while not speed.any():
-        speed = rng.integers(-3, 4, size=2)  # (vx, vy) pixels per frame
+        speed = rng.integers(-3, 4, size=2) if cell == 1 else cell * rng.integers(-1, 2, size=2)
     vx, vy = int(speed[0]), int(speed[1])
     travel_x, travel_y = abs(vx) * (config.frames - 1), abs(vy) * (config.frames - 1)
     short = int(max(h + travel_y, w + travel_x, 2.5 * max(h, w)))
@@ -211,6 +218,13 @@ def shift_clip(config: SuiteConfig, index: int) -> Clip:
     fwd = np.broadcast_to(
         np.array([vx, vy], np.float32)[None, :, None, None], (config.frames - 1, 2, h, w)
     )
+    info = {"photo": name, "shift_px": [vx, vy], "canvas_origin": [ox, oy], "canvas": canvas}
+    if cell > 1:
+        return Clip(
+            name=f"shift-{index:02d}-{name}-x{cell}", suite=suite, task="upscale",
+            inputs=downsample(truth, cell), scale=cell, truth=truth,
+            forward=np.ascontiguousarray(fwd), backward=np.ascontiguousarray(-fwd), info=info,
+        )  # fmt: skip
     return Clip(
         name=f"shift-{index:02d}-{name}",
         suite="shift-inpaint",
@@ -220,7 +234,7 @@ def shift_clip(config: SuiteConfig, index: int) -> Clip:
         truth=truth,
         forward=np.ascontiguousarray(fwd),
         backward=np.ascontiguousarray(-fwd),
-        info={"photo": name, "shift_px": [vx, vy], "canvas_origin": [ox, oy], "canvas": canvas},
+        info=info,
     )
 
 
@@ -489,6 +503,8 @@ def suite_clips(name: str, config: SuiteConfig | None = None) -> list[Clip]:
     config = config or SuiteConfig()
     if name == "shift-inpaint":
         return [shift_clip(config, i) for i in range(config.clips)]
+    if name == "shift-sr":
+        return [shift_clip(config, i, config.scales[0]) for i in range(config.clips)]
     task = "inpaint" if name == "motion-inpaint" else "upscale"
     return [motion_clip(config, i, task) for i in range(config.clips)]
 

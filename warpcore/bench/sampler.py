@@ -6,13 +6,16 @@ whole latent cells (flows exact). Every guidance variant runs on the same clip a
 
 - ``unguided``: GP warping alone (lambda = 0);
 - ``paper``: the paper's normalised (DPS) step, lambda = 1, gradient through the network, every
-  step (the product default);
+  step;
 - ``paper_late``: the same on the second half of the steps only (where it matters: guiding only
   the first half was measured worse than no guidance);
-- ``output``: the paper's step with an identity-Jacobian gradient (no backward pass);
+- ``output``: the paper's step with an identity-Jacobian gradient (no backward pass; the product
+  default before the band step);
 - ``newton``: Gauss-Newton steps, lambda = 0.5, gradient through the network;
 - ``newton_output``: the same with the identity-Jacobian gradient;
-- ``blend``: the product default (docs/guidance.md), lambda 0.5, no backward pass.
+- ``blend``: docs/guidance.md, lambda 0.5, no backward pass;
+- ``band``: upscaling's default: blend compared through the warp's blur
+  (docs/guidance.md), lambda 0.8.
 
 Seconds per step: for each frame >= 1 (frame 0 is never guided) the mean step time (from its
 progress events, so a partly guided frame counts its cheap steps too), then the median over
@@ -52,8 +55,9 @@ VARIANTS: dict[str, dict] = {
     "newton": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "network"},
     "newton_output": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "output"},
     "blend": {"guidance": 0.5, "guidance_rule": "blend"},
+    "band": {"guidance": 0.8, "guidance_rule": "band"},
 }
-CHEAP_GUIDED = "output"  # the product default: the paper's step without a backward pass
+CHEAP_GUIDED = "band"  # upscaling's default (docs/guidance.md): no backward pass
 
 
 def _clip(n: int, size: int, shift: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -74,15 +74,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--guidance",
         type=float,
         default=None,
-        help="equivariance self-guidance strength lambda (0 = off; default 0.5 for the blend "
-        "and newton rules, 1 for dps as in the paper); blend: the residual's fraction removed",
+        help="equivariance self-guidance strength lambda (0 = off; default 0.8 for band, 0.5 "
+        "for blend and newton, 1 for dps as in the paper); band, blend: the residual's fraction "
+        "removed per step",
     )
     parser.add_argument(
         "--guidance-rule",
         default=None,
         choices=GUIDANCE_RULES,
-        help="blend: pull toward the previous estimate warped onto this frame (inpainting's "
-        "default, docs/guidance.md); dps: the paper's normalised step (upscaling's default); "
+        help="band (upscaling's default): pull toward the previous estimate warped onto this "
+        "frame, compared through the warp's blur (docs/guidance.md); blend: the same on "
+        "whole-pixel motion only; dps: the paper's normalised step (inpainting's default); "
         "newton: Gauss-Newton steps",
     )
     parser.add_argument(

@@ -626,8 +626,8 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   define_int(s, P::steps, "Steps", "Sampler steps; 0 = the model's default", 0, 0, 200);
   define_int(s, P::seed, "Seed", "The same seed gives the same frames", 0, 0, 2147483647);
   define_double(s, P::guidance, "Guidance",
-                "Equivariance self-guidance strength: -1 = the task's default (1, the "
-                "paper's step), 0 = off",
+                "Equivariance self-guidance strength: -1 = the task's default (the band "
+                "rule at 0.8 for upscale, the paper's step at 1 for inpaint), 0 = off",
                 -1.0, -1.0, 10.0);
   define_choice(s, P::noise, "Noise warp", "How the noise follows the motion",
                 {"gp", "integral", "bilinear", "nearest", "iid"}, 0);
