@@ -163,7 +163,7 @@ def _frame_source(inputs: ShotInputs, request: Any, n: int) -> tuple[Source, Any
     def load(i: int) -> tuple[np.ndarray, np.ndarray] | None:
         return inputs.frame_and_mask(i) if i < n else None  # type: ignore[return-value]
 
-    propagator = Propagator(load, n, request.propagate, request.flow)
+    propagator = Propagator(load, n, request.propagate, request.flow, regional=request.crop)
     return propagator.fill, propagator.flows
 
 

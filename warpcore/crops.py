@@ -339,9 +339,17 @@ class CropInpainter:
         assert self._prev is not None
         prev_frame, prev_mask = self._prev
         h, w = self.frame_size
-        if self.flow_fn is not None:  # whole-frame flows already estimated (propagation)
-            fwd, bwd = self.flow_fn(index, _tensor(prev_frame), _tensor(frame))
-            ry0, rx0 = 0, 0
+        given, ry0, rx0 = None, 0, 0  # flows, and the frame position of their top-left
+        if self.flow_fn is not None:  # whole-frame flows already estimated (propagation)?
+            given = self.flow_fn(index, _tensor(prev_frame), _tensor(frame))
+        region = getattr(self.flow_fn, "region", None)  # or regional ones (propagate.PlateFlows)
+        if given is None and region is not None:
+            (oy, ox), rf, rb = region(index)
+            area = Window(oy, ox, rf.shape[1], rf.shape[2])
+            if all(area.contains(v.y0, v.x0, v.y0 + v.h, v.x0 + v.w) for v in (prev_win, win)):
+                given, ry0, rx0 = (rf, rb), oy, ox
+        if given is not None:
+            fwd, bwd = given
         else:  # estimated on the region around both windows only
             ry0 = max(0, min(prev_win.y0, win.y0) - FLOW_MARGIN)
             rx0 = max(0, min(prev_win.x0, win.x0) - FLOW_MARGIN)

@@ -34,7 +34,8 @@ DEFAULT_STEPS = 25  # a model without its own default_steps (SDXL)
 # (index j, frame j-1, frame j) at output resolution -> the clean plate's flows (forward j-1 -> j
 # on j-1's grid, backward j -> j-1 on j's grid): given flows (exact ones in evaluation, or those
 # propagation already estimated). Flows smaller than the restorer's padded grid are extended.
-FlowFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# None: none given for this pair (regional propagation): the restorer estimates its own.
+FlowFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]
 
 
 class ClipRestorer:
@@ -236,9 +237,10 @@ class ClipRestorer:
             return self.warper.first()[None], None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
         prev_img = self._prev["image"].cpu()
-        if self.flow_fn is not None:  # given plate flows, extended to the padded grid
+        given = None if self.flow_fn is None else self.flow_fn(index, prev_img, image.cpu())
+        if given is not None:  # given plate flows, extended to the padded grid
             size = tuple(image.shape[-2:])
-            fwd, bwd = (_pad_flow(f, size) for f in self.flow_fn(index, prev_img, image.cpu()))
+            fwd, bwd = (_pad_flow(f, size) for f in given)
         else:
             prev_hole = self._prev["mask"]
             fwd, bwd = pair_flows(
@@ -343,7 +345,8 @@ def restore_clip(
     if request.task == "inpaint" and request.propagate > 0:
         from warpcore.propagate import propagate_clip
 
-        propagated = propagate_clip(pairs, request.propagate, request.flow)
+        # Crop inpainting needs flows only around the hole: propagation estimates them there.
+        propagated = propagate_clip(pairs, request.propagate, request.flow, request.crop)
         pairs = iter(propagated)
         flow_fn = flow_fn or propagated.flows  # its plate flows: not estimated twice
     restorer: ClipRestorer | None = None

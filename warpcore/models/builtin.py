@@ -139,6 +139,8 @@ class EDMUNet(nn.Module):
         self.register_buffer("sigma_data", torch.tensor(sd), persistent=False)
         self.multiple = 2 ** (len(self.config["block_out_channels"]) - 1)
         self.residual = bool(self.config["residual"])
+        # The UNet's activations' layout (``BuiltinDenoiser`` makes it channels-last on CPU).
+        self.memory_format = torch.contiguous_format
 
     def base(self, cond: torch.Tensor) -> torch.Tensor:
         """The base ``b`` of the preconditioning: the condition image, or 0 if not residual."""
@@ -162,6 +164,7 @@ class EDMUNet(nn.Module):
         base = self.base(cond)
         h, w = x.shape[-2:]
         inp = _pad_to(torch.cat([c_in * (x - base), cond], dim=1), self.multiple)
+        inp = inp.contiguous(memory_format=self.memory_format)
         out = self.unet(inp, 1000.0 * c_noise, task)
         return base + c_skip * (x - base) + c_out * out[..., :h, :w]
 
@@ -242,6 +245,9 @@ class BuiltinDenoiser:
         self, net: EDMUNet, task: Task, device: torch.device, *, project: bool = False
     ) -> None:
         self.net = net.to(device).eval().requires_grad_(False)
+        if torch.device(device).type == "cpu":  # oneDNN convolutions: ~18% less CPU a call
+            self.net.to(memory_format=torch.channels_last)
+            self.net.memory_format = torch.channels_last
         self.project = project
         self.device = device
         self.dtype = torch.float32
