@@ -232,12 +232,6 @@ def test_window_stays_put_through_a_shot_with_a_moving_object(builtin):
     assert len(set(windows)) == 1, windows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since main a01beb1 the built-in model fills the hole with Telea per tile: a tile "
-    "lying wholly inside the hole has no known pixel, keeps the object's colour and the partial "
-    "run starts from it (passed before that merge, with the push-pull fill)",
-)
 def test_a_hole_larger_than_a_tile_is_filled_through_tiles_without_seams(builtin):
     """A hole wider than the model's tile: the window's restorer runs the model in blended
     tiles; the whole hole is generated (no trace of the object), and where the tiles meet the

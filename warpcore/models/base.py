@@ -21,12 +21,15 @@ class Condition:
     ``image``: (3, H, W) in [0, 1]. For ``inpaint`` the input frame at output resolution; for
     ``upscale`` the low-resolution frame (output is ``scale`` times larger).
     ``mask``: (1, H, W), 1 = region to fill; inpaint only.
+    ``filled``: inpaint: ``image``'s hole is already filled by the model's own ``fill_hole`` on
+    the whole frame (a tiler does this before cutting tiles); the model must not fill it again.
     """
 
     task: Task
     image: torch.Tensor
     mask: torch.Tensor | None = None
     scale: int = 1
+    filled: bool = False
     prompt: str = ""
     negative_prompt: str = ""
     cfg_scale: float = 1.0

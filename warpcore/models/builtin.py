@@ -205,19 +205,30 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def fill_hole(image: torch.Tensor, mask: torch.Tensor, fill: str = "push-pull") -> torch.Tensor:
+    """(N, 3, H, W) frames in [0, 1] with the hole (``mask`` > 0.5) filled by ``fill``
+    (:data:`FILLS`); known pixels unchanged."""
+    m = (mask > 0.5).to(image.dtype)
+    return telea_fill(image, m) if fill == "telea" else push_pull_fill(image, m)
+
+
 def condition_tensor(
-    task: str, image: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "push-pull"
+    task: str,
+    image: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    fill: str | None = "push-pull",
 ) -> torch.Tensor:
     """The 4 condition channels (image in [-1, 1], mask) from images at OUTPUT resolution.
 
     ``image``: (N, 3, H, W) in [0, 1] (for upscale: already upsampled); ``mask``: (N, 1, H, W);
-    ``fill``: how the hole of the condition image is filled (:data:`FILLS`).
+    ``fill``: how the hole of the condition image is filled (:data:`FILLS`); None: ``image``'s
+    hole is already filled (:func:`fill_hole` on the whole frame before it was tiled).
     """
     if task == "inpaint":
         if mask is None:
             raise InvalidInput("mask: required for task 'inpaint' (1, H, W) with 1 = fill")
         m = (mask > 0.5).to(image.dtype)
-        filled = telea_fill(image, m) if fill == "telea" else push_pull_fill(image, m)
+        filled = image if fill is None else fill_hole(image, m, fill)
         return torch.cat([2.0 * filled - 1.0, m], dim=1)
     zeros = torch.zeros_like(image[:, :1])
     return torch.cat([2.0 * image - 1.0, zeros], dim=1)
@@ -275,12 +286,19 @@ class BuiltinDenoiser:
             label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
             return BuiltinPrepared(channels, label, lowres=image, scale=cond.scale)
         mask = _check_mask(cond.mask, tuple(image.shape[-2:]))
-        fill = str(self.net.config["fill"])
+        fill = None if cond.filled else str(self.net.config["fill"])
         channels = condition_tensor(
             "inpaint", image, mask.to(self.device, self.dtype)[None], fill=fill
         )
         label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
         return BuiltinPrepared(cond=channels, task=label)
+
+    def fill_hole(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The condition's hole fill of a whole (3, H, W) frame, for a tiler to cut: a tile lying
+        wholly inside the hole has no known pixel to fill from."""
+        image = _check_image(image).to(self.device, self.dtype)[None]
+        mask = _check_mask(mask, tuple(image.shape[-2:])).to(self.device, self.dtype)[None]
+        return fill_hole(image, mask, str(self.net.config["fill"]))[0]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, prepared: Any) -> torch.Tensor:
         if not isinstance(prepared, BuiltinPrepared):
