@@ -44,6 +44,29 @@ STALL_LIMIT_S = float(os.environ.get("WARPDIFF_PANEL_STALL_S", "0.25"))
 FAST = {"task": "inpaint", "steps": 4, "strength": 1.0, "propagate": 0}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _widgets_go_before_the_app():
+    """After this module: every top-level widget (the `warpdiff panel` command's too) is shut
+    down and deleted while the QApplication lives, and the pool is drained. Left to Python's
+    exit, they were destroyed after the app in any order and the process aborted now and then
+    ("shared QObject was deleted directly", then a heap abort) after every test had passed."""
+    yield
+    from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return
+    for widget in app.topLevelWidgets():
+        if hasattr(widget, "shutdown"):
+            widget.shutdown()
+        widget.close()
+        widget.deleteLater()
+    QThreadPool.globalInstance().waitForDone(10000)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
+
+
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("panel_clip")
@@ -153,6 +176,10 @@ def test_run_streams_frames_without_stalling_the_gui(qtbot, panel, clip_dir, ser
     states = []
     panel.connection.state_changed.connect(lambda state, text: states.append((state, text)))
     panel.params.set_request({**FAST, "seed": 11})
+    # A 6-frame 32-px run can end within one 1-s heartbeat on a quiet machine: poll every 20 ms
+    # so the heartbeat sees it running (and check at the first frame, while 5 are still to go).
+    panel.connection._timer.setInterval(20)
+    panel.frame_arrived.connect(lambda run, frame: frame == 0 and panel.connection.check())
     with StallProbe() as probe, qtbot.waitSignal(panel.run_finished, timeout=180000) as done:
         panel.run()
     run = done.args[0]
