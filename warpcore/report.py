@@ -250,11 +250,13 @@ def _header(result: dict[str, Any], title: str) -> str:
     guided = [
         r.get("request", {}) for r in result.get("runs", []) if r.get("request", {}).get("guidance")
     ]
-    rule = (
-        f"{guided[0]['guidance']:g} ({guided[0].get('guidance_rule', 'dps')} rule)"
-        if guided
-        else "–"
-    )
+    # One entry per task: the default rule differs by task (band for upscale, dps for inpaint).
+    rules = {
+        f"{r['guidance']:g} ({r.get('guidance_rule', 'dps')} rule"
+        + (f", {r['task']})" if r.get("task") else ")")
+        for r in guided
+    }
+    rule = ", ".join(sorted(rules)) if rules else "–"
     status = "PARTIAL (cancelled; finished runs only)" if result.get("partial") else "complete"
     return (
         f"# {title}\n\n"
