@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import warpcore.metrics as metrics_module
 from warpcore.guidance import EquivarianceGuidance
@@ -1786,3 +1787,55 @@ def test_farneback_finds_an_eight_pixel_shift_through_its_pyramid() -> None:
     flow = estimate_flow(a, b, "farneback")[:, 24:-24, 24:-24]
     error = torch.hypot(flow[0] - 8.0, flow[1] - 3.0)
     assert error.median() < 0.05, error.median()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_band_sr_projection_removes_block_means_at_every_scale(scale: int) -> None:
+    # The SR correction is projected onto the null space of the area downsample: its block
+    # means (scale x scale px) vanish and nothing else changes, at x2 as at x4; frames the
+    # scale does not divide (in either axis) keep the correction as is.
+    from warpcore.guidance import EquivarianceGuidance
+
+    def guidance(h: int, w: int) -> EquivarianceGuidance:
+        zeros = torch.zeros(1, 2, h, w)
+        ones = torch.ones(1, 1, h, w)
+        return EquivarianceGuidance(
+            strength=0.8, forward=zeros, mask=ones, previous=torch.zeros(1, 1, 3, h, w),
+            active=frozenset({0}), rule="band", backward=zeros, backward_mask=ones,
+            measurement_scale=scale,
+        )  # fmt: skip
+
+    gen = torch.Generator().manual_seed(scale)
+    c = torch.randn(1, 3, 8, 12, generator=gen, dtype=torch.float64)
+    out = guidance(8, 12)._null_space(c)
+    means = F.avg_pool2d(c, scale)
+    expected = c - means.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert float(F.avg_pool2d(out, scale).abs().max()) < 1e-12
+    for h, w in ((8, 12 + 1), (8 + 1, 12)):  # one axis divisible, the other not
+        odd = torch.randn(1, 3, h, w, generator=gen, dtype=torch.float64)
+        assert torch.equal(guidance(h, w)._null_space(odd), odd)
+
+
+@pytest.mark.parametrize("rule", ["blend", "band"])
+def test_blend_and_band_report_the_weighted_squared_residual(rule: str) -> None:
+    # With a still flow (warp = identity, no sub-pixel blur) and a mask of ones except one
+    # excluded pixel, the reported e_k is sum M (p - h)^2, and the correction is
+    # lambda * M * (p - h) (block means removed for band's SR projection are off at scale 1).
+    from warpcore.guidance import EquivarianceGuidance
+
+    h_, w_ = 6, 8
+    gen = torch.Generator().manual_seed(3)
+    previous = torch.randn(2, 1, 3, h_, w_, generator=gen)
+    denoised = torch.randn(1, 3, h_, w_, generator=gen)
+    mask = torch.ones(1, h_, w_)
+    mask[..., 2, 3] = 0.0
+    g = EquivarianceGuidance(
+        strength=0.6, forward=torch.zeros(2, h_, w_), mask=torch.ones(1, h_, w_),
+        previous=previous, active=frozenset({0, 1}), rule=rule,
+        backward=torch.zeros(2, h_, w_), backward_mask=mask,
+    )  # fmt: skip
+    correction, value = getattr(g, rule)(denoised, 1)
+    residual = (previous[1] - denoised).double()
+    assert value == pytest.approx(float((mask * residual**2).sum()), rel=1e-6)
+    torch.testing.assert_close(correction.double(), 0.6 * mask * residual, rtol=1e-5, atol=1e-6)
