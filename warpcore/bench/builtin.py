@@ -301,15 +301,18 @@ def summary_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 def side_by_side(
     results: dict[str, dict[str, dict[str, Any]]], clips: list[BenchClip], folder: Path
 ) -> list[Path]:
-    """One PNG per clip: frame 1 of every row, then the truth, left to right."""
+    """One PNG per clip: frame 1 of every row, then the truth, left to right, each labelled
+    with its row's name (the demo's labelled strip)."""
+    from warpcore.commands.demo import side_by_side as labelled_strip
+
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for clip in clips:
         key = f"{clip.task}/{clip.name}"
-        tiles = [r["_frames"][1] for r in results[key].values()]
+        panels = [(r["_frames"][1], name) for name, r in results[key].items()]
         if clip.truth is not None:
-            tiles.append(clip.truth[1])
-        row = np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0))) for t in tiles], axis=1)
+            panels.append((clip.truth[1], "truth"))
+        row = labelled_strip(panels, tuple(panels[0][0].shape[:2]))
         path = folder / f"{clip.task}_{clip.name}.png"
         cv2.imwrite(str(path), (np.clip(row, 0, 1) * 255).round().astype(np.uint8)[..., ::-1])
         paths.append(path)
