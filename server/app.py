@@ -15,7 +15,6 @@ the part limit before it is buffered (``ZMQ_MAXMSGSIZE``; the sender is disconne
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from server.bodies import Policy
 from server.cache import CacheFull, ShotCache
 from server.engine import Engine
 from server.frames import DEFAULT_MEMORY_BYTES, FrameMemory
+from server.heap import IdleTrim, keep_freed_frames
 from server.intake import Intake
 from server.outbox import Outbox
 from server.protocol import (
@@ -92,16 +92,6 @@ def allowed_roots(config: ServerConfig) -> tuple[Path, ...]:
     return tuple(Path(os.path.expanduser(p)).resolve() for p in config.allow_paths)
 
 
-def return_freed_memory() -> None:
-    """glibc: large buffers always mmapped, so freeing them gives the memory back to the
-    system at once (its default threshold grows to 32 MiB and keeps freed frames)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, fixed
-    except (OSError, AttributeError):
-        pass
-
-
 # A heartbeat's or hello's envelope (msgpack: the key "type", then the fixstr type).
 URGENT = (b"\xa4type\xa9heartbeat", b"\xa4type\xa5hello")
 
@@ -139,7 +129,7 @@ class Server:
                 "it could use this machine. Give --curve-keys DIR (make them with --make-keys), "
                 "bind tcp://127.0.0.1:PORT, or pass --insecure-no-auth on a trusted network"
             )
-        return_freed_memory()
+        keep_freed_frames()  # glibc: frames reuse freed pages; IdleTrim gives them back
         self.config = config
         self.engine = engine or Engine(config.model, config.device, config.memory_budget)
         models = tuple(sorted({self.engine.default_model, "builtin", "gaussian"}))
@@ -189,6 +179,7 @@ class Server:
         self.stopping = False
         self._thread: threading.Thread | None = None
         self.received = 0
+        self.heap = IdleTrim()  # kept frames go back to the system when the loop is idle
 
     def _make_worker(self, config: ServerConfig) -> Worker:
         """The local GPU worker, or with ``config.ray`` the Ray cluster's (server/ray_worker)."""
@@ -297,6 +288,8 @@ class Server:
         while not self.stopping:
             timeout = 0 if pending else (20 if len(self.outbox) else 500)
             ready = dict(poller.poll(timeout))
+            if not ready and timeout == 500:
+                self.heap.idle()  # nothing to do for half a second: give kept frames back
             t0, c0 = time.perf_counter(), time.thread_time()
             if self.events in ready:
                 self._drain_events()
@@ -339,6 +332,7 @@ class Server:
         from server.handlers import HANDLERS, ROUTES
 
         self.received += 1
+        self.heap.received(sum(len(f) for f in frames))
         req = len(frames) > 2 and len(frames[1]) == 0  # REQ: [identity, b"", envelope, ...]
         peer = Peer(bytes(frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]), req)
         body_frames = frames[2:] if req else frames[1:]

@@ -35,6 +35,8 @@ from server.protocol import unpack_array as _unpack
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
 TERMINAL = ("finished", "cancelled", "error")
 MAX_OUTGOING = 10_000
+BATCH_BYTES = 32 * 2**20  # upload(): frames (and mattes) per add_frames when batch is None
+MAX_WINDOW = 4  # upload(): batches in flight at most, whatever the server allows
 _CLIENT_LIMITS = Limits(max_parts=1 << 20, max_part_bytes=1 << 40, max_total_bytes=1 << 42)
 
 
@@ -316,22 +318,42 @@ class Client:
         stream: bool = False,
     ) -> Reply:
         """Send a request and wait for its reply; an ``error`` reply raises :class:`ServerError`."""
-        msg_id = new_id()
-        answer: queue.SimpleQueue = queue.SimpleQueue()
+        return self._await(self._post(type, body, parts, stream), timeout)
+
+    def _post(
+        self,
+        type: str,
+        body: dict[str, Any] | None = None,
+        parts: Sequence[Any] = (),
+        stream: bool = False,
+    ) -> _Posted:
+        """Send a request without waiting; :meth:`_await` (or :meth:`_forget`) its reply."""
         events: queue.SimpleQueue | None = queue.SimpleQueue() if stream else None
+        posted = _Posted(type, new_id(), queue.SimpleQueue(), events)
         with self._lock:
-            self._pending[msg_id] = answer
-            if events is not None:
-                self._streams[msg_id] = events
+            self._pending[posted.id] = posted.answer
+            if posted.events is not None:
+                self._streams[posted.id] = posted.events
         try:
-            self._send(type, body or {}, parts, msg_id)
-            msg = self._wait(answer, timeout, type)
+            self._send(type, body or {}, parts, posted.id)
         except BaseException:
-            with self._lock:
-                self._pending.pop(msg_id, None)
-                self._streams.pop(msg_id, None)
+            self._forget(posted)
             raise
-        return Reply(msg.type, msg.body, msg.parts, msg_id, events)
+        return posted
+
+    def _await(self, posted: _Posted, timeout: float | None = None) -> Reply:
+        try:
+            msg = self._wait(posted.answer, timeout, posted.type)
+        except BaseException:
+            self._forget(posted)
+            raise
+        return Reply(msg.type, msg.body, msg.parts, posted.id, posted.events)
+
+    def _forget(self, posted: _Posted) -> None:
+        """A posted request whose reply will not be awaited: it is dropped when it comes."""
+        with self._lock:
+            self._pending.pop(posted.id, None)
+            self._streams.pop(posted.id, None)
 
     def _wait(self, answer: queue.SimpleQueue, timeout: float | None, what: str) -> Message:
         limit = self.timeout if timeout is None else timeout
@@ -416,7 +438,7 @@ class Client:
         n_frames: int,
         masks: Iterable[np.ndarray] | str | None = None,
         *,
-        batch: int = 4,
+        batch: int | None = None,
         subscribe: bool = True,
         stream: bool = True,
         dtype: str = "float32",
@@ -424,8 +446,12 @@ class Client:
     ) -> str:
         """Send a long shot in batches (``open_shot``, ``add_frames``..., ``start_shot``).
 
-        ``frames`` (and ``masks``) may be generators: at most ``batch`` frames are held here
-        and on the server at a time. Returns the shot key, like :meth:`submit`.
+        ``batch``: frames per ``add_frames``; None: as many as fit in :data:`BATCH_BYTES`
+        (frames and mattes), at least one. As many batches as the server allows
+        (``open_shot``'s ``batch_limit``, at most :data:`MAX_WINDOW`) are in flight while the
+        next one is read, so ``frames`` (and ``masks``) may be generators: about
+        ``(batch_limit + 1) * batch`` frames are held here and ``batch_limit * batch`` on the
+        server at a time. Returns the shot key, like :meth:`submit`.
         """
         frames = iter(frames)
         first = np.asarray(next(frames))
@@ -440,17 +466,31 @@ class Client:
         }
         if masks is not None:
             opened["masks"] = masks if isinstance(masks, str) else "masks"
-        token = self.request("open_shot", opened, timeout=timeout).body["upload"]
+        reply = self.request("open_shot", opened, timeout=timeout).body
+        token = reply["upload"]
+        window = min(max(1, int(reply.get("batch_limit") or 1)), MAX_WINDOW)
+        if batch is None:
+            matte_bytes = first.shape[0] * first.shape[1] * 4 if mattes is not None else 0
+            batch = max(1, BATCH_BYTES // max(1, first.nbytes + matte_bytes))
         pending = itertools.chain([first], frames)
+        in_flight: deque[_Posted] = deque()
         sent = 0
-        while chunk := list(itertools.islice(pending, batch)):
-            parts: list[Any] = []
-            body: dict[str, Any] = {"upload": token, "start": sent}
-            body["frames"] = [_add(parts, f) for f in chunk]
-            if mattes is not None:
-                body["masks"] = [_add(parts, next(mattes)) for _ in chunk]
-            self.request("add_frames", body, parts, timeout)
-            sent += len(chunk)
+        try:
+            while chunk := list(itertools.islice(pending, batch)):
+                parts: list[Any] = []
+                body: dict[str, Any] = {"upload": token, "start": sent}
+                body["frames"] = [_add(parts, f) for f in chunk]
+                if mattes is not None:
+                    body["masks"] = [_add(parts, next(mattes)) for _ in chunk]
+                if len(in_flight) >= window:  # the oldest batch's reply frees its slot
+                    self._await(in_flight.popleft(), timeout)
+                in_flight.append(self._post("add_frames", body, parts))
+                sent += len(chunk)
+            while in_flight:
+                self._await(in_flight.popleft(), timeout)
+        finally:
+            for posted in in_flight:  # an error or a bad frame: the rest is not awaited
+                self._forget(posted)
         options = {"upload": token, "subscribe": subscribe, "stream": stream, "dtype": dtype}
         reply = self.request("start_shot", options, timeout=timeout, stream=subscribe)
         self._bind_stream(reply, subscribe)
@@ -537,6 +577,16 @@ class Client:
         descs = [_add(parts, a) for a in arrays]
         reply = self.request("echo", {"arrays": descs}, parts, timeout)
         return [reply.array(d, f"arrays[{i}]") for i, d in enumerate(reply.body["arrays"])]
+
+
+@dataclass
+class _Posted:
+    """A request sent and not yet answered (:meth:`Client._post`)."""
+
+    type: str
+    id: str
+    answer: queue.SimpleQueue
+    events: queue.SimpleQueue | None
 
 
 def _add(parts: list[Any], array: np.ndarray) -> dict[str, Any]:

@@ -9,8 +9,10 @@ written with ``O_DIRECT``. The page cache would not keep a long shot anyway (500
 
 :func:`save_npy` copies the header and the array through one page-aligned buffer per thread
 (:data:`CHUNK` bytes, reused for every file: its memory stays in this process), writes whole
-blocks with ``O_DIRECT`` and truncates the file to its exact length. The file is an ordinary
-``.npy`` (``np.load`` reads it). Where ``O_DIRECT`` is refused (tmpfs, some network file
+blocks with ``O_DIRECT`` at their offsets and truncates the file to its exact length. A file
+of :data:`SPLIT_BYTES` or more is written as two halves at once, by the calling thread and a
+helper (each with its own buffer); ``save_npy`` returns when both are written. The file is
+an ordinary ``.npy`` (``np.load`` reads it). Where ``O_DIRECT`` is refused (tmpfs, some network file
 systems) it falls back to ``np.save``.
 """
 
@@ -21,6 +23,7 @@ import io
 import mmap
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,12 @@ import numpy as np
 CHUNK = 16 * 2**20  # bytes per O_DIRECT write (and of each thread's aligned buffer)
 BLOCK = 4096  # O_DIRECT offsets and lengths are multiples of this (any block size up to it)
 O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux only
+SPLIT_BYTES = 4 * 2**20  # a file this large is written in two halves at once (two threads)
 _local = threading.local()
+# The second half's writer. A disk takes two O_DIRECT writes at once faster than one after the
+# other (measured: 33 MB in ~21 ms per file with two streams, ~28 ms with one), and the copies
+# into the two aligned buffers run on both cores.
+_helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warpdiff-write")
 
 
 def npy_header(array: np.ndarray) -> bytes:
@@ -78,25 +86,42 @@ def _buffered(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 
 def _write_direct(fd: int, header: bytes, data: memoryview) -> None:
-    buf = _buffer()
+    """The file ``header + data``: in two halves written at once (the calling thread and the
+    helper) when it is at least :data:`SPLIT_BYTES`, else by this thread alone."""
     total = len(header) + len(data)
-    buf[: len(header)] = header
-    fill, pos, written = len(header), 0, 0
-    while True:
-        take = min(CHUNK - fill, len(data) - pos)
-        buf[fill : fill + take] = data[pos : pos + take]
-        fill, pos = fill + take, pos + take
-        if fill < CHUNK and pos < len(data):
-            continue
-        size = -(-fill // BLOCK) * BLOCK  # the last block padded; truncated below
-        if size > fill:
-            buf[fill:size] = bytes(size - fill)
-        done = os.write(fd, buf[:size])
+    split = total // 2 // BLOCK * BLOCK if total >= SPLIT_BYTES else total
+    if split < total:
+        second = _helper.submit(_write_range, fd, header, data, split, total)
+        try:
+            _write_range(fd, header, data, 0, split)
+        finally:
+            second.result()  # its error (ENOSPC, EINVAL) raised after both stopped
+    else:
+        _write_range(fd, header, data, 0, total)
+    if -(-total // BLOCK) * BLOCK != total:
+        os.ftruncate(fd, total)  # the last block was padded
+
+
+def _write_range(fd: int, header: bytes, data: memoryview, start: int, end: int) -> None:
+    """File bytes [start, end) of ``header + data`` through this thread's aligned buffer, in
+    whole blocks at their offsets (``start`` is a multiple of :data:`BLOCK`; a tail that ends
+    the file is padded to a block and truncated by the caller)."""
+    buf = _buffer()
+    hlen = len(header)
+    pos = start
+    while pos < end:
+        take = min(CHUNK, end - pos)
+        fill = 0
+        if pos < hlen:  # the header, then the data
+            head = min(hlen - pos, take)
+            buf[:head] = header[pos : pos + head]
+            fill = head
+        lo = pos + fill - hlen
+        buf[fill:take] = data[lo : lo + take - fill]
+        size = -(-take // BLOCK) * BLOCK
+        if size > take:
+            buf[take:size] = bytes(size - take)
+        done = os.pwrite(fd, buf[:size], pos)
         if done != size:
             raise OSError(errno.ENOSPC, f"short write ({done} of {size} bytes)")
-        written += size
-        fill = 0
-        if pos == len(data):
-            break
-    if written != total:
-        os.ftruncate(fd, total)
+        pos += take

@@ -88,20 +88,20 @@ def test_falls_back_where_o_direct_is_refused(tmp_path: Path, monkeypatch) -> No
 
 
 def test_falls_back_when_a_direct_write_is_refused(tmp_path: Path, monkeypatch) -> None:
-    def refuse(fd, data):
+    def refuse(fd, data, offset):
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(direct_write.os, "write", refuse)
+    monkeypatch.setattr(direct_write.os, "pwrite", refuse)
     a = np.random.default_rng(4).random((21, 13, 4), dtype=np.float32)
     save_npy(tmp_path / "a.npy", a)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
 
 
 def test_a_full_disk_is_an_error(tmp_path: Path, monkeypatch) -> None:
-    def full(fd, data):
+    def full(fd, data, offset):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(direct_write.os, "write", full)
+    monkeypatch.setattr(direct_write.os, "pwrite", full)
     with pytest.raises(OSError) as err:
         save_npy(tmp_path / "a.npy", np.zeros((8, 8, 4), np.float32))
     assert err.value.errno == errno.ENOSPC
@@ -119,3 +119,62 @@ def test_platforms_without_o_direct_write_plain_npy(tmp_path: Path, monkeypatch)
     save_npy(tmp_path / "a.npy", a)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
     assert not any(f & os.O_DIRECT for f in flags)
+
+
+@pytest.fixture
+def small_split(monkeypatch) -> None:
+    """Two-half writes of small files: chunks of 2 blocks, files of 3 blocks and more split."""
+    monkeypatch.setattr(direct_write, "CHUNK", 2 * direct_write.BLOCK)
+    monkeypatch.setattr(direct_write, "SPLIT_BYTES", 3 * direct_write.BLOCK)
+    monkeypatch.setattr(direct_write, "_local", direct_write.threading.local())
+
+
+@pytest.mark.parametrize("n", [3 * 1024 - 32, 3 * 1024 - 31, 4096, 5000, 6 * 1024 - 32, 9999])
+def test_two_halves_written_at_once_are_the_bytes_of_np_save(
+    tmp_path: Path, n: int, small_split, direct_only, monkeypatch
+) -> None:
+    """A file split into two halves (one on the helper thread) is still np.save's bytes: sizes
+    just below, at and above a block boundary, halves of several chunks; both threads wrote."""
+    threads: set[str] = set()
+    real_pwrite = os.pwrite
+
+    def spy(fd, data, offset):
+        threads.add(direct_write.threading.current_thread().name)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(direct_write.os, "pwrite", spy)
+    a = np.random.default_rng(n).random(n, dtype=np.float32)
+    save_npy(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", a, allow_pickle=False)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    assert len(threads) == 2 and any(t.startswith("warpdiff-write") for t in threads)
+
+
+def test_a_full_disk_in_the_second_half_is_an_error(
+    tmp_path: Path, small_split, monkeypatch
+) -> None:
+    """ENOSPC raised on the helper thread reaches the caller (the upload then fails with
+    disk_full instead of storing a truncated frame)."""
+    real_pwrite = os.pwrite
+
+    def full_past_first_half(fd, data, offset):
+        if offset > 0 and direct_write.threading.current_thread().name.startswith("warpdiff-write"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(direct_write.os, "pwrite", full_past_first_half)
+    with pytest.raises(OSError) as err:
+        save_npy(tmp_path / "a.npy", np.ones(5000, np.float32))
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_a_short_write_is_a_full_disk(tmp_path: Path, small_split, monkeypatch) -> None:
+    real_pwrite = os.pwrite
+
+    def short(fd, data, offset):
+        return real_pwrite(fd, data[: len(data) - direct_write.BLOCK], offset)
+
+    monkeypatch.setattr(direct_write.os, "pwrite", short)
+    with pytest.raises(OSError) as err:
+        save_npy(tmp_path / "a.npy", np.ones(5000, np.float32))
+    assert err.value.errno == errno.ENOSPC

@@ -284,7 +284,8 @@ def test_sanitizers_clean(asan_build, server, clip):
 
 def test_long_upload_reuses_a_few_buffers_and_sends_every_frame_intact(build, server, tmp_path):
     """24 frames and mattes in batches of 2: the plugin packs them into a handful of reused
-    buffers (two batches in flight, one being read), and what reaches the server is every
+    buffers (the server's limit of two batches in flight, one being read), and what reaches
+    the server is every
     frame's and matte's exact bytes: the Python client's upload of the same clip gives the
     same shot key (the key hashes every input byte)."""
     n = 24
@@ -305,6 +306,8 @@ def test_long_upload_reuses_a_few_buffers_and_sends_every_frame_intact(build, se
     (line,) = [x for x in done.stderr.splitlines() if "timing: upload" in x]
     buffers = int(line.rsplit(";", 1)[1].split()[0])
     assert 2 <= buffers <= 3 * 2 * 2, line  # frames and mattes of three batches at most
+    # pipelined up to the server's limit: the next batch is on the wire while one is stored
+    assert "2 frames a batch, at most 2 batches in flight (server's limit 2)" in line, line
     request = {"task": "inpaint", "seed": 11, "noise": "gp", "composite": True}
     request.update(propagate=8, steps=int(STEPS))
     rgb = [f.astype(np.float32) for f in frames]

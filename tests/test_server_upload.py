@@ -181,3 +181,42 @@ def test_bad_image_inside_a_batch_is_named_and_reserves_nothing(tmp_path, shot):
             assert wait_until(lambda: not list(tmp_path.glob(".upload-*")), timeout=10)
             if where == "frames[0]":  # nothing of the batch was good: nothing made room
                 assert srv.cache.exists(kept) and srv.cache.evicted == 0
+
+
+def test_upload_keeps_the_servers_window_of_batches_in_flight(client, shot, monkeypatch):
+    """The client posts the next batch while the server stores the ones before, up to
+    open_shot's batch_limit and never more; the key is the one-batch upload's. A bad frame
+    in a pipelined upload is named by the first failed batch's reply, the later batches'
+    replies are dropped (nothing left waiting), and the client goes on working."""
+    _, _, rgba = shot
+    six = [f * (0.5 + i / 20) for i in range(2) for f in rgba]
+    in_flight, most = set(), [0]
+    post, wait = client._post, client._await
+
+    def counting_post(type, *args, **kwargs):
+        posted = post(type, *args, **kwargs)
+        if type == "add_frames":
+            in_flight.add(posted.id)
+            most[0] = max(most[0], len(in_flight))
+        return posted
+
+    def counting_await(posted, *args, **kwargs):
+        try:
+            return wait(posted, *args, **kwargs)
+        finally:
+            in_flight.discard(posted.id)
+
+    monkeypatch.setattr(client, "_post", counting_post)
+    monkeypatch.setattr(client, "_await", counting_await)
+    key = client.upload(REQUEST, iter(six), 6, "alpha", batch=1, subscribe=False)
+    assert most[0] == 2  # the server's batch_limit (open_shot reply)
+    monkeypatch.undo()
+    assert key == client.upload(REQUEST, iter(six), 6, "alpha", batch=6, subscribe=False)
+    bad = [f.copy() for f in six]
+    bad[2][0, 0, 0] = np.nan
+    with pytest.raises(ServerError) as err:
+        client.upload({**REQUEST, "seed": 9}, iter(bad), 6, "alpha", batch=1, subscribe=False)
+    assert err.value.code == "bad_request" and "NaN" in err.value.message, err.value
+    assert wait_until(lambda: not client._pending, timeout=5)  # the later replies were dropped
+    assert client.hello()["protocol"]
+    client.cancel(key)

@@ -201,6 +201,14 @@ std::string Client::post(const std::string& type, const BodyFn& body, const Part
   }
 }
 
+void Client::forget(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  posted_.erase(std::remove(posted_.begin(), posted_.end(), id), posted_.end());
+  early_.erase(std::remove_if(early_.begin(), early_.end(),
+                              [&](const std::pair<std::string, Reply>& e) { return e.first == id; }),
+               early_.end());
+}
+
 Reply Client::await(const std::string& id, const std::string& type, const AbortFn& abort,
                     bool long_wait) {
   std::lock_guard<std::mutex> lock(mutex_);

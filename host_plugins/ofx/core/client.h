@@ -82,6 +82,9 @@ class Client {
                    const AbortFn& abort = {});
   Reply await(const std::string& id, const std::string& type, const AbortFn& abort = {},
               bool long_wait = false);
+  // A posted request whose reply will not be awaited (an upload given up): its reply, now or
+  // later, is dropped instead of kept.
+  void forget(const std::string& id);
 
  private:
   void reset();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <sstream>
 
 namespace wd {
@@ -78,10 +79,21 @@ std::string Session::hello(const AbortFn& abort) {
   return r.str("server") + " " + r.str("version");
 }
 
+int frames_per_batch(const ShotLayout& layout, int batch) {
+  // A large frame goes alone: the server starts storing it as soon as it is read, and fewer
+  // buffers are touched for the first time (fresh memory is the slow part of packing).
+  const std::size_t item = layout.dtype == "uint8" ? 1 : layout.dtype == "uint16" ? 2 : 4;
+  const std::size_t frame_bytes = static_cast<std::size_t>(std::max(0, layout.height)) *
+                                  static_cast<std::size_t>(std::max(0, layout.width)) *
+                                  (layout.channels * item + (layout.matte == MatteMode::Masks ? 4 : 0));
+  const std::size_t fit = kBatchBytes / std::max<std::size_t>(1, frame_bytes);
+  return static_cast<int>(std::clamp<std::size_t>(fit, 1, std::clamp(batch, 1, 64)));
+}
+
 std::string Session::upload(const Params& params, const ShotLayout& layout,
                             const FrameSource& frames, const FrameSource& mattes,
                             const AbortFn& abort, const ProgressFn& progress, int batch,
-                            std::size_t* allocated_out) {
+                            UploadStats* stats) {
   if (layout.n_frames < 1) throw Error("bad_body", "the shot has no frames");
   Reply opened = client_->request("open_shot", [&](Packer& pk) {
     const bool masks = layout.matte != MatteMode::None;
@@ -104,13 +116,24 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
     }
   }, {}, abort);
   const std::string token = opened.str("upload");
-  batch = std::max(1, batch);
   const bool masks = layout.matte == MatteMode::Masks;
-  // Two batches on the wire (or waiting for their reply) and one being read.
-  PackedPool pool(static_cast<std::size_t>(3 * batch) * (masks ? 2 : 1));
-  // Two batches in flight (the server's limit): batch k+1 is read and sent while the server
-  // stores batch k. Each batch is held until its reply, so at most two batches live here.
-  std::string in_flight;
+  batch = frames_per_batch(layout, batch);
+  // Batches in flight: as many as the server allows (open_shot's batch_limit), at most 4.
+  const int window = static_cast<int>(std::clamp<std::int64_t>(opened.integer("batch_limit", 2), 1, 4));
+  // `window` batches on the wire (or waiting for their reply) and one being read.
+  PackedPool pool(static_cast<std::size_t>((window + 1) * batch) * (masks ? 2 : 1));
+  // Batch k is read while batches k-window..k-1 are in flight, and posted as soon as the
+  // oldest one's reply frees its slot: the server always has the next batch to store. Each
+  // batch is held until its reply, so at most `window` batches (plus the one read) live here.
+  std::deque<std::string> in_flight;
+  int max_in_flight = 0;
+  struct Forget {  // an upload that throws (abort, error): its other replies are not awaited
+    Client& c;
+    std::deque<std::string>& ids;
+    ~Forget() {
+      for (const std::string& id : ids) c.forget(id);
+    }
+  } forget{*client_, in_flight};
   for (int start = 0; start < layout.n_frames; start += batch) {
     const int n = std::min(batch, layout.n_frames - start);
     Parts parts;  // frames, then mattes
@@ -127,7 +150,11 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
         mattes(start + i, *p);
         parts.push_back(std::move(p));
       }
-    const std::string id = client_->post("add_frames", [&](Packer& pk) {
+    if (static_cast<int>(in_flight.size()) >= window) {
+      client_->await(in_flight.front(), "add_frames", abort);
+      in_flight.pop_front();
+    }
+    in_flight.push_back(client_->post("add_frames", [&](Packer& pk) {
       pk.pack_map(3 + masks);
       pk.pack("upload");
       pk.pack(token);
@@ -141,14 +168,14 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
         pk.pack_array(n);
         for (int i = 0; i < n; ++i) pack_descriptor(pk, n + i, *parts[n + i]);
       }
-    }, parts, abort);
+    }, parts, abort));
     parts.clear();  // ZeroMQ holds them until sent
-    if (!in_flight.empty()) client_->await(in_flight, "add_frames", abort);
-    in_flight = id;
+    max_in_flight = std::max(max_in_flight, static_cast<int>(in_flight.size()));
     if (progress) progress(start, layout.n_frames);
   }
-  if (!in_flight.empty()) client_->await(in_flight, "add_frames", abort);
-  if (allocated_out) *allocated_out = pool.allocated();
+  for (; !in_flight.empty(); in_flight.pop_front())
+    client_->await(in_flight.front(), "add_frames", abort);
+  if (stats) *stats = {pool.allocated(), batch, window, max_in_flight};
   if (progress) progress(layout.n_frames, layout.n_frames);
   Reply started = client_->request("start_shot", [&](Packer& pk) {
     pk.pack_map(2);

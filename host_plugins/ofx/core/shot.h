@@ -58,6 +58,19 @@ struct ShotStatus {
   std::string message;
 };
 
+constexpr std::size_t kBatchBytes = 32u << 20;  // bytes of frames per add_frames (see upload)
+
+// Frames per add_frames: at most `batch` (1..64), and no more than kBatchBytes of frames and
+// mattes unless one frame alone is larger (then 1).
+int frames_per_batch(const ShotLayout& layout, int batch);
+
+struct UploadStats {  // what an upload did (diagnostics, tests)
+  std::size_t buffers = 0;  // frame buffers allocated
+  int batch = 0;            // frames per batch
+  int window = 0;           // batches allowed in flight (the server's batch_limit, at most 4)
+  int max_in_flight = 0;    // the most batches that were in flight at once
+};
+
 class Session {
  public:
   Session(const std::string& address, Timeouts timeouts);
@@ -65,14 +78,16 @@ class Session {
 
   // hello: the server is there and speaks protocol 1; returns its version line.
   std::string hello(const AbortFn& abort = {});
-  // Chunked upload (open_shot, add_frames in batches of `batch`, start_shot); the shot key.
-  // At most two batches are in flight and one more is being read, so about 3 * batch frames
-  // (and mattes) are held here, in buffers reused from frame to frame; `allocated_out`, when
-  // given, gets how many buffers the upload allocated (tests).
+  // Chunked upload (open_shot, add_frames in batches, start_shot); returns the shot key. A
+  // batch holds at most `batch` frames and, unless one frame is larger, at most kBatchBytes
+  // of frames and mattes. As many batches as the server allows (open_shot's batch_limit, at
+  // most 4) are in flight while the next one is read, so about (limit + 1) batches of frames
+  // (and mattes) are held here, in buffers reused from frame to frame; `stats`, when given,
+  // gets what the upload did.
   std::string upload(const Params& params, const ShotLayout& layout, const FrameSource& frames,
                      const FrameSource& mattes, const AbortFn& abort,
                      const ProgressFn& progress = {}, int batch = 4,
-                     std::size_t* allocated_out = nullptr);
+                     UploadStats* stats = nullptr);
   // Frame t of the shot (float32 [h, w, 3]) handed to `sink` straight from the received
   // message (no copy); waits while it is made, the host's abort honoured.
   void get_frame(const std::string& key, int t, const AbortFn& abort,

@@ -324,17 +324,19 @@ void process_shot(Instance& inst, const ShotConfig& c, const wd::AbortFn& abort)
     packing += Clock::now() - t1;
   };
   const auto start = Clock::now();
-  std::size_t buffers = 0;
+  wd::UploadStats stats;
   const std::string key =
-      session.upload(c.params, layout, frame, matte, abort, {}, c.batch, &buffers);
+      session.upload(c.params, layout, frame, matte, abort, {}, c.batch, &stats);
   if (std::getenv("WD_OFX_TIMING")) {  // diagnostics: where an upload's time goes
     using ms = std::chrono::duration<double, std::milli>;
     const double total = ms(Clock::now() - start).count();
     const double fetch = ms(fetching).count(), pack = ms(packing).count();
     std::fprintf(stderr,
                  "warpdiff-ofx timing: upload %d frames %.1f ms: host fetch %.1f ms, pack %.1f "
-                 "ms, rest (server, wire) %.1f ms; %zu buffers\n",
-                 layout.n_frames, total, fetch, pack, total - fetch - pack, buffers);
+                 "ms, rest (server, wire) %.1f ms; %zu buffers, %d frames a batch, at most %d "
+                 "batches in flight (server's limit %d)\n",
+                 layout.n_frames, total, fetch, pack, total - fetch - pack, stats.buffers,
+                 stats.batch, stats.max_in_flight, stats.window);
   }
   inst.key = key;
   inst.processed_at = std::chrono::steady_clock::now();
@@ -642,8 +644,9 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
                 "How long to wait for the server to answer before reporting it missing", 10.0,
                 0.1, 600.0);
   define_int(s, P::batch, "Upload batch",
-             "Frames per upload message (two in flight): memory on both sides is about twice "
-             "this many frames", 4, 1, 64);
+             "Most frames per upload message (fewer when they exceed 32 MB; the server takes a "
+             "few messages at a time): memory on both sides is a few times this many frames",
+             4, 1, 64);
   define_choice(s, P::range, "Frame range",
                 "Which frames form the shot (all are read and uploaded, with the handles)",
                 {"Whole clip", "In/out", "Custom"}, 0);

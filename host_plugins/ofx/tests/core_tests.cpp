@@ -304,7 +304,27 @@ static void test_timeout_and_abort() {
   CHECK(code == "unreachable");
 }
 
+// Frames per upload batch: the parameter's count, fewer when they would pass kBatchBytes,
+// at least one however large a frame is.
+static void test_frames_per_batch() {
+  ShotLayout hd;  // 1920x1080 RGBA float: 33.2 MB, just under 32 MiB
+  hd.height = 1080, hd.width = 1920, hd.channels = 4, hd.dtype = "float32";
+  CHECK(frames_per_batch(hd, 4) == 1);
+  ShotLayout hd8 = hd;
+  hd8.dtype = "uint8";  // 8.3 MB: four fit
+  CHECK(frames_per_batch(hd8, 4) == 4 && frames_per_batch(hd8, 8) == 4 && frames_per_batch(hd8, 2) == 2);
+  hd8.channels = 3, hd8.matte = MatteMode::Masks;  // RGB bytes + a float matte: 14.5 MB each
+  CHECK(frames_per_batch(hd8, 4) == 2);
+  ShotLayout uhd = hd;
+  uhd.height = 2160, uhd.width = 3840;  // larger than the cap alone: still one
+  CHECK(frames_per_batch(uhd, 4) == 1);
+  ShotLayout tiny = hd;
+  tiny.height = tiny.width = 32;
+  CHECK(frames_per_batch(tiny, 4) == 4 && frames_per_batch(tiny, 0) == 1 && frames_per_batch(tiny, 500) == 64);
+}
+
 int main() {
+  test_frames_per_batch();
   test_pack_float_bottom_up_offset_bounds();
   test_pack_negative_rowbytes_u8_u16();
   test_reused_buffer_equals_fresh();
