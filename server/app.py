@@ -321,6 +321,7 @@ class Server:
                 continue
             if msg.type != "worker":
                 continue
+            self.heap.worker_reported()
             try:
                 on_worker_event(self, msg)
             except Exception:  # a bug: log it, keep serving

@@ -10,9 +10,9 @@ it faults in again: ~8,100 page faults per frame, which on a VM that takes freed
   one arena (``M_ARENA_MAX`` 1: the main heap grows as far as needed) and stops glibc from
   trimming it on each free: the next frame reuses the pages the last one freed.
 - :class:`IdleTrim` gives the kept memory back (``malloc_trim(0)``) once the server has been
-  idle for a poll timeout after it received at least :data:`TRIM_AFTER_BYTES`, so the
-  resident memory comes back to its baseline after a burst, as it did when every large buffer
-  was its own mapping.
+  idle for a poll timeout after it received at least :data:`TRIM_AFTER_BYTES` or the worker
+  made frames, so the resident memory comes back to its baseline after a burst, as it did
+  when every large buffer was its own mapping.
 
 Elsewhere (macOS, Windows, musl) both do nothing: the system allocator decides.
 """
@@ -58,23 +58,28 @@ def keep_freed_frames() -> bool:
 
 
 class IdleTrim:
-    """Counts the bytes received; :meth:`idle` trims the heap once enough came in since the
-    last trim. Call :meth:`idle` when a poll timed out with nothing to do (loop thread)."""
+    """Counts the bytes received and notes the worker's work; :meth:`idle` trims the heap
+    when enough came in, or the worker made frames, since the last trim. Call :meth:`idle`
+    when a poll timed out with nothing to do (loop thread)."""
 
     def __init__(self, after_bytes: int = TRIM_AFTER_BYTES) -> None:
         self.after_bytes = after_bytes
         self.pending = 0  # bytes received since the last trim
+        self.worked = False  # the worker reported since the last trim (its buffers were freed)
         self.trims = 0
         self._libc = _glibc()
 
     def received(self, nbytes: int) -> None:
         self.pending += nbytes
 
+    def worker_reported(self) -> None:
+        self.worked = True
+
     def idle(self) -> bool:
         """Trim if due; returns whether it trimmed."""
-        if self.pending < self.after_bytes:
+        if self.pending < self.after_bytes and not self.worked:
             return False
-        self.pending = 0
+        self.pending, self.worked = 0, False
         self.trims += 1
         if self._libc is not None:
             self._libc.malloc_trim(0)

@@ -20,7 +20,7 @@ import dataclasses
 import shutil
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -310,18 +310,22 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     upload.in_flight += 1
     start, frames, masks = body.start, body.frames, body.masks
 
+    inputs = upload.folder / "inputs"
+    items = [
+        (f"frames[{i}]", upload.frame_hash, a, inputs / f"f{start + i:05d}.npy")
+        for i, a in enumerate(frames)
+    ]
+    items += [
+        (f"masks[{i}]", upload.mask_hash, a, inputs / f"m{start + i:05d}.npy")
+        for i, a in enumerate(masks)
+    ]
+    # Checked on arrival (checker thread, in order), so a batch's check runs while the batch
+    # before it is written; store() waits for each check before it reserves room for it.
+    checks = [_checker.submit(check_array, a, name) for name, _, a, _ in items]
+
     def store() -> dict[str, Any]:
-        inputs = upload.folder / "inputs"
-        items = [
-            (f"frames[{i}]", upload.frame_hash, a, inputs / f"f{start + i:05d}.npy")
-            for i, a in enumerate(frames)
-        ]
-        items += [
-            (f"masks[{i}]", upload.mask_hash, a, inputs / f"m{start + i:05d}.npy")
-            for i, a in enumerate(masks)
-        ]
         try:
-            _store_checked(server, upload, items)
+            _store_checked(server, upload, items, checks)
         except BaseException as exc:
             upload.failed = str(getattr(exc, "message", exc))
             raise
@@ -339,19 +343,19 @@ def add_frames(server: Server, peer: Peer, msg: Message, body: AddFrames) -> Non
     server.intake.run(store, done)
 
 
-def _store_checked(server: Server, upload: Upload, items: list[tuple[str, Any, Any, Path]]) -> None:
-    """Check, reserve room for, hash and write each (name, hasher, array, path) in order.
+def _store_checked(
+    server: Server, upload: Upload, items: list[tuple[str, Any, Any, Path]], checks: list[Future]
+) -> None:
+    """Reserve room for, hash and write each (name, hasher, array, path) in order, once its
+    check (``checks[k]``, running on the checker thread since the batch arrived) passed.
 
-    Image k+1's pixels are checked on the checker thread while image k is hashed (helper
-    thread) and written (here, mostly waiting for the disk); nothing is reserved or written
-    for an image before its check passed, so a bad one evicts nothing from the cache (the good
-    images before it in its batch were stored, as earlier batches were; the upload's folder
-    and reservations go when it is dropped)."""
-    checking = _checker.submit(check_array, items[0][2], items[0][0]) if items else None
-    for k, (_, h, array, path) in enumerate(items):
+    Image k+1 is checked while image k is hashed (helper thread) and written (here, mostly
+    waiting for the disk), and the next batch's images while this one's are; nothing is
+    reserved or written for an image before its check passed, so a bad one evicts nothing
+    from the cache (the good images before it in its batch were stored, as earlier batches
+    were; the upload's folder and reservations go when it is dropped)."""
+    for (_, h, array, path), checking in zip(items, checks, strict=True):
         checking.result()  # raises ProtocolError for bad pixels
-        if k + 1 < len(items):
-            checking = _checker.submit(check_array, items[k + 1][2], items[k + 1][0])
         nbytes = array.nbytes + 128
         server.cache.reserve(nbytes)
         upload.reserved += nbytes

@@ -23,6 +23,8 @@ def test_idle_trims_only_after_enough_was_received() -> None:
     heap.received(6 * MB)
     assert heap.idle() is True and heap.trims == 1
     assert heap.idle() is False and heap.trims == 1  # once per burst, not on every idle poll
+    heap.worker_reported()  # the worker made a frame: its freed buffers are worth a trim
+    assert heap.idle() is True and heap.trims == 2 and heap.idle() is False
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc policy, /proc RSS")
