@@ -1,9 +1,12 @@
 """``python -m server.bench_ofx``: what the OpenFX plugin adds, at 1920x1080 RGBA float (JSON).
 
 - ``upload_mb_s``: "Process shot" through our OFX test host: the plugin reads ``frames``
-  frames through the host, packs them and sends them in batches of 4 (``open_shot``,
-  ``add_frames``, ``start_shot``); input bytes (float32 RGBA) / wall time of the action. The
-  same upload from the Python client (``Client.upload``) is reported beside it.
+  frames through the host, packs them and sends them in batches (``open_shot``,
+  ``add_frames``, ``start_shot``; the plugin's defaults: up to 4 frames and 32 MiB a batch,
+  so one 1080p float frame, with the server's ``batch_limit`` of batches in flight); input
+  bytes (float32 RGBA) / wall time of the action, which ends when the server has stored
+  every frame. The same upload from the Python client (``Client.upload``) is reported beside
+  it.
   ``upload_split``: where the plugin's upload time went (ms in the host's image fetches, in
   packing, the rest waiting for the wire and the server; frame buffers allocated).
 - ``cached_round_trip_ms``: renders of a frame the server has already made (a one-frame shot,
