@@ -45,6 +45,7 @@ HARMONIC_SIGMA_PX = 3.0  # the boundary values: a Gaussian mean of the known pix
 LINE_DIRECTIONS = 8  # lines through a hole pixel, at k * pi / 8
 LINE_MAX_PX = 24  # a line continues a structure only if both its ends lie within this
 LINE_END_SIGMA_PX = 1.0  # the colour at a line's end: a Gaussian mean of the known pixels
+LINE_POWER = 2.0  # the confidence's power (see line_fill)
 LINE_COLOUR_TOLERANCE = 0.1  # ends whose colours differ by this (RGB distance) weigh e^-0.5
 
 
@@ -106,10 +107,12 @@ def line_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarr
     :data:`LINE_MAX_PX`) and the linear interpolation between their colours ``a``, ``b``. A line
     weighs ``exp(-|a - b|^2 / 2 tol^2) / length``: its ends agree, and it is short.
 
-    Returns the weighted mean of the lines (H, W, C), and the confidence (H, W) that one line
-    carries a structure: the best line's share of the weight, rescaled from [1/K, 1] to [0, 1]
-    and squared; 0 where no line has both ends. Where every line agrees (uniform surroundings)
-    or none does, the confidence is low, and the harmonic fill is as good or safer."""
+    Returns the weighted mean of the lines (H, W, C), and the confidence (H, W) in it: the
+    larger of the best line's share of the weight (rescaled from [1/K, 1] to [0, 1]: one
+    direction carries a structure) and the best line's agreement (the surroundings are uniform
+    along it), squared; 0 where no line has both ends. Where lines disagree in every direction
+    it is low: the harmonic fill is safer there. (The agreement term: the harmonic fill mixes
+    every colour of the boundary, so it tinted the uniform crema above the demo's rim brown.)"""
     h, w = hole.shape
     # Only pixels within LINE_MAX_PX of a known pixel can have a line (the rest: confidence 0).
     near = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3) <= LINE_MAX_PX
@@ -117,6 +120,7 @@ def line_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarr
     n, c = len(ys), image.shape[2]
     ends = known_mean(image, hole, LINE_END_SIGMA_PX)
     total, weight, best = np.zeros((n, c)), np.zeros(n), np.zeros(n)
+    best_agree = np.zeros(n)
     for k in range(LINE_DIRECTIONS):
         angle = k * np.pi / LINE_DIRECTIONS
         (d1, a), (d2, b) = (
@@ -131,13 +135,15 @@ def line_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarr
         total += wk[:, None] * line / length[:, None]
         weight += wk
         best = np.maximum(best, wk)
+        best_agree = np.maximum(best_agree, np.where(both, agree, 0.0))
     out = np.array(image, np.float32, copy=True)
     has = weight > 1e-12
     out[ys[has], xs[has]] = total[has] / weight[has, None]
     share = np.where(has, best / np.maximum(weight, 1e-12), 0.0)
     k = LINE_DIRECTIONS
     confidence = np.zeros((h, w), np.float32)
-    confidence[ys, xs] = np.clip((share - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0) ** 2
+    one_line = np.clip((share - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
+    confidence[ys, xs] = np.maximum(one_line, np.where(has, best_agree, 0.0)) ** LINE_POWER
     return out, confidence
 
 
