@@ -119,14 +119,12 @@ def line_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ys, xs = np.nonzero(hole & near)
     n, c = len(ys), image.shape[2]
     ends = known_mean(image, hole, LINE_END_SIGMA_PX)
+    angles = np.arange(LINE_DIRECTIONS) * np.pi / LINE_DIRECTIONS
+    dist, found = _first_known(ends, hole, ys, xs, angles)  # (2K, n), (2K, n, C)
     total, weight, best = np.zeros((n, c)), np.zeros(n), np.zeros(n)
     best_agree = np.zeros(n)
     for k in range(LINE_DIRECTIONS):
-        angle = k * np.pi / LINE_DIRECTIONS
-        (d1, a), (d2, b) = (
-            _first_known(ends, hole, ys, xs, s * np.sin(angle), s * np.cos(angle))
-            for s in (1.0, -1.0)
-        )
+        (d1, a), (d2, b) = (dist[2 * k], found[2 * k]), (dist[2 * k + 1], found[2 * k + 1])
         both = np.isfinite(d1) & np.isfinite(d2)
         length = np.where(both, d1 + d2, 1.0)
         line = a * np.where(both, d2, 0.0)[:, None] + b * np.where(both, d1, 0.0)[:, None]
@@ -148,26 +146,29 @@ def line_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _first_known(
-    values: np.ndarray, hole: np.ndarray, ys: np.ndarray, xs: np.ndarray, vy: float, vx: float
+    values: np.ndarray, hole: np.ndarray, ys: np.ndarray, xs: np.ndarray, angles: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """From each (ys, xs) along (vy, vx): the distance to the first known pixel (inf if none
-    within :data:`LINE_MAX_PX` or inside the frame) and its value."""
+    """From each (ys, xs), along each angle and its opposite (rays 2k, 2k + 1): the distance to
+    the first known pixel ((2K, n); inf if none within :data:`LINE_MAX_PX` inside the frame)
+    and its value ((2K, n, C)). All rays step together, one pixel a step."""
     h, w = hole.shape
-    dist = np.full(len(ys), np.inf)
-    found = np.zeros((len(ys), values.shape[2]), np.float32)
-    todo = np.arange(len(ys))
+    vy = np.stack([np.sin(angles), -np.sin(angles)], 1).reshape(-1, 1)
+    vx = np.stack([np.cos(angles), -np.cos(angles)], 1).reshape(-1, 1)
+    dist = np.full((len(vy), len(ys)), np.inf)
+    where = np.zeros(dist.shape, np.int64)
+    alive = np.ones(dist.shape, bool)
     for t in range(1, LINE_MAX_PX + 1):
-        py = np.rint(ys[todo] + t * vy).astype(np.int64)
-        px = np.rint(xs[todo] + t * vx).astype(np.int64)
+        py = np.rint(ys + t * vy).astype(np.int64)
+        px = np.rint(xs + t * vx).astype(np.int64)
         inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
-        py, px = py.clip(0, h - 1), px.clip(0, w - 1)
-        hit = inside & ~hole[py, px]
-        dist[todo[hit]] = t
-        found[todo[hit]] = values[py[hit], px[hit]]
-        todo = todo[inside & ~hit]
-        if len(todo) == 0:
+        flat = py.clip(0, h - 1) * w + px.clip(0, w - 1)
+        hit = alive & inside & ~hole.reshape(-1)[flat]
+        dist[hit] = t
+        where[hit] = flat[hit]
+        alive &= inside & ~hit
+        if not alive.any():
             break
-    return dist, found
+    return dist, values.reshape(h * w, -1)[where]
 
 
 def structure_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
