@@ -5,8 +5,9 @@
   ``add_frames``, ``start_shot``; the plugin's defaults: up to 4 frames and 32 MiB a batch,
   so one 1080p float frame, with the server's ``batch_limit`` of batches in flight); input
   bytes (float32 RGBA) / wall time of the action, which ends when the server has stored
-  every frame. The same upload from the Python client (``Client.upload``) is reported beside
-  it.
+  every frame. The server has loaded its model first (``warm_up_s``: a 2-frame 64x64
+  upload), as a running server has: the first ``open_shot`` loads it to plan the tile. The
+  same upload from the Python client (``Client.upload``) is reported beside it.
   ``upload_split``: where the plugin's upload time went (ms in the host's image fetches, in
   packing, the rest waiting for the wire and the server; frame buffers allocated).
 - ``cached_round_trip_ms``: renders of a frame the server has already made (a one-frame shot,
@@ -102,6 +103,13 @@ def run(n_frames: int = 8, repeats: int = 7) -> dict:
         env = dict(os.environ, OFX_PLUGIN_PATH=str(build), WD_OFX_TIMING="1")
         params = ["--param", f"server={srv.address}", "--param", "steps=1"]
         params += ["--param", "propagate=0", "--param", "timeout=60", "--process"]
+        # 0. The server loads its model on the first open_shot (to plan the tile): once per
+        #    server, not part of an upload's speed. A 2-frame 64x64 shot loads it first.
+        t0 = time.perf_counter()
+        warm = np.zeros((2, 64, 64, 4), np.float32)
+        request = {"task": "inpaint", "steps": 1, "propagate": 0}
+        client.cancel(client.upload(request, iter(warm), 2, "alpha", subscribe=False, timeout=600))
+        result["warm_up_s"] = time.perf_counter() - t0
         # 1. Upload: Process shot of the whole clip, no render; then stop the shot it started.
         report, stderr = _host(host, Path(tmp) / "in.f32", n_frames, env, *params, "--no-render")
         result["upload_mb_s"] = clip.nbytes / report["process_s"] / 1e6
