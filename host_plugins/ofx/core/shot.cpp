@@ -95,7 +95,9 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
                             const AbortFn& abort, const ProgressFn& progress, int batch,
                             UploadStats* stats) {
   if (layout.n_frames < 1) throw Error("bad_body", "the shot has no frames");
-  Reply opened = client_->request("open_shot", [&](Packer& pk) {
+  // open_shot is answered after the server planned the shot (the first one of a server loads
+  // its model): the first batch is read meanwhile, and sent once the reply gives its token.
+  const std::string open_id = client_->post("open_shot", [&](Packer& pk) {
     const bool masks = layout.matte != MatteMode::None;
     pk.pack_map(6 + masks);
     pk.pack("request");
@@ -115,13 +117,15 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
       pk.pack(layout.matte == MatteMode::Alpha ? "alpha" : "masks");
     }
   }, {}, abort);
-  const std::string token = opened.str("upload");
+  std::string token;
   const bool masks = layout.matte == MatteMode::Masks;
   batch = frames_per_batch(layout, batch);
   // Batches in flight: as many as the server allows (open_shot's batch_limit), at most 4.
-  const int window = static_cast<int>(std::clamp<std::int64_t>(opened.integer("batch_limit", 2), 1, 4));
-  // `window` batches on the wire (or waiting for their reply) and one being read.
-  PackedPool pool(static_cast<std::size_t>((window + 1) * batch) * (masks ? 2 : 1));
+  int window = 0;
+  // `window` batches on the wire (or waiting for their reply) and one being read. The pool
+  // keeps at most that many idle buffers; it allocates only when none is idle, so the
+  // in-flight bound below bounds its allocations.
+  PackedPool pool(static_cast<std::size_t>((kMaxWindow + 1) * batch) * (masks ? 2 : 1));
   // Batch k is read while batches k-window..k-1 are in flight, and posted as soon as the
   // oldest one's reply frees its slot: the server always has the next batch to store. Each
   // batch is held until its reply, so at most `window` batches (plus the one read) live here.
@@ -130,10 +134,13 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
   struct Forget {  // an upload that throws (abort, error): its other replies are not awaited
     Client& c;
     std::deque<std::string>& ids;
+    const std::string& open_id;
+    const std::string& token;
     ~Forget() {
+      if (token.empty()) c.forget(open_id);
       for (const std::string& id : ids) c.forget(id);
     }
-  } forget{*client_, in_flight};
+  } forget{*client_, in_flight, open_id, token};
   for (int start = 0; start < layout.n_frames; start += batch) {
     const int n = std::min(batch, layout.n_frames - start);
     Parts parts;  // frames, then mattes
@@ -150,6 +157,12 @@ std::string Session::upload(const Params& params, const ShotLayout& layout,
         mattes(start + i, *p);
         parts.push_back(std::move(p));
       }
+    if (token.empty()) {  // the first batch is read: now its token is needed
+      Reply opened = client_->await(open_id, "open_shot", abort);
+      token = opened.str("upload");
+      if (token.empty()) throw Error("bad_reply", "open_shot: the reply has no upload token");
+      window = static_cast<int>(std::clamp<std::int64_t>(opened.integer("batch_limit", 2), 1, kMaxWindow));
+    }
     if (static_cast<int>(in_flight.size()) >= window) {
       client_->await(in_flight.front(), "add_frames", abort);
       in_flight.pop_front();

@@ -59,6 +59,7 @@ struct ShotStatus {
 };
 
 constexpr std::size_t kBatchBytes = 32u << 20;  // bytes of frames per add_frames (see upload)
+constexpr int kMaxWindow = 4;  // batches in flight at most, whatever the server allows
 
 // Frames per add_frames: at most `batch` (1..64), and no more than kBatchBytes of frames and
 // mattes unless one frame alone is larger (then 1).
@@ -80,8 +81,9 @@ class Session {
   std::string hello(const AbortFn& abort = {});
   // Chunked upload (open_shot, add_frames in batches, start_shot); returns the shot key. A
   // batch holds at most `batch` frames and, unless one frame is larger, at most kBatchBytes
-  // of frames and mattes. As many batches as the server allows (open_shot's batch_limit, at
-  // most 4) are in flight while the next one is read, so about (limit + 1) batches of frames
+  // of frames and mattes. The first batch is read while open_shot is answered. As many
+  // batches as the server allows (open_shot's batch_limit, at most 4) are in flight while the
+  // next one is read, so about (limit + 1) batches of frames
   // (and mattes) are held here, in buffers reused from frame to frame; `stats`, when given,
   // gets what the upload did.
   std::string upload(const Params& params, const ShotLayout& layout, const FrameSource& frames,
