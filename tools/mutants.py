@@ -42,8 +42,9 @@ FAST_TESTS: dict[str, list[str]] = {
         "tests/test_sampler.py",
         "tests/test_guidance_rules.py",
         "tests/test_method_pins.py",
+        "tests/test_devices.py",
     ],
-    "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py"],
+    "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py", "tests/test_devices.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_method_pins.py"],
     "flow": ["tests/test_flow.py", "tests/test_metrics.py", "tests/test_method_pins.py"],
 }
