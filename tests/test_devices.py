@@ -17,7 +17,7 @@ import torch
 from warpcore.flow import warp
 from warpcore.guidance import EquivarianceGuidance, matched_blur
 from warpcore.noise import GPNoise
-from warpcore.sampler import sample
+from warpcore.sampler import sample, start_noise
 from warpcore.warps import SCHEMES, make_warper
 
 META = torch.device("meta")
@@ -72,6 +72,17 @@ def test_sampler_gives_the_model_sigmas_on_the_samples_device(method: str) -> No
     sigmas = torch.tensor([2.0, 1.0, 0.5, 0.0])
     result = sample(denoise, torch.empty(2, 3, 4, 4, device=META), sigmas, method=method)
     assert result.x.device == META and result.denoised.device == META
+
+
+def test_start_noise_follows_the_noises_device_and_dtype() -> None:
+    """A float64 CPU start point joins float32 noise on its device. Mutant: ``start.to(noise)``
+    -> ``.to(None)`` (sampler start_noise 9: a float64 sum, or a mixed-device one). (Its
+    ``sigmas[0].to(noise)`` -> ``.to(None)``, start_noise 3, is equivalent on any device: a
+    0-dim CPU tensor may multiply a tensor anywhere and takes its dtype.)"""
+    noise = torch.empty(1, 3, 4, 4, device=META)
+    start = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    x = start_noise(noise, torch.tensor([2.0, 0.0]), start)
+    assert x.device == META and x.dtype == torch.float32
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -1923,3 +1923,50 @@ def test_gradient_steps_use_step_ks_own_previous_estimate(rule: str) -> None:
         torch.testing.assert_close(
             correction, torch.full_like(denoised, per_element), rtol=1e-5, atol=1e-7
         )
+
+
+@pytest.mark.parametrize(
+    ("rule", "grad_mode"), [("newton", "output"), ("dps", "network"), ("blend", "output")]
+)
+def test_sampler_adds_each_steps_guidance_correction_by_hand(rule: str, grad_mode: str) -> None:
+    """Two guided Euler steps of ``sample`` replayed by hand on D(x, s) = x / (1 + s^2), a still
+    frame and lambda = 0.5: h_k = D(x_k, s_k); u = x_k + (s_{k+1} - s_k) (x_k - h_k) / s_k;
+    then x_{k+1} = u + c_k with, against the previous frame's step-k estimate P_k,
+    c_k = -lambda (h_k - P_k) (newton, the identity Jacobian of "output"),
+    c_k = -lambda dD/dx 2 (h_k - P_k) / sqrt(e_k) (dps through the network), or
+    c_k = lambda (P_k - h_k) (blend, which also stores h_k + c_k as the step's estimate);
+    e_k = |h_k - P_k|^2 is reported. Mutants (sampler.sample): the correction subtracted, the
+    stored estimate moved the wrong way or dropped, ``guidance.step`` given None for x, k or
+    sigma, and the network's graph not kept for dps."""
+    c, h, w = 3, 4, 5
+    gen = torch.Generator().manual_seed(9)
+    previous = torch.rand(2, c, h, w, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(1, c, h, w, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(2, h, w, dtype=torch.float64)
+    ones = torch.ones(1, h, w, dtype=torch.float64)
+    guidance = EquivarianceGuidance(
+        strength=0.5, forward=zero, mask=ones, previous=previous, active=frozenset({0, 1}),
+        grad_mode=grad_mode, rule=rule, backward=zero, backward_mask=ones,  # type: ignore[arg-type]
+    )  # fmt: skip
+    from warpcore.sampler import sample
+
+    sigmas = torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)
+    result = sample(lambda x, s: x / (1 + s.view(-1, 1, 1, 1) ** 2), x0, sigmas, guidance=guidance)
+    x = x0
+    for k in range(2):
+        s, s_next = float(sigmas[k]), float(sigmas[k + 1])
+        est = x / (1 + s * s)
+        u = x + (s_next - s) * (x - est) / s
+        r = est - previous[k]
+        e = float((r**2).sum())
+        if rule == "newton":
+            correction = -0.5 * r
+        elif rule == "dps":
+            correction = -0.5 * (2 * r / (1 + s * s)) / math.sqrt(e)
+        else:
+            correction = -0.5 * r
+            est = est + correction
+        assert result.warp_errors[k] == pytest.approx(e, rel=1e-6), k
+        torch.testing.assert_close(result.denoised[k].double(), est, rtol=1e-6, atol=1e-9)
+        x = u + correction
+    torch.testing.assert_close(result.x.double(), x, rtol=1e-6, atol=1e-9)
