@@ -47,7 +47,7 @@ def test_interface(model: Denoiser) -> None:
     img = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(model.decode(model.encode(img)), img)
     prepared = model.prepare(_inpaint_cond(8, 8))
-    torch.testing.assert_close(model.start(prepared), prepared.cond[:, :3])  # the Telea fill
+    torch.testing.assert_close(model.start(prepared), prepared.cond[:, :3])  # the structure fill
     up = load_builtin("upscale")  # moves config.json's estimate_weight of the way from b
     prepared = up.prepare(Condition("upscale", torch.rand(3, 6, 5), scale=4))
     base, weight = prepared.cond[:, :3], up.net.config["estimate_weight"]["upscale"]
@@ -396,12 +396,13 @@ def test_calibrated_start_keeps_smooth_footage_and_textured_gains() -> None:
     assert gains["photo"][0] > 0.3
 
 
-def test_removal_starts_from_the_telea_fill_which_keeps_a_rim() -> None:
+def test_removal_starts_from_the_structure_fill_which_carries_the_rim_across() -> None:
     """The demo's cup rim, drawn: crema above a 6-px white rim above a red cup, a hole across
-    all three. The shipped removal starts from OpenCV's Telea fill, which carries the bands into
-    the hole (RMS error 0.13); the smooth push-pull fill mixed them into a pale blob (0.25), and
-    the previous start, the estimate from it, was no better. Known pixels stay exact."""
-    from warpcore.models.builtin import telea_fill
+    all three. The shipped removal starts from the structure fill, which carries the rim across
+    the hole (its middle rows stay white: min 0.88 measured); OpenCV's Telea, the previous
+    start, pushed the red cup up through it (the demo's dark notch: min 0.56), and the smooth
+    push-pull fill mixed all three into a pale blob. Known pixels stay exact."""
+    from warpcore.models.builtin import structure_fill, telea_fill
 
     img = torch.zeros(3, 64, 64)
     img[:, :30] = torch.tensor([0.9, 0.55, 0.2])[:, None, None]
@@ -410,7 +411,7 @@ def test_removal_starts_from_the_telea_fill_which_keeps_a_rim() -> None:
     mask = torch.zeros(1, 64, 64)
     mask[:, 20:46, 20:44] = 1.0
     model = load_builtin("inpaint")
-    assert model.net.config["fill"] == "telea" and model.default_strength == 0.3
+    assert model.net.config["fill"] == "structure" and model.default_strength == 0.3
     prepared = model.prepare(Condition("inpaint", img, mask=mask))
     start = model.decode(model.start(prepared))[0]
     hole = mask.bool().expand(3, -1, -1)
@@ -418,10 +419,13 @@ def test_removal_starts_from_the_telea_fill_which_keeps_a_rim() -> None:
     def rms(x: torch.Tensor) -> float:
         return float((x - img)[hole].square().mean().sqrt())
 
+    rim = (slice(None), slice(31, 35), slice(20, 44))  # the rim's middle rows, in the hole
+    telea = telea_fill(img[None], mask[None])[0]
+    assert float(start[rim].min()) > 0.8 and float(telea[rim].min()) < 0.6
     smooth = push_pull_fill(img[None], mask[None])[0]
-    assert rms(start) < 0.6 * rms(smooth)
+    assert rms(start) < 0.8 * rms(telea) and rms(start) < 0.5 * rms(smooth)
     torch.testing.assert_close(start[~hole], img[~hole])
-    torch.testing.assert_close(start, telea_fill(img[None], mask[None])[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(start, structure_fill(img[None], mask[None])[0], atol=1e-6, rtol=0)
 
 
 def test_bad_fill_or_start_in_config_is_refused(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ fully convolutional, any frame size; the layout and parameter names of a diffuse
 - 0-2: ``c_in(sigma) * (x - b)``: the noisy image in [-1, 1] minus the base ``b`` (below);
 - 3-5: the condition image in [-1, 1]: for ``inpaint`` the input frame with the hole filled
   from its surroundings (trained with :func:`push_pull_fill`; the shipped config fills with
-  OpenCV's Telea, :func:`telea_fill`); for ``upscale`` the low-resolution
+  :func:`structure_fill`: harmonic, with the structures that cross the hole continued); for
+  ``upscale`` the low-resolution
   frame upsampled bicubically to output size;
 - 6: the mask (1 = region to fill; all zeros for ``upscale``).
 
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warpcore import holes
 from warpcore.errors import InvalidInput, ModelNotFound
 from warpcore.holes import push_pull_fill
 from warpcore.models.base import Condition, Task
@@ -58,7 +60,7 @@ SCALES = (2, 4, 8)
 # step (from sigma 0.002). With 2 steps (0.2) the fixed-length guidance step of the second-last
 # one cost 1.6 dB on smooth footage (running_car 44.4 vs 46.4 dB; bicubic 46.9) for a 5% lower
 # warping error on the mean.
-# Inpaint starts from the classical fill ("start": "base", "fill": "telea") and adds light
+# Inpaint starts from the classical fill ("start": "base", "fill": "structure") and adds light
 # texture in the last 3 steps (from sigma 0.055). From the estimate of the smooth push-pull fill
 # the demo showed a pale blob on the cup's rim and the real-video hole PSNR was 19.01 dB (Telea
 # 19.28); from the Telea fill 19.23 (0.5 measured lower and noisy).
@@ -74,7 +76,7 @@ UPSCALE_ESTIMATE_WEIGHT = 0.75
 CALIBRATE_MAX = 1.5
 CALIBRATE_MIN_PX = 8  # the input downscaled once more must be at least this (H and W)
 INPAINT_STRENGTH = 0.3
-INPAINT_START, INPAINT_FILL = "base", "telea"
+INPAINT_START, INPAINT_FILL = "base", "structure"
 # Steps of a full run: with the paper's fixed-length guidance step, 25 steps measured worse than
 # 10 on the demo's inpainting (more pushes in the last, low-noise steps: TRAINING.md).
 DEFAULT_STEPS = 10
@@ -84,9 +86,12 @@ LEGACY_START = "base"
 LEGACY_STRENGTH = {"inpaint": 0.5, "upscale": 0.25}
 STARTS = ("estimate", "base")
 # How the hole of the inpainting condition is filled before the network sees it (config.json
-# "fill"): "push-pull" (smooth, what the weights were trained on) or "telea" (OpenCV's Telea: it
-# carries edges and colours into the hole along isophotes). Training always uses push-pull.
-FILLS = ("push-pull", "telea")
+# "fill"): "push-pull" (smooth, what the weights were trained on), "telea" (OpenCV's Telea: it
+# carries edges and colours into the hole along isophotes, but pushed the demo's red cup up
+# through its white rim, and flickers as the mask moves) or "structure" (the shipped one:
+# warpcore.holes.structure_fill, a harmonic fill with the structures that cross the hole
+# continued). Training always uses push-pull.
+FILLS = ("push-pull", "telea", "structure")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "block_out_channels": [32, 64, 128],
@@ -205,10 +210,26 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def structure_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`warpcore.holes.structure_fill` (harmonic, structures continued) of the hole
+    (``mask`` 1) of (N, 3, H, W) frames in [0, 1]; known pixels are returned unchanged."""
+    import numpy as np
+
+    out = []
+    for frame, hole in zip(image, mask, strict=True):
+        rgb = np.ascontiguousarray(frame.detach().permute(1, 2, 0).float().cpu().numpy())
+        filled = holes.structure_fill(rgb, hole[0].detach().cpu().numpy() > 0.5)
+        out.append(torch.from_numpy(filled).permute(2, 0, 1))
+    filled = torch.stack(out).to(image.device, image.dtype)
+    return mask * filled + (1.0 - mask) * image
+
+
 def fill_hole(image: torch.Tensor, mask: torch.Tensor, fill: str = "push-pull") -> torch.Tensor:
     """(N, 3, H, W) frames in [0, 1] with the hole (``mask`` > 0.5) filled by ``fill``
     (:data:`FILLS`); known pixels unchanged."""
     m = (mask > 0.5).to(image.dtype)
+    if fill == "structure":
+        return structure_fill(image, m)
     return telea_fill(image, m) if fill == "telea" else push_pull_fill(image, m)
 
 
