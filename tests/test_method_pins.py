@@ -1970,3 +1970,24 @@ def test_sampler_adds_each_steps_guidance_correction_by_hand(rule: str, grad_mod
         torch.testing.assert_close(result.denoised[k].double(), est, rtol=1e-6, atol=1e-9)
         x = u + correction
     torch.testing.assert_close(result.x.double(), x, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", ["blend", "band"])
+def test_current_grid_rules_never_step_past_the_previous_estimate(rule: str) -> None:
+    """lambda is the fraction of the residual removed per step: above 1 it is taken as 1
+    (still frame: the correction is exactly p - h, never 1.5 (p - h)). And each of the
+    backward flow and its mask is required on its own. Mutants: ``min(lambda, 1)`` ->
+    ``min(lambda, 2)`` (blend 31, band 34); the check ``backward is None or mask is None`` ->
+    ``and`` (__post_init__ 2)."""
+    h_, w_ = 4, 6
+    gen = torch.Generator().manual_seed(4)
+    previous = torch.rand(1, 3, h_, w_, generator=gen, dtype=torch.float64)
+    denoised = torch.rand(3, h_, w_, generator=gen, dtype=torch.float64)
+    zero, ones = torch.zeros(2, h_, w_), torch.ones(1, h_, w_)
+    common = {"forward": zero, "mask": ones, "previous": previous, "active": frozenset({0})}
+    g = EquivarianceGuidance(1.5, **common, rule=rule, backward=zero, backward_mask=ones)  # type: ignore[arg-type]
+    correction, _ = g.step(denoised, denoised, 0, 0.5)
+    torch.testing.assert_close(correction, previous[0] - denoised, rtol=1e-6, atol=1e-9)
+    for backward, mask in ((zero, None), (None, ones)):
+        with pytest.raises(ValueError, match=f"the {rule} rule needs the backward flow"):
+            EquivarianceGuidance(1.0, **common, rule=rule, backward=backward, backward_mask=mask)  # type: ignore[arg-type]
