@@ -70,7 +70,7 @@ def test_call_is_linear_in_pixels_as_traced(upscaler) -> None:
     """The fit a + b * pixels (traces at two sides) against a trace at a third shape."""
     cost = memory.model_cost(upscaler)
     traced, _ = cost._trace(192, 320, False, False)
-    fitted = cost.call(192, 320)[0] / memory.CALL_FACTOR["cpu"]
+    fitted = cost.call(192, 320)[0] / memory.CALL_CALIBRATION["cpu", "builtin"][0][0]
     assert abs(fitted / traced - 1) < 0.01
     assert 500 < cost.coefficients()["forward"] < 2000  # bytes per pixel (~208 float32)
 

@@ -47,13 +47,39 @@ GiB = 2**30
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS.update({"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12})
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
-# Measured / traced activation peak of a model call, per device type. On the CPU oneDNN
-# convolutions reorder their input into a blocked layout, a buffer the meta trace cannot see:
-# measured on the built-in model at 1024x1024 (peak RSS of a fresh process, VmHWM reset just
-# before the call): 972 bytes per pixel against 833 traced (4109 vs 3921 with the backward
-# pass). `warpdiff bench memory` re-measures it at every size. CUDA: the traced peak as is,
-# until the GPU bench (`--device cuda`) measures it.
-CALL_FACTOR = {"cpu": 972 / 833, "cuda": 1.0}
+# Measured against traced activation peak of a model call on the CPU, per model: the trace
+# sees what PyTorch's code holds, not oneDNN's reorders of NCHW activations and weights into
+# its blocked layouts. Built-in model (channels-last): 972 bytes per pixel measured at 1024x1024
+# against 833 traced (4109 vs 3921 with the backward pass). SDXL's UNet (NCHW), float32, one
+# call in a fresh process (`warpdiff bench memory --model sdxl-random --device cpu`, peak RSS
+# after a reset, bytes): measured = constant + factor * traced, from the calls at the ends of
+# the measured range (the middle ones check it: README "Memory planning"):
+_SDXL_CPU = {  # (tile side, backward): (traced, measured)
+    (512, False): (83_665_180, 194_617_344),
+    (1024, False): (332_718_364, 609_759_232),
+    (256, True): (718_840_604, 968_687_616),
+    (512, True): (2_719_628_060, 3_514_490_880),
+}
+
+
+def _line(a: tuple[int, int], b: tuple[int, int]) -> tuple[float, float]:
+    """(factor, constant) of measured = constant + factor * traced through two calls."""
+    factor = (b[1] - a[1]) / (b[0] - a[0])
+    return factor, a[1] - factor * a[0]
+
+
+# SDXL's VAE decode, float32, the same way: 4_027_490_304 measured against 3_221_749_760
+# traced at 1024 px (at 512 px: 1_013_243_904 against 805_437_440, the same factor within 1 %).
+VAE_CALIBRATION = {"cpu": 4_027_490_304 / 3_221_749_760}
+# (device type, model kind) -> ((factor, constant) forward, (factor, constant) with backward).
+# CUDA: the traced peak as is, until the GPU bench (`--device cuda`) measures it.
+CALL_CALIBRATION = {
+    ("cpu", "builtin"): ((972 / 833, 0.0), (972 / 833, 0.0)),
+    ("cpu", "sdxl"): (
+        _line(_SDXL_CPU[512, False], _SDXL_CPU[1024, False]),
+        _line(_SDXL_CPU[256, True], _SDXL_CPU[512, True]),
+    ),
+}
 F32 = 4
 
 
@@ -100,12 +126,14 @@ def device_budget(device: str, stated: int | None = None) -> tuple[int | None, s
 class ModelCost:
     """Weights and traced call peaks of one loaded denoiser (see the module docstring)."""
 
-    def __init__(self, denoiser: Any) -> None:
+    def __init__(self, denoiser: Any, device: str | None = None) -> None:
+        """``device``: the device type the model will run on, when it is not the one it is
+        loaded on (a ``meta`` copy planned for a ``cuda`` card or the CPU)."""
         while hasattr(denoiser, "inner"):  # TiledDenoiser, ZeroShotSR
             denoiser = denoiser.inner
         self.denoiser = denoiser
         self.channels, self.downscale = int(denoiser.channels), int(denoiser.downscale)
-        self.device = torch.device(getattr(denoiser, "device", "cpu")).type
+        self.device = device or torch.device(getattr(denoiser, "device", "cpu")).type
         if hasattr(denoiser, "unet"):
             self.kind, modules = "sdxl", [denoiser.unet, denoiser.vae, *denoiser.text_encoders]
         elif hasattr(denoiser, "net"):
@@ -125,7 +153,7 @@ class ModelCost:
 
     def call(self, h: int, w: int, grad: bool = False, cfg: bool = False) -> tuple[int, int]:
         """(peak, held after) bytes of one denoiser call on an ``h x w``-pixel tile: the peak
-        calibrated (:data:`CALL_FACTOR`); held = its output (+ its graph when ``grad``).
+        calibrated (:data:`CALL_CALIBRATION`); held = its output (+ its graph when ``grad``).
 
         A fully convolutional network's call is linear in its pixels (attention too, fused):
         ``a + b * pixels``, with ``a`` and ``b`` from traces at two tile sizes (``coefficients``),
@@ -134,7 +162,9 @@ class ModelCost:
         pixels = (-(-h // m) * m) * (-(-w // m) * m)
         (pa, pb), (ha, hb) = self._fit(grad, cfg)
         peak, held = pa + pb * pixels, ha + hb * pixels
-        return int(peak * CALL_FACTOR.get(self.device, 1.0)), int(held)
+        calibration = CALL_CALIBRATION.get((self.device, self.kind))
+        factor, constant = (1.0, 0.0) if calibration is None else calibration[grad]
+        return int(peak * factor + constant), int(held)
 
     def _fit(self, grad: bool, cfg: bool) -> tuple[tuple[float, float], tuple[float, float]]:
         key = (grad, cfg)
@@ -159,7 +189,8 @@ class ModelCost:
         }
 
     def vae_peak(self, h: int, w: int) -> int:
-        """SDXL: the peak of encoding / decoding an ``h x w`` frame (0 for pixel models)."""
+        """SDXL: the peak of encoding / decoding an ``h x w`` frame (0 for pixel models), traced,
+        calibrated for the device (:data:`VAE_CALIBRATION`)."""
         if self.kind != "sdxl":
             return 0
         key = (h, w, "vae")
@@ -176,7 +207,7 @@ class ModelCost:
 
             with torch.no_grad():
                 self._calls[key] = (max(trace_peak(decode)[0], trace_peak(encode)[0]), 0)
-        return self._calls[key][0]
+        return int(self._calls[key][0] * VAE_CALIBRATION.get(self.device, 1.0))
 
     def _twin(self, name: str) -> torch.nn.Module:
         """The network ``name`` rebuilt from its config on the meta device (no memory)."""
@@ -191,8 +222,14 @@ class ModelCost:
                     twin = type(real).from_config(real.config)
                 if twin.dtype != real.dtype:
                     twin = twin.to(dtype=real.dtype)
-                if name == "vae" and getattr(real, "use_tiling", False):
-                    twin.enable_tiling()
+                if name == "vae":
+                    if getattr(real, "use_tiling", False):
+                        twin.enable_tiling()
+                    # a tiled frame runs the same encoder / decoder on tens of equal tiles
+                    twin.encoder, twin.decoder = _Replayed(twin.encoder), _Replayed(twin.decoder)
+                    # its blends write the overlap into the tile in place, one row or column at
+                    # a time (temporaries of one row): the same memory as returning the tile
+                    twin.blend_v = twin.blend_h = lambda a, b, extent: b
             self._meta[name] = twin.eval().requires_grad_(False)
         return self._meta[name]
 
@@ -212,9 +249,44 @@ class ModelCost:
                 return x, g
             return x, out
 
+        if not grad:  # one trace: the forward is the whole call, its result what it keeps
+            return trace_peak(fn)
         peak, _ = trace_peak(whole)
-        _, held = trace_peak(fn)  # what a forward keeps (output, and its graph when grad)
+        _, held = trace_peak(fn)  # what a forward keeps (its output and its graph)
         return peak, held
+
+
+class _Replayed(torch.nn.Module):
+    """A submodule traced once per input shape, then replayed inside the trace.
+
+    A replay allocates (and frees) a scratch buffer of the traced call's peak above its input,
+    then returns an empty output of the traced shape: the enclosing trace sees the same peak
+    (what is live before the call + the call's own) for a fraction of the ops. The VAE's tiled
+    decode of a 7680x4320 frame runs its decoder on 60 tiles of at most 4 shapes."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.traced: dict[tuple, tuple[int, torch.Size, torch.dtype]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        key = (tuple(x.shape), x.dtype, torch.is_grad_enabled())
+        if key not in self.traced:
+            out: list[torch.Tensor] = []
+
+            def one() -> torch.Tensor:
+                out.append(self.inner(torch.empty(x.shape, dtype=x.dtype, device="meta")))
+                return out[-1]
+
+            with _disable_current_modes():  # a trace of its own, not the enclosing one's
+                peak, _ = trace_peak(one)
+            self.traced[key] = (peak - x.nbytes, out[0].shape, out[0].dtype)
+        peak, shape, dtype = self.traced[key]
+        scratch = torch.empty(peak, dtype=torch.uint8, device="meta")
+        del scratch
+        return torch.empty(shape, dtype=dtype, device="meta")
 
 
 def _builtin_call(net: torch.nn.Module, h: int, w: int, grad: bool) -> Any:
@@ -229,26 +301,28 @@ def _builtin_call(net: torch.nn.Module, h: int, w: int, grad: bool) -> Any:
 
 
 def _sdxl_call(unet: torch.nn.Module, h: int, w: int, grad: bool, n: int) -> Any:
-    """``SDXLDenoiser.__call__`` on meta: scaled input + condition channels, CFG batch ``n``."""
+    """``SDXLDenoiser.__call__``: scaled input + condition channels, CFG batch ``n``, on the
+    UNet's device (meta: traced; a real device: ``warpdiff bench memory --model sdxl-random``
+    measures this same call)."""
     cfg = unet.config
     per_id, ids = int(cfg.addition_time_embed_dim), 6
     pooled = unet.add_embedding.linear_1.in_features - ids * per_id
     ch, cw, dt = h // 8, w // 8, unet.dtype
+    device = unet.device
+    new = torch.empty if device.type == "meta" else torch.randn
 
     def fn() -> Any:
-        x = torch.empty(1, 4, ch, cw, device="meta", requires_grad=grad)
-        extra = torch.empty(1, int(cfg.in_channels) - 4, ch, cw, device="meta")
+        x = new(1, 4, ch, cw, device=device, requires_grad=grad)
+        extra = new(1, int(cfg.in_channels) - 4, ch, cw, device=device)
         with torch.set_grad_enabled(grad):
             inp = torch.cat([x * 1.0, extra], dim=1)
             out = unet(
                 torch.cat([inp] * n).to(dt),
-                torch.empty(n, device="meta"),
-                encoder_hidden_states=torch.empty(
-                    n, 77, cfg.cross_attention_dim, device="meta", dtype=dt
-                ),
+                torch.full((n,), 500.0, device=device),
+                encoder_hidden_states=new(n, 77, cfg.cross_attention_dim, device=device, dtype=dt),
                 added_cond_kwargs={
-                    "text_embeds": torch.empty(n, pooled, device="meta", dtype=dt),
-                    "time_ids": torch.empty(n, ids, device="meta", dtype=dt),
+                    "text_embeds": new(n, pooled, device=device, dtype=dt),
+                    "time_ids": torch.full((n, ids), 1024.0, device=device, dtype=dt),
                 },
                 return_dict=False,
             )[0].float()

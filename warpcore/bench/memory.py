@@ -10,6 +10,13 @@ the request allocates (weights, tensors, numpy frames, OpenCV's buffers) on the 
 holds it all. **estimate** = :func:`warpcore.memory.estimate`
 made in the same process after the run; **error** = estimate / measured - 1.
 
+``--model sdxl-random --device cpu`` (opt-in: minutes per case and up to 14 GB; not in CI):
+single calls of full-size SDXL's UNet (random weights, float32, 2 threads), forward at 512,
+768 and 1024 px tiles and forward + backward at 256, 384 and 512 px, and the VAE's decode at
+512 and 1024 px, each in a fresh process, measured by the RSS high-water mark as above against
+:meth:`warpcore.memory.ModelCost.call` (the traced, calibrated per-call model the planner
+uses; for the VAE ``vae_peak``) and the raw trace.
+
 ``--device cuda``: SDXL with random weights and its real configuration
 (:mod:`warpcore.models.sdxl_random`, fp16, nothing downloaded): measured =
 ``torch.cuda.max_memory_allocated`` of each run (the weights included), and seconds per frame
@@ -50,13 +57,24 @@ SMOKE_CASES = {
 FRAMES = 2
 
 
-def run_benchmark(quick: bool = False, smoke: bool = False, device: str = "cpu") -> dict:
+def run_benchmark(
+    quick: bool = False, smoke: bool = False, device: str = "cpu", model: str | None = None
+) -> dict:
+    """``model``: None / "builtin" (CPU requests) or "sdxl-random" (CUDA requests; on the CPU
+    single UNet calls, :func:`unet_call_cases`)."""
+    from warpcore.errors import InvalidInput
+
+    if model not in (None, "builtin", "sdxl-random"):
+        raise InvalidInput(f"--model: bench memory takes builtin or sdxl-random, got {model!r}")
+    if model == "builtin" and device != "cpu":
+        raise InvalidInput(f"--model builtin: bench memory runs it on the cpu, not {device!r}")
+    if model == "sdxl-random" and device == "cpu":
+        return {"device": "cpu", "method": UNET_METHOD, "machine": machine(),
+                "cases": unet_call_cases(quick=quick, smoke=smoke)}  # fmt: skip
     if device.startswith("cuda"):
         return {"device": device, "method": "torch.cuda.max_memory_allocated per run",
                 "machine": machine(), "cases": sdxl_cases(device, smoke=smoke)}  # fmt: skip
     if device != "cpu":
-        from warpcore.errors import InvalidInput
-
         raise InvalidInput(f"--device: bench memory runs on cpu or cuda, got {device!r}")
     cases = SMOKE_CASES if smoke else CPU_CASES
     if quick:
@@ -245,5 +263,104 @@ def sdxl_cases(device: str, *, smoke: bool = False, size: str | None = None) -> 
     return cases
 
 
+# -- one SDXL UNet call on the CPU (``--model sdxl-random --device cpu``) -------------------------
+# (part, latent side, backward): the UNet forward at 64, 96 and 128 (one 1024 px tile) and
+# forward + backward (network-grad guidance) at 32, 48 and 64, float32: the backward's graph at
+# 96 would take the process past 16 GB (10.3 GB of weights + 5.8 GB traced), more than a shared
+# 24 GB machine has; the VAE's decode at 64 and 128 (the planner's VAE phase).
+UNET_CASES = [("unet", 64, False), ("unet", 96, False), ("unet", 128, False),
+              ("unet", 32, True), ("unet", 48, True), ("unet", 64, True),
+              ("vae-decode", 64, False), ("vae-decode", 128, False)]  # fmt: skip
+UNET_QUICK = [("unet", 64, False), ("unet", 32, True)]
+UNET_SMOKE = [("unet", 8, True)]  # the tiny UNet class
+UNET_METHOD = (
+    "one SDXL UNet call (batch 1, 9 input channels, 77 text tokens; + its backward to the "
+    "input where grad) or VAE decode, random weights, in a fresh process per case: peak RSS "
+    "(VmHWM reset by /proc/self/clear_refs after the weights and a warm-up call) minus RSS at "
+    "the reset; the estimate = warpcore.memory.ModelCost(...).call (VAE: vae_peak), traced on "
+    "meta in that process"
+)
+
+
+def unet_call_cases(
+    *, quick: bool = False, smoke: bool = False, dtype: str = "float32", threads: int = 2
+) -> dict:
+    """``warpdiff bench memory --model sdxl-random --device cpu``: measured against estimated
+    peak of single UNet calls, each in its own process (at most one full-size UNet at a time)."""
+    cases = UNET_SMOKE if smoke else UNET_QUICK if quick else UNET_CASES
+    out = {}
+    for part, latent, grad in cases:
+        case = {"kind": "unet-call", "part": part, "size": "tiny" if smoke else "full",
+                "latent": latent, "grad": grad, "dtype": dtype, "threads": threads}  # fmt: skip
+        what = "decode" if part != "unet" else "backward" if grad else "forward"
+        name = f"{part.split('-')[0]}-{case['size']}-{latent * 8}px-{what}"
+        out[name] = _in_fresh_process(case)
+        print(f"bench memory: {name}: {json.dumps(out[name])}", file=sys.stderr, flush=True)
+    return out
+
+
+def measure_unet_call(case: dict) -> dict:
+    """One SDXL UNet call on the CPU, measured, and the estimator's number for it (call in a
+    fresh process: the RSS high-water mark is the process's)."""
+    import torch
+
+    from warpcore.memory import ModelCost, _sdxl_call
+    from warpcore.models.sdxl_random import random_sdxl, random_unet, random_vae
+
+    torch.set_num_threads(int(case.get("threads", 2)))
+    dtype, side, grad = getattr(torch, case["dtype"]), int(case["latent"]) * 8, bool(case["grad"])
+    size, part = case.get("size", "full"), case.get("part", "unet")
+    if part == "vae-decode":  # the decode of an SDXL frame (no tiling up to 1024 px)
+        net = random_vae("cpu", dtype, size=size)
+        grad = False
+
+        def call(px: int) -> None:
+            with torch.no_grad():
+                z = torch.randn(1, 4, px // 8, px // 8, dtype=dtype)
+                net.decode(z, return_dict=False)[0].float()
+    else:
+        net = random_unet(9, "cpu", dtype, size=size)
+
+        def call(px: int) -> None:
+            x, out = _sdxl_call(net, px, px, grad, 1)()
+            if grad:  # the guidance's backward pass through the network, to the input
+                torch.autograd.grad(out.sum(), x)
+
+    call(64)  # warm-up: the code and kernels a first call sets up are the process's
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status("VmRSS:")
+    t0 = time.perf_counter()
+    call(side)
+    seconds = time.perf_counter() - t0
+    measured = _status("VmHWM:") - before
+    weights = sum(t.numel() * t.element_size() for t in net.parameters())
+    cost = ModelCost(random_sdxl(9, "meta", dtype, size=size), device="cpu")
+    if part == "vae-decode":  # the planner's VAE phase: the larger of encode and decode
+        estimate = cost.vae_peak(side, side)
+        traced = cost._calls[side, side, "vae"][0]  # before the device's calibration
+    else:
+        estimate = cost.call(side, side, grad=grad)[0]
+        traced = cost._trace(side, side, grad, False)[0]
+    return {
+        "model": f"sdxl-random-{size}",
+        "part": part,
+        "device": "cpu",
+        "dtype": case["dtype"],
+        "tile": f"{side}x{side}",
+        "backward": grad,
+        "threads": torch.get_num_threads(),
+        "weights_bytes": weights,
+        "traced_bytes": traced,
+        "estimate_bytes": estimate,
+        "measured_bytes": int(measured),
+        "error": estimate / max(1, measured) - 1.0,
+        "seconds": seconds,
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_case(json.loads(sys.argv[1]))))
+    _case = json.loads(sys.argv[1])
+    _fn = measure_unet_call if _case.get("kind") == "unet-call" else measure_case
+    print(json.dumps(_fn(_case)))

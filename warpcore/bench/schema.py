@@ -83,4 +83,25 @@ MEMORY_ROW = {
     "seconds_per_frame": float,
     "budget_bytes": (int, None),  # the budget a planned case was tiled for
 }
-MEMORY_SCHEMA = {"device": str, "method": str, "machine": MACHINE, "cases": MapOf(MEMORY_ROW)}
+# --model sdxl-random --device cpu: one UNet call (and its backward), estimated vs measured.
+UNET_CALL_ROW = {
+    "model": str,  # sdxl-random-full (sdxl-random-tiny with --smoke)
+    "part": str,  # unet (one call) or vae-decode (estimate: the planner's VAE phase)
+    "device": str,
+    "dtype": str,
+    "tile": str,  # WxH pixels (latent = /8)
+    "backward": bool,  # + the backward pass to the input (network-grad guidance)
+    "threads": int,
+    "weights_bytes": int,  # resident before the reset, not in measured
+    "traced_bytes": int,  # the meta trace at this size, uncalibrated
+    "estimate_bytes": int,  # ModelCost.call: the fitted trace, calibrated for the device
+    "measured_bytes": int,
+    "error": float,  # estimate / measured - 1
+    "seconds": float,
+}
+MEMORY_SCHEMA = {
+    "device": str,
+    "method": str,
+    "machine": MACHINE,
+    "cases": MapOf(AnyOf((MEMORY_ROW, UNET_CALL_ROW))),
+}

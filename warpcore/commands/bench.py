@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="where to run (targets that take it: memory: cpu, cuda)"
     )
     parser.add_argument(
+        "--model",
+        default=None,
+        help="which model (targets that take it: memory: builtin, or sdxl-random: full-size "
+        "SDXL, random weights; with --device cpu single UNet calls, ~14 GB RAM, minutes each)",
+    )
+    parser.add_argument(
         "--seconds", type=float, default=None, help="how long to run (targets that take it: soak)"
     )
 
@@ -54,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         from warpcore.devices import check_device
 
         kwargs["device"] = check_device(args.device)
+    if args.model is not None:
+        if "model" not in inspect.signature(module.run_benchmark).parameters:
+            raise InvalidInput(f"--model: bench {args.target} runs its own model")
+        kwargs["model"] = args.model
     result = module.run_benchmark(**kwargs)
     check(result, module.SCHEMA)  # the documented shape, or a clear error naming the key
     if args.json:
