@@ -173,3 +173,23 @@ def test_scores_take_cuda_frames_and_masks() -> None:
     on_cpu = restoration_scores(out, ref, mask)
     on_gpu = restoration_scores(out.cuda(), ref.cuda(), mask.cuda())
     assert on_gpu == pytest.approx(on_cpu, rel=1e-6)
+
+
+@pytest.mark.gpu
+@cuda
+def test_flow_takes_cuda_frames_and_fills_a_cuda_flow() -> None:
+    """Flow estimation reads CUDA frames through the CPU (OpenCV) and equals the CPU answer;
+    the masked fill returns on the flow's device."""
+    from warpcore.flow import estimate_flow, fill_masked
+
+    gen = torch.Generator().manual_seed(4)
+    a = torch.rand(3, 32, 40, generator=gen)
+    b = torch.roll(a, 2, dims=2)
+    on_cpu = estimate_flow(a, b, "farneback")
+    on_gpu = estimate_flow(a.cuda(), b.cuda(), "farneback")
+    assert on_gpu.device.type == "cpu" and torch.equal(on_gpu, on_cpu)
+    mask = torch.zeros(32, 40)
+    mask[10:20, 10:20] = 1.0
+    filled = fill_masked(on_cpu.cuda(), mask.numpy())
+    assert filled.device.type == "cuda"
+    torch.testing.assert_close(filled.cpu(), fill_masked(on_cpu, mask.numpy()))
