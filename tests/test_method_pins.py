@@ -1839,3 +1839,155 @@ def test_blend_and_band_report_the_weighted_squared_residual(rule: str) -> None:
     residual = (previous[1] - denoised).double()
     assert value == pytest.approx(float((mask * residual**2).sum()), rel=1e-6)
     torch.testing.assert_close(correction.double(), 0.6 * mask * residual, rtol=1e-5, atol=1e-6)
+
+
+def _separable_blur(values: np.ndarray, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
+    """matched_blur's docstring by hand: along x then along y, each pixel becomes
+    ``a v[i-1] + (1 - 2a) v[i] + a v[i+1]`` with that pixel's own ``a`` and edges replicated."""
+    *_, h, w = values.shape
+    rows = np.empty_like(values)
+    for i in range(h):
+        for j in range(w):
+            left, right = values[..., i, max(j - 1, 0)], values[..., i, min(j + 1, w - 1)]
+            rows[..., i, j] = ax[i, j] * (left + right) + (1 - 2 * ax[i, j]) * values[..., i, j]
+    out = np.empty_like(values)
+    for i in range(h):
+        for j in range(w):
+            up, down = rows[..., max(i - 1, 0), j], rows[..., min(i + 1, h - 1), j]
+            out[..., i, j] = ay[i, j] * (up + down) + (1 - 2 * ay[i, j]) * rows[..., i, j]
+    return out
+
+
+def test_matched_blur_blurs_rows_by_the_vertical_offset_and_columns_by_the_horizontal() -> None:
+    """A horizontal edge moved half a pixel down is blurred across rows (a = 1/8 per side),
+    channels untouched, on a batch and on one (C, H, W) frame; and per-pixel offsets in both
+    axes on a (1, 3, 5, 6) batch give the hand-computed separable 3-tap blur, border pixels
+    included. Mutants: the second axis -2 -> -3 (blurs across channels, not rows) or -> +2
+    (the columns of a 3-D frame); the replicated first / last sample changed."""
+    from warpcore.guidance import matched_blur
+
+    edge = torch.zeros(1, 3, 6, 5, dtype=torch.float64)
+    edge[:, :, 3:] = 1.0
+    edge[:, 1] *= 2.0  # channels differ, so a blur across them would show
+    down = torch.zeros(2, 6, 5, dtype=torch.float64)
+    down[1] = 2.5  # whole pixels do not blur; only the fractional half does
+    want = edge.clone()
+    want[:, :, 2] = 0.125 * edge[:, :, 3]
+    want[:, :, 3] = 0.875 * edge[:, :, 3]
+    torch.testing.assert_close(matched_blur(edge, down), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(matched_blur(edge[0], down), want[0], rtol=0, atol=1e-12)
+
+    gen = torch.Generator().manual_seed(7)
+    values = torch.randn(1, 3, 5, 6, generator=gen, dtype=torch.float64)
+    flow = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64) * 3.0
+    frac = (flow - torch.floor(flow)).numpy()
+    a = 0.5 * frac * (1 - frac)
+    want = _separable_blur(values.numpy(), a[0], a[1])
+    torch.testing.assert_close(matched_blur(values, flow).numpy(), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("strength", [0.5, 0.25])
+def test_newton_and_dps_steps_scale_with_lambda(strength: float) -> None:
+    """lambda != 1 (every other test runs lambda = 1, where 2 lambda = 2 / lambda). With an
+    identity Jacobian and a uniform residual r over N elements: Newton removes lambda r
+    (2 lambda e / |grad|^2 grad = lambda (h - prev)); DPS moves each element by
+    lambda / sqrt(e) * 2 r = 2 lambda / sqrt(N). Mutant: ``2 * lambda`` -> ``2 / lambda``."""
+    r, n = 0.3, 3 * 8 * 8
+    denoised = torch.full((3, 8, 8), 0.5 + r)
+    newton, e = _guidance("newton", strength).step(torch.zeros(3, 8, 8), denoised, 0, sigma=0.5)
+    assert e == pytest.approx(r * r * n, rel=1e-5)
+    torch.testing.assert_close(newton, torch.full_like(denoised, -strength * r), rtol=1e-5, atol=0)
+    dps, _ = _guidance("dps", strength).step(torch.zeros(3, 8, 8), denoised, 0, sigma=0.5)
+    want = -2 * strength / math.sqrt(n)
+    torch.testing.assert_close(dps, torch.full_like(denoised, want), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("rule", ["dps", "newton"])
+def test_gradient_steps_use_step_ks_own_previous_estimate(rule: str) -> None:
+    """``step`` (not only ``error``) pairs step k with the previous frame's step k: with three
+    different previous estimates, the reported e_k and the correction are those against
+    ``previous[k]`` alone. Mutants: ``self.error(denoised, k)`` -> ``(denoised, None)`` (the
+    sum over every previous step) or a fixed step."""
+    c, h, w = 3, 8, 8
+    previous = torch.stack([torch.full((c, h, w), v) for v in (0.1, 0.4, 0.9)])
+    g = EquivarianceGuidance(
+        strength=0.5, forward=torch.zeros(2, h, w), mask=torch.ones(1, h, w),
+        previous=previous, active=frozenset(range(3)), grad_mode="output", rule=rule,  # type: ignore[arg-type]
+    )  # fmt: skip
+    denoised = torch.full((c, h, w), 0.6)
+    for k, prev in enumerate((0.1, 0.4, 0.9)):
+        r = 0.6 - prev
+        correction, e = g.step(torch.zeros(c, h, w), denoised, k, sigma=0.5)
+        assert e == pytest.approx(r * r * c * h * w, rel=1e-5), k
+        per_element = -0.5 * r if rule == "newton" else -np.sign(r) / math.sqrt(c * h * w)
+        torch.testing.assert_close(
+            correction, torch.full_like(denoised, per_element), rtol=1e-5, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize(
+    ("rule", "grad_mode"), [("newton", "output"), ("dps", "network"), ("blend", "output")]
+)
+def test_sampler_adds_each_steps_guidance_correction_by_hand(rule: str, grad_mode: str) -> None:
+    """Two guided Euler steps of ``sample`` replayed by hand on D(x, s) = x / (1 + s^2), a still
+    frame and lambda = 0.5: h_k = D(x_k, s_k); u = x_k + (s_{k+1} - s_k) (x_k - h_k) / s_k;
+    then x_{k+1} = u + c_k with, against the previous frame's step-k estimate P_k,
+    c_k = -lambda (h_k - P_k) (newton, the identity Jacobian of "output"),
+    c_k = -lambda dD/dx 2 (h_k - P_k) / sqrt(e_k) (dps through the network), or
+    c_k = lambda (P_k - h_k) (blend, which also stores h_k + c_k as the step's estimate);
+    e_k = |h_k - P_k|^2 is reported. Mutants (sampler.sample): the correction subtracted, the
+    stored estimate moved the wrong way or dropped, ``guidance.step`` given None for x, k or
+    sigma, and the network's graph not kept for dps."""
+    c, h, w = 3, 4, 5
+    gen = torch.Generator().manual_seed(9)
+    previous = torch.rand(2, c, h, w, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(1, c, h, w, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(2, h, w, dtype=torch.float64)
+    ones = torch.ones(1, h, w, dtype=torch.float64)
+    guidance = EquivarianceGuidance(
+        strength=0.5, forward=zero, mask=ones, previous=previous, active=frozenset({0, 1}),
+        grad_mode=grad_mode, rule=rule, backward=zero, backward_mask=ones,  # type: ignore[arg-type]
+    )  # fmt: skip
+    from warpcore.sampler import sample
+
+    sigmas = torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)
+    result = sample(lambda x, s: x / (1 + s.view(-1, 1, 1, 1) ** 2), x0, sigmas, guidance=guidance)
+    x = x0
+    for k in range(2):
+        s, s_next = float(sigmas[k]), float(sigmas[k + 1])
+        est = x / (1 + s * s)
+        u = x + (s_next - s) * (x - est) / s
+        r = est - previous[k]
+        e = float((r**2).sum())
+        if rule == "newton":
+            correction = -0.5 * r
+        elif rule == "dps":
+            correction = -0.5 * (2 * r / (1 + s * s)) / math.sqrt(e)
+        else:
+            correction = -0.5 * r
+            est = est + correction
+        assert result.warp_errors[k] == pytest.approx(e, rel=1e-6), k
+        torch.testing.assert_close(result.denoised[k].double(), est, rtol=1e-6, atol=1e-9)
+        x = u + correction
+    torch.testing.assert_close(result.x.double(), x, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", ["blend", "band"])
+def test_current_grid_rules_never_step_past_the_previous_estimate(rule: str) -> None:
+    """lambda is the fraction of the residual removed per step: above 1 it is taken as 1
+    (still frame: the correction is exactly p - h, never 1.5 (p - h)). And each of the
+    backward flow and its mask is required on its own. Mutants: ``min(lambda, 1)`` ->
+    ``min(lambda, 2)`` (blend 31, band 34); the check ``backward is None or mask is None`` ->
+    ``and`` (__post_init__ 2)."""
+    h_, w_ = 4, 6
+    gen = torch.Generator().manual_seed(4)
+    previous = torch.rand(1, 3, h_, w_, generator=gen, dtype=torch.float64)
+    denoised = torch.rand(3, h_, w_, generator=gen, dtype=torch.float64)
+    zero, ones = torch.zeros(2, h_, w_), torch.ones(1, h_, w_)
+    common = {"forward": zero, "mask": ones, "previous": previous, "active": frozenset({0})}
+    g = EquivarianceGuidance(1.5, **common, rule=rule, backward=zero, backward_mask=ones)  # type: ignore[arg-type]
+    correction, _ = g.step(denoised, denoised, 0, 0.5)
+    torch.testing.assert_close(correction, previous[0] - denoised, rtol=1e-6, atol=1e-9)
+    for backward, mask in ((zero, None), (None, ones)):
+        with pytest.raises(ValueError, match=f"the {rule} rule needs the backward flow"):
+            EquivarianceGuidance(1.0, **common, rule=rule, backward=backward, backward_mask=mask)  # type: ignore[arg-type]

@@ -32,20 +32,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The fast test files that reach each module (a few seconds to ~20 s each set on 2 cores).
 FAST_TESTS: dict[str, list[str]] = {
-    "noise": ["tests/test_noise.py", "tests/test_method_pins.py"],
+    "noise": ["tests/test_noise.py", "tests/test_method_pins.py", "tests/test_devices.py"],
     "warps": [
         "tests/test_warps.py",
         "tests/test_method_pins.py",
         "tests/test_chunks.py::test_fast_forward_is_bit_identical_to_next",
+        "tests/test_devices.py",
     ],
     "guidance": [
         "tests/test_sampler.py",
         "tests/test_guidance_rules.py",
         "tests/test_method_pins.py",
+        "tests/test_devices.py",
     ],
-    "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py"],
+    "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py", "tests/test_devices.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_method_pins.py"],
-    "flow": ["tests/test_flow.py", "tests/test_metrics.py", "tests/test_method_pins.py"],
+    "flow": [
+        "tests/test_flow.py",
+        "tests/test_metrics.py",
+        "tests/test_method_pins.py",
+        "tests/test_devices.py",
+    ],
 }
 
 

@@ -79,8 +79,10 @@ def _frame(frame: object, name: str) -> torch.Tensor:
 
 
 def _mask(mask: object, shape: tuple[int, int]) -> torch.Tensor:
-    m = torch.from_numpy(np.asarray(mask, dtype=np.float32)) if not torch.is_tensor(mask) else mask
-    m = m.float()
+    if torch.is_tensor(mask):
+        m = mask.detach().to("cpu", torch.float32)  # scored on the CPU, like the frames
+    else:
+        m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
     m = m[0] if m.dim() == 3 and m.shape[0] == 1 else m
     if tuple(m.shape) != tuple(shape):
         raise InvalidInput(f"mask: expected size (H, W) = {tuple(shape)}, got {tuple(m.shape)}")
