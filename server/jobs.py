@@ -57,8 +57,8 @@ class JobWorker:
 
     ``slots``: how many jobs run at once (1 locally, one per actor on Ray). Subclasses start
     their own threads (add them to ``_threads``), take jobs with :meth:`_take_locked`, end
-    them with :meth:`_done_locked`, and report with :meth:`_emit` / :meth:`_emit_frame` /
-    :meth:`_progress_sink`."""
+    them with :meth:`_done_locked`, and report with :meth:`_emit`, :meth:`_post` (e.g.
+    ``emit_frame``) and :meth:`_progress_sink`."""
 
     def __init__(
         self,
@@ -209,22 +209,13 @@ class JobWorker:
         self._cond.notify_all()
 
     # -- events ---------------------------------------------------------------------------------
-    def _emit(self, key: str, kind: str, parts: tuple = (), **body: Any) -> None:
-        self._events.put(lambda push: emit(push, key, kind, parts, **body))
+    def _post(self, send: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Queue ``send(push, *args, **kwargs)`` for the emitter thread (``emit``,
+        ``emit_frame``): events leave in the order they were made."""
+        self._events.put(lambda push: send(push, *args, **kwargs))
 
-    def _emit_frame(
-        self,
-        key: str,
-        index: int,
-        n: int,
-        out: np.ndarray,
-        compute_s: float,
-        previews: bool,
-        timing: dict[str, float] | None = None,
-    ) -> None:
-        self._events.put(
-            lambda push: emit_frame(push, key, index, n, out, compute_s, previews, timing)
-        )
+    def _emit(self, key: str, kind: str, parts: tuple = (), **body: Any) -> None:
+        self._post(emit, key, kind, parts, **body)
 
     def _progress_sink(self, key: str) -> Callable[[Event], None]:
         """A ``ClipRestorer`` ``on_event``: each step's progress as a ``progress`` event."""

@@ -40,7 +40,7 @@ from server.cluster import (
     actor_plan,
     flow_actor_count,
 )
-from server.jobs import Job, JobWorker
+from server.jobs import Job, JobWorker, emit_frame
 from server.shots import ShotInputs, request_for_device
 from server.worker import WORKER_NICE, ShotFailed, _describe, lower_thread_priority
 from warpcore.chunks import Chunk, chunkable, plan_chunks
@@ -374,7 +374,7 @@ class RayWorker(JobWorker):
             n = run.meta.n_frames
             for i in swept:
                 out = frame if i == index else self.cache.read_frame(run.key, i)
-                self._emit_frame(run.key, i, n, out, 0.0, run.previews)
+                self._post(emit_frame, run.key, i, n, out, 0.0, run.previews)
 
     def _finish_locked(self, run: ShotRun) -> None:
         """The shot's last chunk ended: its final event (after every frame event)."""

@@ -27,7 +27,7 @@ import zmq
 
 from server.cache import CacheFull, ShotCache
 from server.engine import Engine
-from server.jobs import Job, JobWorker, QueueFull
+from server.jobs import Job, JobWorker, QueueFull, emit_frame
 from server.shots import ShotInputs, request_for_device
 from warpcore.errors import Cancelled, InvalidInput, ModelNotFound
 
@@ -115,7 +115,7 @@ class Worker(JobWorker):
                 "model_s": compute_s,  # restorer.process: denoiser steps, warps, guidance
                 "cache_s": time.perf_counter() - t_cache,  # frame + resume state written
             }
-            self._emit_frame(job.key, index, n, out, compute_s, job.previews, timing)
+            self._post(emit_frame, job.key, index, n, out, compute_s, job.previews, timing)
             index += 1
         return ("finished" if index >= n else "paused"), {"frame": index - 1, "n_frames": n}
 
