@@ -223,3 +223,17 @@ def test_sdxl_bench_path_runs_with_tiny_classes() -> None:
     sr = cases["upscale-x4-tiled"]
     assert sr["tiles"] > 1 and sr["estimate_bytes"] <= sr["budget_bytes"]
     assert all(row["parts"]["vae"] > 0 and row["measured_bytes"] > 0 for row in cases.values())
+
+
+def test_the_planners_cache_does_not_keep_an_unloaded_model() -> None:
+    """A server that unloads a model gets its memory back: the cached cost lives on the model
+    (a module-level cache held every model ever planned; this failed with it)."""
+    import gc
+    import weakref
+
+    model = load_denoiser("builtin", "upscale")
+    assert memory.model_cost(model) is memory.model_cost(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -334,16 +334,14 @@ def _sdxl_call(unet: torch.nn.Module, h: int, w: int, grad: bool, n: int) -> Any
     return fn
 
 
-_COSTS: dict[int, tuple[Any, ModelCost]] = {}
-
-
 def model_cost(denoiser: Any) -> ModelCost:
-    """The (cached) :class:`ModelCost` of a loaded denoiser."""
-    found = _COSTS.get(id(denoiser))
-    if found is None or found[0] is not denoiser:
-        found = (denoiser, ModelCost(denoiser))
-        _COSTS[id(denoiser)] = found
-    return found[1]
+    """The (cached) :class:`ModelCost` of a loaded denoiser, kept on the denoiser itself: it
+    goes when the model is unloaded (a module-level cache kept every model a server loaded)."""
+    cost = getattr(denoiser, "_memory_cost", None)
+    if cost is None:
+        cost = ModelCost(denoiser)
+        denoiser._memory_cost = cost
+    return cost
 
 
 # -- a request's estimate -------------------------------------------------------------------------
