@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from warpcore.holes import harmonic_fill, line_fill, structure_fill
 
@@ -74,15 +73,13 @@ def test_structure_fill_carries_a_thin_band_across_the_hole() -> None:
     assert confidence[31:35, 20:44].min() > 0.5 and confidence[~hole].max() == 0.0
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-def test_structure_fill_is_the_same_along_either_axis(axis: int) -> None:
-    """The band drawn vertically is filled as the transposed horizontal band (the lines' angles
-    are symmetric under transposition): no direction is favoured."""
+def test_structure_fill_is_the_same_along_either_axis() -> None:
+    """The band drawn vertically is filled as the transposed horizontal band (the lines'
+    angles are symmetric under transposition): no direction is favoured."""
     img, hole = _rim()
     out = structure_fill(img, hole)
-    if axis == 1:
-        turned = structure_fill(img.transpose(1, 0, 2).copy(), hole.T.copy())
-        out = turned.transpose(1, 0, 2)
+    turned = structure_fill(img.transpose(1, 0, 2).copy(), hole.T.copy())
+    np.testing.assert_allclose(turned.transpose(1, 0, 2), out, atol=1e-4)
     assert out[31:35, 20:44].min() > 0.8
 
 
