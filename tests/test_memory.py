@@ -70,9 +70,11 @@ def test_call_is_linear_in_pixels_as_traced(upscaler) -> None:
     """The fit a + b * pixels (traces at two sides) against a trace at a third shape."""
     cost = memory.model_cost(upscaler)
     traced, _ = cost._trace(192, 320, False, False)
-    fitted = cost.call(192, 320)[0] / memory.CALL_CALIBRATION["cpu", "builtin"][0][0]
+    # the CPU calibration as a literal (972 bytes a pixel measured, 833 traced, at 1024^2):
+    # dividing by the module's own constant let any factor pass
+    fitted = cost.call(192, 320)[0] / (972 / 833)
     assert abs(fitted / traced - 1) < 0.01
-    assert 500 < cost.coefficients()["forward"] < 2000  # bytes per pixel (~208 float32)
+    assert 500 < cost.coefficients()["forward"] < 2000  # bytes per pixel (832: 208 float32s)
 
 
 def test_estimate_grows_with_pixels_and_its_model_call_ignores_steps(upscaler) -> None:
