@@ -112,13 +112,14 @@ def test_bench_memory_sdxl_cpu_case_prints_its_schema(capsys) -> None:
 def test_sdxl_cpu_estimate_covers_the_measured_calls() -> None:
     """Full-size SDXL UNet calls in float32 that `warpdiff bench memory --model sdxl-random
     --device cpu` measured (README "Memory planning"; 512 and 1024 px calibrate, 768 checks):
-    the planner's number for a UNet call is at least the measured peak and at most 40 % above
-    it; for the VAE's decode within 2 %."""
+    the calibration points exactly; at 768 px at least the measured peak and at most 45 %
+    above it; the VAE's decode at 512 px within 2 %."""
     cost = memory.ModelCost(random_sdxl(9, "meta", torch.float32), device="cpu")
-    for side, measured in ((512, 194_617_344), (768, 267_075_584), (1024, 609_759_232)):
-        estimate = cost.call(side, side)[0]
-        assert 0.999 * measured <= estimate <= 1.4 * measured, (side, estimate, measured)
-    # the VAE's decode (1024 px calibrates, 512 px checks): within 2 %
-    for side, measured in ((512, 1_013_243_904), (1024, 4_027_490_304)):
-        estimate = cost.vae_peak(side, side)
-        assert abs(estimate / measured - 1) < 0.02, (side, estimate, measured)
+    # the calibration's own points (the line goes through them: this pins the line)
+    for side, measured in ((512, 194_617_344), (1024, 609_759_232)):
+        assert cost.call(side, side)[0] == pytest.approx(measured, rel=1e-3), side
+    assert cost.vae_peak(1024, 1024) == pytest.approx(4_027_490_304, rel=1e-3)
+    # the checks: 768 px was measured at 267 MB and the line says 368 (the CPU's forward peak
+    # is not linear in pixels; the line stays above it), the VAE at 512 px within 2 %
+    assert 1.0 <= cost.call(768, 768)[0] / 267_075_584 <= 1.45
+    assert abs(cost.vae_peak(512, 512) / 1_013_243_904 - 1) < 0.02

@@ -193,6 +193,10 @@ def run_benchmark(quick: bool = False, smoke: bool = False) -> dict:
     return {"models": models, "steps": steps, "frames": n, "machine": machine()}
 
 
+def _g(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.3g}"
+
+
 def format_result(result: dict) -> str:
     head = f"{'model':<14} {'variant':<13} {'s/step':>8} {'ratio':>6} {'warp err':>10}"
     lines = [f"{head} {'exact':>10}"]
@@ -203,6 +207,6 @@ def format_result(result: dict) -> str:
         for v, row in m["variants"].items():
             lines.append(
                 f"{name:<14} {v:<13} {row['s_per_step']:>8.4f} {row['ratio']:>6.2f} "
-                f"{row['warp_err']:>10.3g} {row['warp_err_exact']:>10.3g}"
+                f"{_g(row['warp_err'])} {_g(row['warp_err_exact'])}"
             )
     return "\n".join(lines)
