@@ -205,3 +205,21 @@ def test_tiny_sdxl_upscales_a_clip_in_tiles_with_guidance(tiny_sdxl_dirs):
     assert all(o.shape == (128, 384, 3) and np.isfinite(o).all() for o in outs)
     assert model.shapes and set(model.shapes) == {(16, 32)}  # 128x256 px tiles, 8x latent grid
     assert len(model.shapes) == 2 * 2 * 2  # frames x steps x tiles
+
+
+def test_the_upscale_detail_weight_is_measured_once_on_the_whole_frame(monkeypatch) -> None:
+    """The built-in upscaler's start weighs its estimate's detail by a weight measured one
+    scale down. Tiled, it is measured once on the whole frame and every tile starts with it:
+    measured per tile it cost a model call a tile and gave each tile its own weight, blended
+    across the overlaps (this failed then: a call and a weight per tile)."""
+    model = load_denoiser("builtin", "upscale")
+    calls = []
+    real = model._calibrate
+    monkeypatch.setattr(model, "_calibrate", lambda low, s: calls.append(low.shape) or real(low, s))
+    low = torch.rand(3, 48, 80, generator=torch.Generator().manual_seed(0))
+    tiled = TiledDenoiser(model, tile=64, overlap=16, unit=4)
+    prepared = tiled.prepare(Condition(task="upscale", image=low, scale=2))
+    assert len(prepared.inner) > 1 and calls == [(1, 3, 48, 80)]
+    whole = real(low[None], 2)
+    assert {p.detail_weight for p in prepared.inner} == {whole}
+    assert tiled.start(prepared) is not None and len(calls) == 1

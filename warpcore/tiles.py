@@ -124,13 +124,12 @@ class TiledDenoiser:
         return getattr(self.inner, name)
 
     def prepare(self, cond: Condition) -> TiledPrepared:
-        """Cut the frame's condition into the tiles' conditions and prepare each. A model that
-        fills the hole of its condition (``fill_hole``) fills it once on the whole frame first:
-        a tile lying wholly inside the hole has no known pixel to fill from."""
-        fill = getattr(self.inner, "fill_hole", None)
-        whole_fill = cond.task == "inpaint" and cond.mask is not None and not cond.filled
-        if whole_fill and fill is not None:
-            cond = replace(cond, image=fill(cond.image, cond.mask), filled=True)
+        """Cut the frame's condition into the tiles' conditions and prepare each. A model with
+        work that needs the whole frame (``whole_frame``: the built-in model's hole fill and
+        detail weight) does it once, before the cut."""
+        whole_frame = getattr(self.inner, "whole_frame", None)
+        if whole_frame is not None:
+            cond = whole_frame(cond)
         factor = cond.scale if cond.task == "upscale" else 1
         size = (cond.image.shape[-2] * factor, cond.image.shape[-1] * factor)
         tiles = tile_plan(size, self.tile, self.overlap, self.unit)

@@ -21,8 +21,10 @@ class Condition:
     ``image``: (3, H, W) in [0, 1]. For ``inpaint`` the input frame at output resolution; for
     ``upscale`` the low-resolution frame (output is ``scale`` times larger).
     ``mask``: (1, H, W), 1 = region to fill; inpaint only.
-    ``filled``: inpaint: ``image``'s hole is already filled by the model's own ``fill_hole`` on
-    the whole frame (a tiler does this before cutting tiles); the model must not fill it again.
+    ``filled``: inpaint: ``image``'s hole is already filled by the model's own ``whole_frame``
+    (a tiler calls it before cutting tiles); the model must not fill it again.
+    ``detail_weight``: upscale: the start's detail weight the model's ``whole_frame`` measured
+    on the whole frame (None: the model measures it on what it is given).
     """
 
     task: Task
@@ -30,6 +32,7 @@ class Condition:
     mask: torch.Tensor | None = None
     scale: int = 1
     filled: bool = False
+    detail_weight: float | None = None
     prompt: str = ""
     negative_prompt: str = ""
     cfg_scale: float = 1.0

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,7 @@ class BuiltinPrepared:
     task: torch.Tensor
     lowres: torch.Tensor | None = None
     scale: int = 1
+    detail_weight: float | None = None  # measured on the whole frame (Condition.detail_weight)
 
 
 class BuiltinDenoiser:
@@ -305,7 +306,9 @@ class BuiltinDenoiser:
                 raise InvalidInput(f"scale: got {cond.scale!r}; accepted: 2, 4, 8")
             channels = condition_tensor("upscale", upsample_lowres(image, cond.scale))
             label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
-            return BuiltinPrepared(channels, label, lowres=image, scale=cond.scale)
+            return BuiltinPrepared(
+                channels, label, lowres=image, scale=cond.scale, detail_weight=cond.detail_weight
+            )
         mask = _check_mask(cond.mask, tuple(image.shape[-2:]))
         fill = None if cond.filled else str(self.net.config["fill"])
         channels = condition_tensor(
@@ -314,12 +317,26 @@ class BuiltinDenoiser:
         label = torch.tensor([TASK_INDEX[cond.task]], device=self.device)
         return BuiltinPrepared(cond=channels, task=label)
 
-    def fill_hole(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The condition's hole fill of a whole (3, H, W) frame, for a tiler to cut: a tile lying
-        wholly inside the hole has no known pixel to fill from."""
-        image = _check_image(image).to(self.device, self.dtype)[None]
-        mask = _check_mask(mask, tuple(image.shape[-2:])).to(self.device, self.dtype)[None]
-        return fill_hole(image, mask, str(self.net.config["fill"]))[0]
+    def whole_frame(self, cond: Condition) -> Condition:
+        """What must be computed on the whole frame before a tiler cuts it: the hole's fill (a
+        tile lying wholly inside the hole has no known pixel to fill from) and the start's
+        calibrated detail weight (per tile it cost a model call a tile and gave each tile its
+        own weight, blended across the overlaps)."""
+        if cond.task == "inpaint" and cond.mask is not None and not cond.filled:
+            image = _check_image(cond.image).to(self.device, self.dtype)[None]
+            mask = _check_mask(cond.mask, tuple(image.shape[-2:])).to(self.device, self.dtype)
+            filled = fill_hole(image, mask[None], str(self.net.config["fill"]))[0]
+            return replace(cond, image=filled, filled=True)
+        calibrate = self.task in self.net.config.get("calibrate", ())
+        if (
+            cond.task == "upscale"
+            and calibrate
+            and cond.detail_weight is None
+            and cond.scale in SCALES
+        ):
+            low = _check_image(cond.image).to(self.device, self.dtype)[None]
+            return replace(cond, detail_weight=self._calibrate(low, int(cond.scale)))
+        return cond
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, prepared: Any) -> torch.Tensor:
         if not isinstance(prepared, BuiltinPrepared):
@@ -352,19 +369,24 @@ class BuiltinDenoiser:
             return base  # weights from before the estimate was trained; a Telea-filled hole
         weight = float(self.net.config.get("estimate_weight", {}).get(self.task, 1.0))
         if self.task in self.net.config.get("calibrate", ()):
-            weight *= self.calibrated_weight(prepared)
+            measured = prepared.detail_weight
+            weight *= self.calibrated_weight(prepared) if measured is None else measured
         return base + weight * (self.net.estimate(prepared.cond, prepared.task) - base)
 
-    @torch.no_grad()
     def calibrated_weight(self, prepared: BuiltinPrepared) -> float:
-        """The least-squares weight of the estimate's detail one scale down (see
-        ``CALIBRATE_MAX``): the low-resolution frame, area-downscaled by ``scale`` again and
-        rounded to 8 bits, upscaled by the model's one-call estimate; the weight ``w`` that
-        makes ``b' + w (estimate' - b')`` closest to the real low-resolution frame, in
-        [0, CALIBRATE_MAX]. 1 where the frame is too small to measure, or the detail is 0."""
-        low, s = prepared.lowres, prepared.scale
-        if low is None:
+        """The start's detail weight for this prepared frame (:meth:`_calibrate`); 1 without
+        a low-resolution frame."""
+        if prepared.lowres is None:
             return 1.0
+        return self._calibrate(prepared.lowres, prepared.scale)
+
+    @torch.no_grad()
+    def _calibrate(self, low: torch.Tensor, s: int) -> float:
+        """The least-squares weight of the estimate's detail one scale down (see
+        ``CALIBRATE_MAX``): the low-resolution frame (1, 3, h, w), area-downscaled by ``s``
+        again and rounded to 8 bits, upscaled by the model's one-call estimate; the weight
+        ``w`` that makes ``b' + w (estimate' - b')`` closest to the real low-resolution frame,
+        in [0, CALIBRATE_MAX]. 1 where the frame is too small to measure, or the detail is 0."""
         h, w = (low.shape[-2] // s) * s, (low.shape[-1] // s) * s
         if min(h, w) < CALIBRATE_MIN_PX * s:
             return 1.0
@@ -372,7 +394,8 @@ class BuiltinDenoiser:
         coarse = torch.round(F.avg_pool2d(target, s) * 255.0) / 255.0
         cond = condition_tensor("upscale", upsample_lowres(coarse, s))
         base = cond[:, :3].double()
-        detail = self.net.estimate(cond, prepared.task).double() - base
+        label = torch.tensor([TASK_INDEX["upscale"]], device=self.device)
+        detail = self.net.estimate(cond, label).double() - base
         norm2 = float((detail**2).sum())
         if norm2 <= 0.0:
             return 1.0
