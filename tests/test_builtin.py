@@ -57,13 +57,18 @@ def test_interface(model: Denoiser) -> None:
 
 
 def test_weights_from_before_the_estimate_start_from_the_base(tmp_path: Path) -> None:
-    """A config.json without "start"/"strength"/"fill"/"calibrate" (the first weights): runs
-    start from b, the push-pull fill, at the strengths those weights shipped with."""
+    """A config.json without "start"/"strength"/"fill"/"calibrate"/"project" (the first
+    weights): runs start from b, the push-pull fill, at the strengths those weights shipped
+    with, and upscale estimates are not projected; new weights project upscaling only."""
     net = EDMUNet({"block_out_channels": [8, 16], "layers_per_block": 1})
     save_weights(net, net.unet.state_dict(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["start"] == {"inpaint": "base", "upscale": "estimate"}
+    assert load_builtin("upscale", weights=tmp_path).project
+    assert not load_builtin("inpaint", weights=tmp_path).project
+    assert load_builtin("upscale").project and not load_builtin("inpaint").project  # shipped
     del config["start"], config["strength"], config["fill"], config["calibrate"]
+    del config["project"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     old = load_builtin("inpaint", weights=tmp_path)
     cond = _inpaint_cond(8, 8)
@@ -72,6 +77,7 @@ def test_weights_from_before_the_estimate_start_from_the_base(tmp_path: Path) ->
     torch.testing.assert_close(old.start(prepared), filled)
     old_up = load_builtin("upscale", weights=tmp_path)
     assert old_up.default_strength == 0.25 and old_up.net.config["calibrate"] == []
+    assert not old_up.project
 
 
 def test_plain_unet_matches_diffusers_unet2dmodel() -> None:
@@ -145,7 +151,7 @@ def test_upscale_estimates_match_the_input_frame() -> None:
     for sigma in (20.0, 1.0, 0.05):
         out = model(torch.randn(1, 3, 40, 52) * sigma, torch.tensor(sigma), prepared)
         torch.testing.assert_close(box_down((out + 1) / 2, 4)[0], low, atol=1e-5, rtol=0)
-    raw = load_builtin("upscale")
+    raw = load_builtin("upscale", project=False)
     out = raw(
         torch.randn(1, 3, 40, 52),
         torch.tensor(1.0),
@@ -163,7 +169,7 @@ def test_partial_strength_starts_from_the_frame() -> None:
     from warpcore.request import RestoreRequest
     from warpcore.restore import resolve_steps, resolve_strength, restore_clip
 
-    model = load_builtin("upscale")
+    model = load_builtin("upscale", project=False)  # (projection anchors even a full run)
     rng = np.random.default_rng(0)
     low = np.clip(rng.random((1, 8, 8, 3)) * 0.2 + 0.4, 0, 1).astype(np.float32)
     base = model.prepare(Condition("upscale", torch.from_numpy(low[0]).permute(2, 0, 1), scale=4))
@@ -279,7 +285,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = EDMUNet({"block_out_channels": [8, 16], "layers_per_block": 1})
     save_weights(net, net.unet.state_dict(), tmp_path)
-    loaded = load_builtin("upscale", weights=tmp_path)
+    loaded = load_builtin("upscale", weights=tmp_path, project=False)
     prepared = loaded.prepare(Condition("upscale", torch.rand(3, 5, 7), scale=2))
     x = torch.randn(1, 3, 10, 14)
     expected = net.eval()(x, torch.tensor([1.0]), prepared.cond, prepared.task)

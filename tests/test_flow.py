@@ -17,6 +17,7 @@ from warpcore.flow import (
     flow_pair,
     motion_boundary,
     occlusion_mask,
+    photometric_mask,
     raft_available,
     resize_flow,
     to_model_grid,
@@ -151,6 +152,33 @@ def test_occlusion_mask_exact_flows() -> None:
     out = torch.zeros(2, h, w)
     out[0] = 3.0
     assert occlusion_mask(out, -out)[0, :, -3:].sum() == 0
+
+
+def test_photometric_mask_keeps_a_right_flow_and_drops_a_wrong_one() -> None:
+    """Frame b is frame a moved 5 px right (a real photograph): the right flow passes every
+    pixel (those whose sample leaves frame b are the occlusion mask's to judge, and do not
+    spread into their neighbours); no flow fails the textured pixels, which the forward-backward
+    check cannot see (zero flow both ways is consistent); pixels that either frame does not know
+    pass whatever the flow."""
+    img = torch.from_numpy(data.astronaut()[100:196, 150:278].astype(np.float32) / 255)
+    img = img.permute(2, 0, 1).contiguous()
+    a, b = img[:, :, 5:], img[:, :, :-5]  # b(x + 5) = a(x)
+    h, w = a.shape[-2:]
+    right = torch.zeros(2, h, w)
+    right[0] = 5.0
+    keep = photometric_mask(a, b, right)
+    assert keep.shape == (1, h, w)
+    assert keep.min() == 1
+    wrong = torch.zeros(2, h, w)
+    assert occlusion_mask(wrong, wrong).mean() == 1
+    dropped = photometric_mask(a, b, wrong)
+    assert dropped.mean() < 0.3, dropped.mean()
+    known = torch.ones(1, h, w)
+    known[:, 20:60, 30:90] = 0  # a hole in either frame
+    holed = photometric_mask(a, b, wrong, known=known)
+    assert holed[0, 20:60, 30:90].min() == 1
+    assert torch.equal(holed[0, :20], dropped[0, :20])
+    assert photometric_mask(a, b, wrong, tol=1.0).min() == 1
 
 
 def test_occlusion_mask_estimated_flows() -> None:

@@ -152,6 +152,9 @@ def test_guidance_removes_the_flicker_of_a_non_equivariant_model(
             guidance_rule=rule,
             guidance_grad=grad,
             steps=12,
+            # The flow check (tests/test_flow.py) rightly skips the columns where bicubic's
+            # border makes the conditions differ; this test is about the step on exact flows.
+            flow_check=0.0,
         )
         out = run(request, model, low, flow_fn=exact_flows(dx * scale))
         fidelity = max(

@@ -336,6 +336,36 @@ def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tenso
     return keep[None].to(forward.dtype)
 
 
+PHOTOMETRIC_TOL = 0.01  # mean |RGB| difference (of [0, 1]) over a 5 px box: 2.5 grey levels
+
+
+def photometric_mask(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    forward: torch.Tensor,
+    tol: float = PHOTOMETRIC_TOL,
+    known: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(1, H, W) float on a's grid: 1 where frame ``b`` moved onto ``a`` by ``forward`` (flow
+    a->b) matches ``a``, the mean absolute RGB difference over a 5 px box below ``tol``; 0 where
+    it does not: there the flow is wrong, whatever its forward-backward check says (large
+    motion that DIS missed the same way both ways). ``a``, ``b`` (C, H, W) in [0, 1]. Pixels
+    this cannot judge pass: those whose sample point leaves ``b`` (not counted in their
+    neighbours' box means either; the occlusion mask drops them), and where ``known`` (1, H, W)
+    on a's grid, 1 where both frames are known, is 0 (holes).
+    """
+    validate_flow(forward, "forward", tuple(a.shape[-2:]))
+    moved, inside = warp(b.to(forward.dtype), forward, padding="border")
+    diff = (moved - a.to(forward.dtype)).abs().mean(0, keepdim=True) * inside
+    # The box mean over the pixels whose sample point stays in frame (those that leave are the
+    # occlusion mask's; they must not spread into their neighbours here).
+    total = F.avg_pool2d(torch.stack([diff, inside]), 5, 1, 2, count_include_pad=False)
+    keep = (total[0] < tol * total[1].clamp_min(1e-6)).to(forward.dtype)
+    if known is not None:
+        keep = torch.maximum(keep, 1.0 - (known > 0.5).to(forward.dtype))
+    return keep
+
+
 # ---------------------------------------------------------------------------------------------
 # Grids
 

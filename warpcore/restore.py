@@ -257,10 +257,23 @@ class ClipRestorer:
         if self.request.guidance <= 0 or self._prev["denoised"] is None:
             return noise, None  # (no estimates of frame j-1: the first frame of a chunk)
 
-        def guide_mask(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cur_img = image.cpu()
+        prev_hole = self._prev["mask"]
+
+        def guide_mask(a: torch.Tensor, b: torch.Tensor, forward_pair: bool) -> torch.Tensor:
             valid = torch.ones_like(a[:1])
             if self.request.occlusion_mask:
                 valid = flowlib.occlusion_mask(a, b).to(valid)
+            if self.request.flow_check > 0:
+                # Guide only where the flow moves one input onto the other (frames j-1, j).
+                here, there = (prev_img, cur_img) if forward_pair else (cur_img, prev_img)
+                holes = (prev_hole, hole) if forward_pair else (hole, prev_hole)
+                known = None
+                if holes[0] is not None and holes[1] is not None:
+                    moved, _ = flowlib.warp(holes[1].cpu().to(a), a, padding="border")
+                    known = (1.0 - torch.maximum(holes[0].cpu().to(a), moved)).clamp(0, 1)
+                check = flowlib.photometric_mask(here, there, a, self.request.flow_check, known)
+                valid = valid * check.to(valid)
             if hole is not None and self.request.composite:
                 # Only the generated region reaches the output (the rest is composited from the
                 # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
@@ -271,7 +284,7 @@ class ClipRestorer:
             # A latent cell is valid only if every pixel of its block is.
             return (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
 
-        valid = guide_mask(fwd, bwd)  # on frame j-1's grid
+        valid = guide_mask(fwd, bwd, True)  # on frame j-1's grid
         blend = self.request.guidance_rule in CURRENT_GRID_RULES
         guidance = EquivarianceGuidance(
             strength=self.request.guidance,
@@ -282,7 +295,7 @@ class ClipRestorer:
             grad_mode=self.request.guidance_grad,
             rule=self.request.guidance_rule,
             backward=bwd_m if blend else None,
-            backward_mask=guide_mask(bwd, fwd).to(image.device) if blend else None,
+            backward_mask=guide_mask(bwd, fwd, False).to(image.device) if blend else None,
             measurement_scale=self.scale if ds == 1 else 1,
         )
         return noise, guidance

@@ -54,7 +54,10 @@ class BuiltinBackend:
             # trained here with the one-call estimate: the product starts from it
             # (and the product's other defaults: the Telea fill, the calibrated upscale weight)
             self.net.config.update(
-                {k: DEFAULT_CONFIG[k] for k in ("start", "strength", "calibrate", "fill")}
+                {
+                    k: DEFAULT_CONFIG[k]
+                    for k in ("start", "strength", "calibrate", "fill", "project")
+                }
             )
         else:
             torch.manual_seed(cfg.seed)
