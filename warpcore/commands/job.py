@@ -88,6 +88,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "newton: Gauss-Newton steps",
     )
     parser.add_argument(
+        "--flow-check",
+        type=float,
+        default=0.01,
+        help="guidance skips pixels where the flow does not move the previous input frame onto "
+        "this one (mean |RGB| difference over 5 px above this; default 0.01; 0 = off)",
+    )
+    parser.add_argument(
         "--guidance-grad",
         default="output",
         choices=GUIDANCE_GRADS,
@@ -205,6 +212,12 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="partial-run strength of every diffusion method (default: the model's)",
     )
+    parser.add_argument(
+        "--flow-check",
+        type=float,
+        default=None,
+        help="guidance's photometric flow check (default: the engine's; 0 = off)",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +242,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         guidance_range=tuple(args.guidance_range),
         guidance_rule=args.guidance_rule,
         guidance_grad=args.guidance_grad,
+        flow_check=args.flow_check,
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
