@@ -336,31 +336,42 @@ def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tenso
     return keep[None].to(forward.dtype)
 
 
-PHOTOMETRIC_TOL = 0.01  # mean |RGB| difference (of [0, 1]) over a 5 px box: 2.5 grey levels
+PHOTOMETRIC_SHIFT_PX = 1.0  # the misplacement a flow may have and still guide (request default)
+PHOTOMETRIC_FLOOR = 0.003  # mean |RGB| difference always accepted: 2.5 grey levels (flat areas)
 
 
 def photometric_mask(
     a: torch.Tensor,
     b: torch.Tensor,
     forward: torch.Tensor,
-    tol: float = PHOTOMETRIC_TOL,
+    shift_px: float = PHOTOMETRIC_SHIFT_PX,
     known: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(1, H, W) float on a's grid: 1 where frame ``b`` moved onto ``a`` by ``forward`` (flow
-    a->b) matches ``a``, the mean absolute RGB difference over a 5 px box below ``tol``; 0 where
-    it does not: there the flow is wrong, whatever its forward-backward check says (large
-    motion that DIS missed the same way both ways). ``a``, ``b`` (C, H, W) in [0, 1]. Pixels
-    this cannot judge pass: those whose sample point leaves ``b`` (not counted in their
-    neighbours' box means either; the occlusion mask drops them), and where ``known`` (1, H, W)
-    on a's grid, 1 where both frames are known, is 0 (holes).
+    a->b) matches ``a`` as well as a flow misplaced by at most ``shift_px`` pixels would; 0
+    where it does not: there the flow is wrong, whatever its forward-backward check says (large
+    motion that DIS missed the same way both ways). Over a 5 px box, the mean absolute RGB
+    difference ``d`` is compared with what a misplacement of ``shift_px`` costs on ``a``'s
+    own texture, ``shift_px * g`` (``g`` the box mean of ``a``'s gradient magnitude, the
+    first-order cost of a one-pixel shift), plus ``PHOTOMETRIC_FLOOR`` for flat areas, where
+    a misplaced flow moves nothing visible. So a flow a fraction of a pixel off still guides
+    on sharp texture, and one that is tens of pixels off (or follows the wrong object) does
+    not. ``a``, ``b`` (C, H, W) in [0, 1]. Pixels this cannot judge pass: those whose sample
+    point leaves ``b`` (not counted in their neighbours' box means either; the occlusion mask
+    drops them), and where ``known`` (1, H, W) on a's grid, 1 where both frames are known, is
+    0 (holes).
     """
     validate_flow(forward, "forward", tuple(a.shape[-2:]))
+    a = a.to(forward.dtype)
     moved, inside = warp(b.to(forward.dtype), forward, padding="border")
-    diff = (moved - a.to(forward.dtype)).abs().mean(0, keepdim=True) * inside
-    # The box mean over the pixels whose sample point stays in frame (those that leave are the
+    diff = (moved - a).abs().mean(0, keepdim=True) * inside
+    gy, gx = torch.gradient(a, dim=(-2, -1))
+    grad = (gx**2 + gy**2).sqrt().mean(0, keepdim=True)
+    # Box means over the pixels whose sample point stays in frame (those that leave are the
     # occlusion mask's; they must not spread into their neighbours here).
-    total = F.avg_pool2d(torch.stack([diff, inside]), 5, 1, 2, count_include_pad=False)
-    keep = (total[0] < tol * total[1].clamp_min(1e-6)).to(forward.dtype)
+    box = F.avg_pool2d(torch.stack([diff, inside, grad]), 5, 1, 2, count_include_pad=False)
+    bound = (PHOTOMETRIC_FLOOR + shift_px * box[2]) * box[1].clamp_min(1e-6)
+    keep = (box[0] < bound).to(forward.dtype)
     if known is not None:
         keep = torch.maximum(keep, 1.0 - (known > 0.5).to(forward.dtype))
     return keep

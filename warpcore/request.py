@@ -66,9 +66,9 @@ class RestoreRequest:
     is generated. 0 turns it off. ``crop`` (inpaint): restore only a window around the remaining
     hole, at the model's working scale (:mod:`warpcore.crops`); pixels outside it are never
     touched. False sends the whole frame to the model. ``flow_check``: guidance skips pixels
-    where the flow does not move frame j-1's input onto frame j's (mean absolute RGB difference
-    over a 5 px box above this, :func:`warpcore.flow.photometric_mask`): a flow that is wrong
-    there would pull the frame toward a misplaced previous one; 0 turns the check off.
+    where the flow moves frame j-1's input onto frame j's worse than a flow misplaced by this
+    many pixels would (:func:`warpcore.flow.photometric_mask`): a flow that is wrong there
+    would pull the frame toward a misplaced previous one; 0 turns the check off.
     ``tile``: output frames larger than this many pixels a side go through the model in
     overlapping tiles whose estimates are blended at every step (:mod:`warpcore.tiles`); None
     takes the model's native size (1024 px), 0 sends the whole frame at once.
@@ -91,7 +91,7 @@ class RestoreRequest:
     strength: float | None = None
     flow: str = "dis"
     occlusion_mask: bool = True
-    flow_check: float = 0.01
+    flow_check: float = 1.0
     composite: bool = True
     propagate: int = 8
     crop: bool = True
@@ -133,7 +133,7 @@ class RestoreRequest:
                 f"removed per "
                 f"step, in [0, 1]; got {self.guidance}"
             )
-        _float_range("flow_check", self.flow_check, 0.0, 1.0)
+        _float_range("flow_check", self.flow_check, 0.0, 64.0)
         _float_range("cfg_scale", self.cfg_scale, 0.0, 30.0)
         if self.strength is not None:
             _float_range("strength", self.strength, 0.01, 1.0)

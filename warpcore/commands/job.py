@@ -90,9 +90,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flow-check",
         type=float,
-        default=0.01,
-        help="guidance skips pixels where the flow does not move the previous input frame onto "
-        "this one (mean |RGB| difference over 5 px above this; default 0.01; 0 = off)",
+        default=1.0,
+        help="guidance skips pixels where the flow moves the previous input frame onto this "
+        "one worse than a flow misplaced by this many pixels would (default 1; 0 = off)",
     )
     parser.add_argument(
         "--guidance-grad",
