@@ -337,7 +337,7 @@ def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tenso
 
 
 PHOTOMETRIC_SHIFT_PX = 1.0  # the misplacement a flow may have and still guide (request default)
-PHOTOMETRIC_FLOOR = 0.003  # mean |RGB| difference always accepted: 2.5 grey levels (flat areas)
+PHOTOMETRIC_FLOOR = 0.0015  # mean |RGB| difference always accepted (flat areas): 0.4 grey levels
 
 
 def photometric_mask(
