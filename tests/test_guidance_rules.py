@@ -269,3 +269,30 @@ def test_a_wrong_flow_does_not_pull_the_frame_toward_a_misplaced_previous_one(bu
     )
     assert unchecked < flicker / 10, (unchecked, flicker)
     assert checked < 1.5 * unchecked, (checked, unchecked)
+
+
+def test_the_flow_check_leaves_holes_to_the_plate_flow(builtin) -> None:
+    """Inside a hole the input shows the object being removed, which moves on its own (here:
+    new noise every frame), so the frames cannot judge the plate flow there: hole pixels of
+    either frame pass the photometric check, and the guidance in the hole is what it is
+    without the check (exact 2 px shift, band step, full strength)."""
+    frames, masks = _clip(4, 32, 2)
+    rng = np.random.default_rng(7)
+    for frame, mask in zip(frames, masks, strict=True):
+        hole = mask > 0.5
+        frame[hole] = rng.random((int(hole.sum()), 3)).astype(np.float32)
+
+    def shift_error(**fields) -> float:
+        request = RestoreRequest(
+            task="inpaint", noise="gp", steps=8, propagate=0, strength=1.0, **fields
+        )
+        clip = restore_clip(request, builtin, frames, masks, flow_fn=_constant_flow(2, 0))
+        outs = [o for _, o in clip]
+        pairs = zip(outs, outs[1:], strict=False)
+        return float(np.mean([((b[:, 2:] - a[:, :-2]) ** 2).mean() for a, b in pairs]))
+
+    unguided = shift_error(guidance=0.0)
+    checked = shift_error(guidance_rule="band")
+    unchecked = shift_error(guidance_rule="band", flow_check=0.0)
+    assert unchecked < unguided / 10, (unchecked, unguided)
+    assert checked < 2 * unchecked, (checked, unchecked)

@@ -236,20 +236,15 @@ class ClipRestorer:
         if self._prev is None:
             return self.warper.first()[None], None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
-        prev_img = self._prev["image"].cpu()
-        given = None if self.flow_fn is None else self.flow_fn(index, prev_img, image.cpu())
+        prev_img, cur_img = self._prev["image"].cpu(), image.cpu()
+        prev_hole = None if self._prev["mask"] is None else self._prev["mask"].cpu()
+        cur_hole = None if hole is None else hole.cpu()
+        given = None if self.flow_fn is None else self.flow_fn(index, prev_img, cur_img)
         if given is not None:  # given plate flows, extended to the padded grid
             size = tuple(image.shape[-2:])
             fwd, bwd = (_pad_flow(f, size) for f in given)
         else:
-            prev_hole = self._prev["mask"]
-            fwd, bwd = pair_flows(
-                prev_img,
-                image.cpu(),
-                None if prev_hole is None else prev_hole.cpu(),
-                None if hole is None else hole.cpu(),
-                self.request.flow,
-            )
+            fwd, bwd = pair_flows(prev_img, cur_img, prev_hole, cur_hole, self.request.flow)
         ds = self.denoiser.downscale
         fwd_m = flowlib.to_model_grid(fwd, ds).to(image.device)
         bwd_m = flowlib.to_model_grid(bwd, ds).to(image.device)
@@ -257,23 +252,15 @@ class ClipRestorer:
         if self.request.guidance <= 0 or self._prev["denoised"] is None:
             return noise, None  # (no estimates of frame j-1: the first frame of a chunk)
 
-        cur_img = image.cpu()
-        prev_hole = self._prev["mask"]
+        frames = {True: (prev_img, cur_img, prev_hole, cur_hole)}  # (a, b, a's hole, b's)
+        frames[False] = (cur_img, prev_img, cur_hole, prev_hole)
 
         def guide_mask(a: torch.Tensor, b: torch.Tensor, forward_pair: bool) -> torch.Tensor:
             valid = torch.ones_like(a[:1])
             if self.request.occlusion_mask:
                 valid = flowlib.occlusion_mask(a, b).to(valid)
-            if self.request.flow_check > 0:
-                # Guide only where the flow moves one input onto the other (frames j-1, j).
-                here, there = (prev_img, cur_img) if forward_pair else (cur_img, prev_img)
-                holes = (prev_hole, hole) if forward_pair else (hole, prev_hole)
-                known = None
-                if holes[0] is not None and holes[1] is not None:
-                    moved, _ = flowlib.warp(holes[1].cpu().to(a), a, padding="border")
-                    known = (1.0 - torch.maximum(holes[0].cpu().to(a), moved)).clamp(0, 1)
-                check = flowlib.photometric_mask(here, there, a, self.request.flow_check, known)
-                valid = valid * check.to(valid)
+            if self.request.flow_check > 0:  # only where the flow moves one input onto the other
+                valid = valid * _flow_check(a, *frames[forward_pair], self.request.flow_check)
             if hole is not None and self.request.composite:
                 # Only the generated region reaches the output (the rest is composited from the
                 # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
@@ -372,6 +359,23 @@ def restore_clip(
     if restorer is None:
         raise InvalidInput("frames: the clip has no frames")
     on_event(Event("finished", n_frames=restorer.next_index))
+
+
+def _flow_check(
+    flow: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_hole: torch.Tensor | None,
+    b_hole: torch.Tensor | None,
+    shift_px: float,
+) -> torch.Tensor:
+    """:func:`warpcore.flow.photometric_mask` of inputs ``a``, ``b`` under ``flow`` (a->b, on
+    a's grid); hole pixels of either frame (``b``'s moved onto a's grid) pass."""
+    known = None
+    if a_hole is not None and b_hole is not None:
+        moved, _ = flowlib.warp(b_hole.to(flow), flow, padding="border")
+        known = (1.0 - torch.maximum(a_hole.to(flow), moved)).clamp(0, 1)
+    return flowlib.photometric_mask(a, b, flow, shift_px, known)
 
 
 # -- helpers ------------------------------------------------------------------------------------
