@@ -65,7 +65,9 @@ SCALES = (2, 4, 8)
 # the demo showed a pale blob on the cup's rim and the real-video hole PSNR was 19.01 dB (Telea
 # 19.28); from the Telea fill 19.23 (0.5 measured lower and noisy).
 UPSCALE_STRENGTH = 0.1
-UPSCALE_ESTIMATE_WEIGHT = 0.75
+# The detail's share times the calibrated weight: 1.0 with the session-6 weights, whose
+# projected estimates measured 0.03 dB above 0.75's on the held-out clips (TRAINING.md).
+UPSCALE_ESTIMATE_WEIGHT = 1.0
 # Self-calibration (config.json "calibrate": the tasks that use it): how far to trust the
 # estimate's detail on THIS footage, measured on the footage itself one scale down. The input is
 # area-downscaled once more by the same factor, the model upscales that back, and the

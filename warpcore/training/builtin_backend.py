@@ -59,7 +59,14 @@ class BuiltinBackend:
             self.net.config.update(
                 {
                     k: DEFAULT_CONFIG[k]
-                    for k in ("start", "strength", "calibrate", "fill", "project")
+                    for k in (
+                        "start",
+                        "strength",
+                        "estimate_weight",
+                        "calibrate",
+                        "fill",
+                        "project",
+                    )
                 }
             )
         else:
