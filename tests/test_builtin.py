@@ -13,12 +13,10 @@ from warpcore.holes import push_pull_fill
 from warpcore.models.base import Condition, Denoiser
 from warpcore.models.builtin import (
     ASSET_DIR,
-    BuiltinPrepared,
     EDMUNet,
     load_builtin,
     save_weights,
 )
-from warpcore.models.conditions import project_lowres
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +62,17 @@ def test_interface(model: Denoiser) -> None:
 def test_weights_from_before_the_estimate_start_from_the_base(tmp_path: Path) -> None:
     """A config.json without "start"/"strength"/"fill"/"calibrate"/"project" (the first
     weights): runs start from b, the push-pull fill, at the strengths those weights shipped
-    with, and upscale estimates are not projected; new weights project upscaling only."""
+    with, and upscale estimates are not projected; weights whose config says "project" project
+    that task only; the shipped weights project nothing (it adds flicker, TRAINING.md)."""
     net = EDMUNet({"block_out_channels": [8, 16], "layers_per_block": 1})
     save_weights(net, net.unet.state_dict(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["start"] == {"inpaint": "base", "upscale": "estimate"}
+    assert config["project"] == [] and not load_builtin("upscale", weights=tmp_path).project
+    assert not load_builtin("upscale").project and not load_builtin("inpaint").project  # shipped
+    (tmp_path / "config.json").write_text(json.dumps({**config, "project": ["upscale"]}))
     assert load_builtin("upscale", weights=tmp_path).project
     assert not load_builtin("inpaint", weights=tmp_path).project
-    assert load_builtin("upscale").project and not load_builtin("inpaint").project  # shipped
     del config["start"], config["strength"], config["fill"], config["calibrate"]
     del config["project"]
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -380,11 +381,9 @@ def test_upscale_detail_weight_is_fitted_one_scale_down(monkeypatch: pytest.Monk
 
 def test_calibrated_start_keeps_smooth_footage_and_textured_gains() -> None:
     """On smooth footage (fog-like: a smooth random field, 8 bits) the shipped model's detail
-    is grain; the calibrated start, as the product outputs it (projected onto the input), stays
-    within 2 dB of bicubic (measured -1.69 dB, of which the projection alone costs -1.57: at
-    bicubic's 59 dB it imposes the input's 8-bit rounding; the session-5 weights, unprojected:
-    -0.6) and is more than 1 dB above the fixed weight (-8 dB), while on a textured photograph
-    it keeps a gain of at least 0.3 dB over bicubic (measured +1.19)."""
+    is grain; the calibrated start stays within 1.2 dB of bicubic (measured -1.06 dB with the
+    session-6 weights, -0.6 with session 5's; the fixed weight: -3.57 dB), while on a textured
+    photograph it keeps a gain of at least 0.3 dB over bicubic (measured +0.92; was +0.57)."""
     import cv2
     import numpy as np
 
@@ -404,14 +403,8 @@ def test_calibrated_start_keeps_smooth_footage_and_textured_gains() -> None:
         def psnr(x: torch.Tensor, truth: torch.Tensor = truth) -> float:
             return float(10 * torch.log10(4.0 / (x.clamp(-1, 1) - truth).square().mean()))
 
-        def output(x: torch.Tensor, p: BuiltinPrepared = prepared) -> torch.Tensor:
-            return 2.0 * project_lowres((x + 1.0) / 2.0, p.lowres, 4) - 1.0
-
-        gains[name] = (
-            psnr(output(up.start(prepared))) - psnr(base),
-            psnr(output(fixed)) - psnr(base),
-        )
-    assert gains["fog"][0] > -2.0 and gains["fog"][0] > gains["fog"][1] + 1.0
+        gains[name] = (psnr(up.start(prepared)) - psnr(base), psnr(fixed) - psnr(base))
+    assert gains["fog"][0] > -1.2 and gains["fog"][0] > gains["fog"][1] + 1.0
     assert gains["photo"][0] > 0.3
 
 

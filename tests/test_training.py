@@ -100,12 +100,10 @@ def test_config_validation_and_files(tmp_path: Path) -> None:
 
 def test_loss_falls_and_logs(tmp_path: Path, photos: list[Photo]) -> None:
     """40 steps on a fixed tiny dataset: the loss on a fixed 64-sample batch (fixed sigmas and
-    noise, so no sampling noise between the two evaluations) falls below 96% of the untrained
-    net's (measured 93.8%; 85.7% before upscale samples were scored after the product's
-    projection, which already removes the low-band error the net used to learn here: the
-    residual preconditioning starts the net at the classical result, so much of the loss is
-    irreducible texture; CPU float32 is deterministic, so the margin covers only platform
-    differences)."""
+    noise, so no sampling noise between the two evaluations) falls below 93% of the untrained
+    net's (measured 85.7%: the residual preconditioning starts the net at the classical result,
+    so much of the loss is irreducible texture; CPU float32 is deterministic, so the margin
+    covers only platform differences)."""
     cfg = tiny_config(
         tmp_path / "run", steps=40, validate_every=40, noise="gp", lr=4e-3,
         block_out_channels=(16, 32), mean_fraction=0.0,
@@ -119,7 +117,7 @@ def test_loss_falls_and_logs(tmp_path: Path, photos: list[Photo]) -> None:
     backend.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     with torch.no_grad():
         after = float(backend.loss(batch, torch.Generator().manual_seed(5)))
-    assert summary["step"] == 40 and after < 0.96 * before
+    assert summary["step"] == 40 and after < 0.93 * before
     rows = list(csv.DictReader((tmp_path / "run" / "loss.csv").open()))
     assert [int(r["step"]) for r in rows] == list(range(40))
     record = json.loads((tmp_path / "run" / "val.jsonl").read_text().splitlines()[-1])
@@ -257,8 +255,8 @@ def test_one_call_samples_regress_on_the_base(photos: list[Photo]) -> None:
         backend.bank = NoiseBank("gp", 3, 16, 4, seed=9)
         again = float(backend.loss(batch, torch.Generator().manual_seed(1)))
         net, cond = backend.net, _cond(batch)
-        assert backend.projects  # new weights: upscale estimates made consistent, as in use
-        d = batch.project(net.estimate(cond, batch.task))
+        assert not backend.projects  # new weights: raw estimates (projection adds flicker)
+        d = net.estimate(cond, batch.task)
         sd = net.sigma_data[batch.task].reshape(-1, 1, 1, 1)
         s = float(net.config["sigma_max"])
         weight = (s**2 + sd**2) / (s * sd) ** 2
@@ -276,6 +274,9 @@ def test_upscale_loss_is_taken_after_the_products_projection(photos: list[Photo]
     and passes gradients; weights that do not project are trained on the raw estimate."""
     cfg = tiny_config(Path("unused"), mean_fraction=1.0)
     backend = BuiltinBackend(cfg)
+    assert not backend.projects  # the default (the shipped weights do not project)
+    backend.net.config["project"] = ["upscale"]  # weights whose config.json says so
+    assert backend.projects
     batch = make_batch(np.random.default_rng(0), photos, 8, 16, cfg.tasks, (2, 4), (0.5, 0.5))
     up = batch.task == 1
     assert up.any() and (~up).any() and len(set(batch.scale[up].tolist())) == 2
@@ -312,7 +313,7 @@ def test_upscale_loss_is_taken_after_the_products_projection(photos: list[Photo]
     only_inpaint = loss_with(offsets * (~up).reshape(-1, 1, 1, 1))
     assert float(only_up) == pytest.approx(float(base), rel=1e-5)
     assert float(only_inpaint) > 1.05 * float(base)
-    backend.projects = False
+    backend.net.config["project"] = []
     assert float(loss_with(offsets * up.reshape(-1, 1, 1, 1))) > 1.05 * float(base)
 
 

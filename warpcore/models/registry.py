@@ -4,7 +4,7 @@ Specs:
 
 - ``"builtin"``: the small model shipped with the package (``warpcore.models.builtin``; option
   ``project``, default config.json's: super-resolution estimates made consistent with the input
-  frame; the shipped weights do it);
+  frame; off for the shipped weights: it adds flicker);
 - ``"gaussian"``: the analytic Gaussian denoiser (options: its constructor's keywords);
 - a diffusers SDXL folder, or a hub id already in the local Hugging Face cache.
 

@@ -78,8 +78,13 @@ class BuiltinBackend:
                 }
             )
         self.model = self.net.unet
-        self.projects = "upscale" in self.net.config.get("project", ())
         self.bank = NoiseBank(cfg.noise, 3, cfg.crop, cfg.bank_size, cfg.seed)
+
+    @property
+    def projects(self) -> bool:
+        """Whether the product projects this net's upscale estimates (config "project"), so
+        training and validation score them after the same projection."""
+        return "upscale" in self.net.config.get("project", ())
 
     def loss(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
