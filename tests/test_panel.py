@@ -288,7 +288,14 @@ def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     # (B's hottest pixel is at least a fifth of the shared colour scale: clearly coloured.)
     assert alpha[hottest] > 0.4 and alpha[coldest] < 0.05
     for r, c in (hottest, coldest):
-        assert _close(_shown(viewer, r, c), expected[r, c], tol=8), (r, c)  # Qt rounding
+        # Qt's smooth scaling at zoom < 2 samples within half a screen pixel of the centre, so
+        # a neighbour's colour may mix in: the shown pixel lies within its 3x3 neighbourhood's
+        # expected colours (plus Qt's 8-bit rounding).
+        near = expected[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2].reshape(-1, 3)
+        got = _shown(viewer, r, c)
+        rgb = np.array([(got >> 16) & 255, (got >> 8) & 255, got & 255])
+        assert (rgb >= near.min(0) - 8).all() and (rgb <= near.max(0) + 8).all(), (r, c, rgb)
+        assert _close(got, expected[r, c], tol=24), (r, c)  # and near its own colour
     panel.set_heat_visible(False)
     assert viewer.grab().toImage() == plain
 
