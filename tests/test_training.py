@@ -255,7 +255,6 @@ def test_one_call_samples_regress_on_the_base(photos: list[Photo]) -> None:
         backend.bank = NoiseBank("gp", 3, 16, 4, seed=9)
         again = float(backend.loss(batch, torch.Generator().manual_seed(1)))
         net, cond = backend.net, _cond(batch)
-        assert not backend.projects  # new weights: raw estimates (projection adds flicker)
         d = net.estimate(cond, batch.task)
         sd = net.sigma_data[batch.task].reshape(-1, 1, 1, 1)
         s = float(net.config["sigma_max"])
@@ -264,57 +263,6 @@ def test_one_call_samples_regress_on_the_base(photos: list[Photo]) -> None:
     assert loss == pytest.approx(expected, rel=1e-5) and again == pytest.approx(loss, rel=1e-6)
     with pytest.raises(InvalidInput, match="mean_fraction"):
         tiny_config(Path("unused"), mean_fraction=1.5)
-
-
-def test_upscale_loss_is_taken_after_the_products_projection(photos: list[Photo]) -> None:
-    """Weights that project (config "project": ["upscale"]) are trained on what reaches the
-    output: a network error in the low band that the low-res frame fixes (a constant per
-    scale x scale block) costs nothing on upscale samples, everything on inpaint samples; a
-    batch's projection matches the low-res frame's block means, leaves inpaint samples alone,
-    and passes gradients; weights that do not project are trained on the raw estimate."""
-    cfg = tiny_config(Path("unused"), mean_fraction=1.0)
-    backend = BuiltinBackend(cfg)
-    assert not backend.projects  # the default (the shipped weights do not project)
-    backend.net.config["project"] = ["upscale"]  # weights whose config.json says so
-    assert backend.projects
-    batch = make_batch(np.random.default_rng(0), photos, 8, 16, cfg.tasks, (2, 4), (0.5, 0.5))
-    up = batch.task == 1
-    assert up.any() and (~up).any() and len(set(batch.scale[up].tolist())) == 2
-    x = torch.rand(8, 3, 16, 16, requires_grad=True)
-    projected = batch.project(2 * x - 1)
-    for i in range(8):
-        s = int(batch.scale[i])
-        got = torch.nn.functional.avg_pool2d((projected[i] + 1) / 2, s)
-        want = torch.nn.functional.avg_pool2d(batch.lowres[i], s)
-        if up[i]:
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-        else:
-            torch.testing.assert_close(projected[i], 2 * x[i] - 1)
-    projected.sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
-
-    offsets = torch.zeros(8, 3, 16, 16)
-    for i in range(8):  # a random constant on each scale x scale block
-        s = int(batch.scale[i])
-        block = torch.randn(3, 16 // s, 16 // s, generator=torch.Generator().manual_seed(i))
-        offsets[i] = 0.1 * block.repeat_interleave(s, -2).repeat_interleave(s, -1)
-    real = backend.net.forward
-
-    def loss_with(offset: torch.Tensor) -> torch.Tensor:
-        backend.net.forward = lambda *a: real(*a) + offset  # type: ignore[method-assign]
-        try:
-            with torch.no_grad():
-                return backend.loss(batch, torch.Generator().manual_seed(1))
-        finally:
-            backend.net.forward = real  # type: ignore[method-assign]
-
-    base = loss_with(torch.zeros_like(offsets))
-    only_up = loss_with(offsets * up.reshape(-1, 1, 1, 1))
-    only_inpaint = loss_with(offsets * (~up).reshape(-1, 1, 1, 1))
-    assert float(only_up) == pytest.approx(float(base), rel=1e-5)
-    assert float(only_inpaint) > 1.05 * float(base)
-    backend.net.config["project"] = []
-    assert float(loss_with(offsets * up.reshape(-1, 1, 1, 1))) > 1.05 * float(base)
 
 
 def test_degrade_is_mostly_the_area_downscale_of_use() -> None:

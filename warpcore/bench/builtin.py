@@ -186,11 +186,9 @@ def pipeline(clip: BenchClip, weights: str | None, seed: int = 0) -> Iterator[np
 
 @torch.no_grad()
 def estimate(clip: BenchClip, weights: str | None) -> Iterator[np.ndarray]:
-    """The one-call estimate ``D(b, sigma_max)`` per frame (no noise, no warping), projected
-    onto the input where the weights' config.json says so (as the product's estimates are)."""
+    """The one-call estimate ``D(b, sigma_max)`` per frame (no noise, no warping)."""
     from warpcore.models.base import Condition
     from warpcore.models.builtin import load_builtin
-    from warpcore.models.conditions import project_lowres
 
     denoiser = load_builtin(clip.task, weights=weights)
     for i, frame in enumerate(clip.inputs):
@@ -200,10 +198,7 @@ def estimate(clip: BenchClip, weights: str | None) -> Iterator[np.ndarray]:
             mask = torch.from_numpy(clip.masks[i])[None]
         cond = Condition(task=clip.task, image=image, mask=mask, scale=4)
         prepared = denoiser.prepare(cond)
-        est = denoiser.net.estimate(prepared.cond, prepared.task)
-        if denoiser.project and prepared.lowres is not None:  # as the product's estimates are
-            est = 2.0 * project_lowres((est + 1.0) / 2.0, prepared.lowres, prepared.scale) - 1.0
-        out = denoiser.decode(est)[0]
+        out = denoiser.decode(denoiser.net.estimate(prepared.cond, prepared.task))[0]
         out = out.permute(1, 2, 0).numpy()
         if clip.masks is not None:
             keep = clip.masks[i][..., None] < 0.5

@@ -65,9 +65,9 @@ SCALES = (2, 4, 8)
 # the demo showed a pale blob on the cup's rim and the real-video hole PSNR was 19.01 dB (Telea
 # 19.28); from the Telea fill 19.23 (0.5 measured lower and noisy).
 UPSCALE_STRENGTH = 0.1
-# The detail's share times the calibrated weight: 1.0 with the session-6 weights, whose
-# projected estimates measured 0.03 dB above 0.75's on the held-out clips (TRAINING.md).
-UPSCALE_ESTIMATE_WEIGHT = 1.0
+# The detail's share times the calibrated weight. With the session-6 weights on the held-out
+# clips, 1.0 gained 0.008 dB over 0.75 for 5% more warping error (0.00084 vs 0.00080): 0.75.
+UPSCALE_ESTIMATE_WEIGHT = 0.75
 # Self-calibration (config.json "calibrate": the tasks that use it): how far to trust the
 # estimate's detail on THIS footage, measured on the footage itself one scale down. The input is
 # area-downscaled once more by the same factor, the model upscales that back, and the
@@ -109,7 +109,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "estimate_weight": {"inpaint": 1.0, "upscale": UPSCALE_ESTIMATE_WEIGHT},
     "calibrate": ["upscale"],
     "fill": INPAINT_FILL,
-    "project": [],  # tasks whose estimates are made consistent with the input (BuiltinDenoiser)
 }
 
 
@@ -278,14 +277,13 @@ class BuiltinDenoiser:
     downscale = 1
 
     def __init__(
-        self, net: EDMUNet, task: Task, device: torch.device, *, project: bool | None = None
+        self, net: EDMUNet, task: Task, device: torch.device, *, project: bool = False
     ) -> None:
         self.net = net.to(device).eval().requires_grad_(False)
         if torch.device(device).type == "cpu":  # oneDNN convolutions: ~18% less CPU a call
             self.net.to(memory_format=torch.channels_last)
             self.net.memory_format = torch.channels_last
-        # None: as config.json's "project" (the tasks whose estimates are made consistent)
-        self.project = task in net.config.get("project", ()) if project is None else project
+        self.project = project
         self.device = device
         self.dtype = torch.float32
         self.sigma_min = float(net.config["sigma_min"])
@@ -460,7 +458,6 @@ def load_net(weights: str | Path | None = None) -> EDMUNet:
     config.setdefault("strength", dict(LEGACY_STRENGTH))
     config.setdefault("calibrate", [])  # ... before the upscale weight was self-calibrated
     config.setdefault("fill", "push-pull")  # ... before the Telea fill
-    config.setdefault("project", [])  # ... before upscale estimates were made consistent
     net = EDMUNet(config)
     net.unet.load_state_dict(load_file(str(path)))
     return net
@@ -471,17 +468,16 @@ def load_builtin(
     device: str | torch.device = "cpu",
     weights: str | Path | None = None,
     *,
-    project: bool | None = None,
+    project: bool = False,
 ) -> BuiltinDenoiser:
     """The shipped built-in model (or ``weights``: a model.safetensors or its folder).
 
     ``project``: make every super-resolution estimate consistent with the low-resolution frame
-    (its ``scale`` x ``scale`` box averages equal the input; see :func:`project_lowres`); None
-    takes config.json's ``"project"`` (the shipped weights: none). It raises PSNR (weights
-    trained through it: +0.42 dB over bicubic on held-out real video against +0.26 without) but
-    re-imposes the input's own aliasing on every frame: the warping error rose 12% on those
-    clips and 45% on the demo, past its check (1.79x the truth's own; TRAINING.md). A
-    flicker-free product keeps it off; it stays an option for stills and static shots.
+    (its ``scale`` x ``scale`` box averages equal the input; see :func:`project_lowres`). It
+    raises PSNR (+0.42 dB over bicubic on held-out real video with weights trained through it,
+    against +0.26 without) but re-imposes the input's own aliasing on every frame: the warping
+    error rose 12% on those clips and 45% on the demo, past its check (1.79x the truth's own;
+    TRAINING.md). A flicker-free product keeps it off; it is an option for stills.
     """
     if task not in TASKS:
         raise InvalidInput(f"task: got {task!r}; accepted: {', '.join(TASKS)}")

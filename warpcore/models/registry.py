@@ -3,8 +3,7 @@
 Specs:
 
 - ``"builtin"``: the small model shipped with the package (``warpcore.models.builtin``; option
-  ``project``, default config.json's: super-resolution estimates made consistent with the input
-  frame; off for the shipped weights: it adds flicker);
+  ``project``, default False: super-resolution estimates made consistent with the input frame);
 - ``"gaussian"``: the analytic Gaussian denoiser (options: its constructor's keywords);
 - a diffusers SDXL folder, or a hub id already in the local Hugging Face cache.
 
@@ -57,8 +56,7 @@ def load_denoiser(
         raise InvalidInput("model: expected 'builtin', 'gaussian', a diffusers folder or a hub id")
     if spec == "builtin":
         _no_options(spec, options, ("strength", "project"))
-        project = options.get("project")
-        return _load_builtin(task, device, project=None if project is None else bool(project))
+        return _load_builtin(task, device, project=bool(options.get("project", False)))
     if spec == "gaussian":
         _no_options(spec, options, (*GAUSSIAN_OPTIONS, "strength"))
         options.pop("strength", None)
@@ -111,9 +109,7 @@ def _load_sdxl(
     return ZeroShotSR(denoiser, project=project) if channels == 4 else denoiser
 
 
-def _load_builtin(
-    task: str, device: str | torch.device, *, project: bool | None = None
-) -> Denoiser:
+def _load_builtin(task: str, device: str | torch.device, *, project: bool = False) -> Denoiser:
     try:
         module = importlib.import_module("warpcore.models.builtin")
     except ModuleNotFoundError as exc:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from warpcore.models.builtin import TASK_INDEX
-from warpcore.models.conditions import project_lowres, upsample_lowres
+from warpcore.models.conditions import upsample_lowres
 from warpcore.training.data import P_SOFT, Photo, degrade, random_crop, soften
 from warpcore.training.masks import random_mask
 
@@ -22,31 +21,13 @@ from warpcore.training.masks import random_mask
 class Batch:
     """``clean`` (N, 3, H, W) in [0, 1]; ``image``: masked frame (inpaint) or upsampled low-res
     frame (upscale), (N, 3, H, W) in [0, 1]; ``mask`` (N, 1, H, W), zeros for upscale;
-    ``task`` (N,) long (0 inpaint, 1 upscale); ``scale`` (N,) long (1 for inpaint);
-    ``lowres``: the low-res frame itself, each pixel repeated ``scale`` x ``scale`` times
-    (N, 3, H, W; the frame for inpaint): what an upscale estimate is projected onto."""
+    ``task`` (N,) long (0 inpaint, 1 upscale); ``scale`` (N,) long (1 for inpaint)."""
 
     clean: torch.Tensor
     image: torch.Tensor
     mask: torch.Tensor
     task: torch.Tensor
     scale: torch.Tensor
-    lowres: torch.Tensor | None = None
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Upscale samples of ``x`` (N, 3, H, W, in [-1, 1]) made consistent with their
-        low-res frame (:func:`warpcore.models.conditions.project_lowres`), as the product
-        does with the estimates of weights whose config.json says ``"project"``; the
-        inpaint samples unchanged. Differentiable."""
-        if self.lowres is None:
-            raise ValueError("batch: no low-res frames to project onto")
-        out = x
-        for s in sorted({int(v) for v in self.scale[self.task == TASK_INDEX["upscale"]]}):
-            pick = ((self.task == TASK_INDEX["upscale"]) & (self.scale == s)).nonzero()[:, 0]
-            low = F.avg_pool2d(self.lowres[pick], s) if s > 1 else self.lowres[pick]
-            moved = 2.0 * project_lowres((x[pick] + 1.0) / 2.0, low.to(x), s) - 1.0
-            out = out.index_copy(0, pick, moved)
-        return out
 
 
 def _sample(
@@ -57,17 +38,16 @@ def _sample(
     scale: int,
     augment: bool,
     soft: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     clean = random_crop(rng, photo, crop, augment)
     if task == "inpaint":
         mask = random_mask(rng, crop, crop)
-        return clean, clean * (1.0 - mask[..., None]), mask, clean
+        return clean, clean * (1.0 - mask[..., None]), mask
     if soft:  # the target itself is soft (data.P_SOFT): footage is not always sharp
         clean = soften(rng, clean, scale)
     low = degrade(rng, clean, scale) if augment else _plain_lowres(clean, scale)
     up = upsample_lowres(torch.from_numpy(low).permute(2, 0, 1)[None], scale)[0]
-    repeated = np.repeat(np.repeat(low, scale, axis=0), scale, axis=1)
-    return clean, up.permute(1, 2, 0).numpy(), np.zeros((crop, crop), np.float32), repeated
+    return clean, up.permute(1, 2, 0).numpy(), np.zeros((crop, crop), np.float32)
 
 
 def _plain_lowres(clean: np.ndarray, scale: int) -> np.ndarray:
@@ -100,14 +80,13 @@ def make_batch(
         items.append(_sample(rng, photo, task, crop, scale, augment, soft))
         labels.append(TASK_INDEX[task])
         factors.append(scale)
-    clean, image, mask, low = (np.stack([it[k] for it in items]) for k in range(4))
+    clean, image, mask = (np.stack([it[k] for it in items]) for k in range(3))
     return Batch(
         clean=torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(),
         image=torch.from_numpy(np.ascontiguousarray(image)).permute(0, 3, 1, 2).contiguous(),
         mask=torch.from_numpy(mask)[:, None].contiguous(),
         task=torch.tensor(labels, dtype=torch.long),
         scale=torch.tensor(factors, dtype=torch.long),
-        lowres=torch.from_numpy(np.ascontiguousarray(low, np.float32)).permute(0, 3, 1, 2),
     )
 
 

@@ -9,10 +9,7 @@ product starts from (:meth:`warpcore.models.builtin.EDMUNet.estimate`). The logn
 reaches ``sigma_max`` in under 1% of the samples, which left that estimate barely trained.
 
 Validation scores what the product runs: the one-call estimate and the default partial run
-(the default strength's last steps from the estimate), against Telea / bicubic. Weights whose
-config.json says ``"project": ["upscale"]`` (the product then makes every upscale estimate
-consistent with the low-res frame) are trained and validated through that projection: the
-network is scored on what reaches the output, the detail the low-res frame does not fix.
+(the default strength's last steps from the estimate), against Telea / bicubic.
 """
 
 from __future__ import annotations
@@ -59,14 +56,7 @@ class BuiltinBackend:
             self.net.config.update(
                 {
                     k: DEFAULT_CONFIG[k]
-                    for k in (
-                        "start",
-                        "strength",
-                        "estimate_weight",
-                        "calibrate",
-                        "fill",
-                        "project",
-                    )
+                    for k in ("start", "strength", "estimate_weight", "calibrate", "fill")
                 }
             )
         else:
@@ -79,12 +69,6 @@ class BuiltinBackend:
             )
         self.model = self.net.unet
         self.bank = NoiseBank(cfg.noise, 3, cfg.crop, cfg.bank_size, cfg.seed)
-
-    @property
-    def projects(self) -> bool:
-        """Whether the product projects this net's upscale estimates (config "project"), so
-        training and validation score them after the same projection."""
-        return "upscale" in self.net.config.get("project", ())
 
     def loss(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
@@ -99,8 +83,6 @@ class BuiltinBackend:
         cond = _cond(batch)
         x = torch.where(one_call.reshape(-1, 1, 1, 1), self.net.base(cond), x0 + s * e)
         denoised = self.net(x, sigma, cond, batch.task)
-        if self.projects:  # trained as used: the product projects every upscale estimate
-            denoised = batch.project(denoised)
         weight = (s**2 + sd**2) / (s * sd) ** 2
         return (weight * (denoised - x0) ** 2).mean()
 
@@ -125,8 +107,6 @@ class BuiltinBackend:
             strength = float(net.config["strength"][task])
             start = estimate if start_mode(net.config, task) == "estimate" else cond[:, :3]
             sample = heun_sample(net, noise, cond, batch.task, DEFAULT_STEPS, strength, start=start)
-            if task == "upscale" and self.projects:
-                estimate, sample = batch.project(estimate), batch.project(sample)
             mask = batch.mask if task == "inpaint" else None
             base = cv2_inpaint(batch) if task == "inpaint" else batch.image
             out[f"{task}_baseline_psnr"] = masked_psnr(base, batch.clean, mask)
