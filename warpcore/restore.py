@@ -252,26 +252,25 @@ class ClipRestorer:
         if self.request.guidance <= 0 or self._prev["denoised"] is None:
             return noise, None  # (no estimates of frame j-1: the first frame of a chunk)
 
-        frames = {True: (prev_img, cur_img, prev_hole, cur_hole)}  # (a, b, a's hole, b's)
-        frames[False] = (cur_img, prev_img, cur_hole, prev_hole)
-
-        def guide_mask(a: torch.Tensor, b: torch.Tensor, forward_pair: bool) -> torch.Tensor:
+        def guide_mask(a: torch.Tensor, b: torch.Tensor, inputs: tuple) -> torch.Tensor:
+            """Where frame a (flow ``a`` to b, ``b`` back; ``inputs``: a, b and their holes)
+            may be guided."""
             valid = torch.ones_like(a[:1])
             if self.request.occlusion_mask:
                 valid = flowlib.occlusion_mask(a, b).to(valid)
             if self.request.flow_check > 0:  # only where the flow moves one input onto the other
-                valid = valid * _flow_check(a, *frames[forward_pair], self.request.flow_check)
-            if hole is not None and self.request.composite:
+                valid = valid * _flow_check(a, *inputs, self.request.flow_check)
+            if cur_hole is not None and self.request.composite:
                 # Only the generated region reaches the output (the rest is composited from the
                 # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
                 # so spending it on known pixels would leave almost nothing for the hole.
-                generated = torch.maximum(self._prev["mask"].cpu(), hole.cpu())
+                generated = torch.maximum(prev_hole, cur_hole)
                 rim = 4 * ds + 1
                 valid = valid * F.max_pool2d(generated[None], rim, 1, rim // 2)[0]
             # A latent cell is valid only if every pixel of its block is.
             return (F.avg_pool2d(valid[None], ds)[0] > 0.999).float() if ds > 1 else valid
 
-        valid = guide_mask(fwd, bwd, True)  # on frame j-1's grid
+        valid = guide_mask(fwd, bwd, (prev_img, cur_img, prev_hole, cur_hole))  # j-1's grid
         blend = self.request.guidance_rule in CURRENT_GRID_RULES
         guidance = EquivarianceGuidance(
             strength=self.request.guidance,
@@ -282,7 +281,11 @@ class ClipRestorer:
             grad_mode=self.request.guidance_grad,
             rule=self.request.guidance_rule,
             backward=bwd_m if blend else None,
-            backward_mask=guide_mask(bwd, fwd, False).to(image.device) if blend else None,
+            backward_mask=(
+                guide_mask(bwd, fwd, (cur_img, prev_img, cur_hole, prev_hole)).to(image.device)
+                if blend
+                else None
+            ),
             measurement_scale=self.scale if ds == 1 else 1,
         )
         return noise, guidance
