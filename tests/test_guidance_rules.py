@@ -261,7 +261,7 @@ def test_a_wrong_flow_does_not_pull_the_frame_toward_a_misplaced_previous_one(bu
         run(0.0),
         run(0.0, flow_check=0.0),
     )
-    assert checked > unguided - 0.2, (checked, unguided)  # measured -0.08 dB (unchecked: -3.0)
+    assert checked > unguided - 0.2, (checked, unguided)  # measured -0.06 dB (unchecked: -3.0)
     assert unchecked < unguided - 0.5, (unchecked, unguided)
     (_, flicker), (_, checked), (_, unchecked) = (
         run(-8.0, guidance=0.0),
