@@ -65,22 +65,21 @@ def random_sdxl(
     size: str = "full",
     seed: int = 0,
 ) -> SDXLDenoiser:
-    """An SDXL denoiser of random weights: ``in_channels`` 9 inpainting, 8 super-resolution."""
+    """An SDXL denoiser of random weights: ``in_channels`` 9 inpainting, 8 super-resolution.
+    The UNet and VAE come from :func:`random_unet` / :func:`random_vae` (built on ``meta``,
+    given storage once in their dtype: no float32 UNet first); the text encoders are built
+    with their own initialisers (their integer position ids need them)."""
     if size not in ("full", "tiny"):
         raise ValueError(f"size: expected 'full' or 'tiny', got {size!r}")
-    torch.manual_seed(seed)
     device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    unet = random_unet(in_channels, device, dtype, size=size, seed=seed)
+    vae = random_vae(device, torch.float32, size=size, seed=seed)  # decoded in fp32 (upcast)
+    torch.manual_seed(seed)  # the text encoders' own initialisers (their position ids too)
     with torch.device(device):
         if size == "tiny":
-            unet, vae = sdxl_tiny.tiny_unet(in_channels), sdxl_tiny.tiny_vae()
-            encoders = [
-                sdxl_tiny.tiny_text_encoder(with_projection=False),
-                sdxl_tiny.tiny_text_encoder(with_projection=True),
-            ]
+            encoders = [sdxl_tiny.tiny_text_encoder(with_projection=p) for p in (False, True)]
         else:
-            unet = UNet2DConditionModel(in_channels=in_channels, **UNET).to(dtype)
-            vae = AutoencoderKL(**VAE)
             vocab = len(sdxl_tiny.byte_vocab())
             encoders = [
                 cls(CLIPTextConfig(vocab_size=vocab, max_position_embeddings=77, bos_token_id=0,
