@@ -163,7 +163,10 @@ def _frame_source(inputs: ShotInputs, request: Any, n: int) -> tuple[Source, Any
     def load(i: int) -> tuple[np.ndarray, np.ndarray] | None:
         return inputs.frame_and_mask(i) if i < n else None  # type: ignore[return-value]
 
-    propagator = Propagator(load, n, request.propagate, request.flow, regional=request.crop)
+    propagator = Propagator(
+        load, n, request.propagate, request.flow, regional=request.crop,
+        camera=request.camera_motion,
+    )  # fmt: skip
     return propagator.fill, propagator.flows
 
 

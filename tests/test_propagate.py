@@ -111,7 +111,11 @@ def test_restore_clip_keeps_the_propagated_pixels() -> None:
     frames, masks, _ = _clip()
     frames, masks = frames[:5], masks[:5]
     request = RestoreRequest(task="inpaint", model="gaussian", steps=3, propagate=4)
-    expected = list(propagate_clip(zip(frames, masks, strict=True), 4, regional=request.crop))
+    expected = list(
+        propagate_clip(
+            zip(frames, masks, strict=True), 4, regional=request.crop, camera=request.camera_motion
+        )
+    )
     outs = list(restore_clip(request, GaussianDenoiser(channels=3), iter(frames), iter(masks)))
     assert [i for i, _ in outs] == list(range(5))
     for (_, out), (filled, left) in zip(outs, expected, strict=True):

@@ -243,6 +243,8 @@ def test_bad_clips_raise_clear_errors(frames, masks, match) -> None:
         ({"noise": "pink"}, "noise"),
         ({"guidance": float("nan")}, "guidance"),
         ({"guidance_range": (0.5, 0.2)}, "guidance_range"),
+        ({"camera_motion": "yes"}, "camera_motion: expected true or false"),
+        ({"crop": 1}, "crop: expected true or false"),
     ],
 )
 def test_bad_requests_fail_before_any_compute(fields: dict, match: str) -> None:
@@ -258,5 +260,6 @@ def test_request_round_trips_and_keys_ignore_the_device() -> None:
         == r.key()
     )
     assert RestoreRequest(task="upscale", scale=8, seed=1).key() != r.key()
+    assert RestoreRequest(task="upscale", scale=8, camera_motion=False).key() != r.key()
     with pytest.raises(InvalidInput, match="unknown fields"):
         RestoreRequest.from_dict({"task": "inpaint", "colour": "red"})

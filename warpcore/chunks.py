@@ -136,7 +136,7 @@ def flows_between(
     pad_in = padded_size(prev[0].shape[:2], downscale)
     a, hole_a = padded_input(prev[0], prev[1], request.task, pad_in, scale)
     b, hole_b = padded_input(cur[0], cur[1], request.task, pad_in, scale)
-    fwd, bwd = pair_flows(a, b, hole_a, hole_b, request.flow)
+    fwd, bwd = pair_flows(a, b, hole_a, hole_b, request.flow, request.camera_motion)
     return fwd.numpy().astype(np.float32), bwd.numpy().astype(np.float32)
 
 

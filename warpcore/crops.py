@@ -362,6 +362,7 @@ class CropInpainter:
                 torch.from_numpy(np.ascontiguousarray(prev_mask[r], np.float32))[None],
                 torch.from_numpy(np.ascontiguousarray(mask[r], np.float32))[None],
                 self.request.flow,
+                camera=self.request.camera_motion,
             )
         dy, dx = win.y0 - prev_win.y0, win.x0 - prev_win.x0
         py, px = prev_win.y0 - ry0, prev_win.x0 - rx0

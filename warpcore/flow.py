@@ -189,9 +189,18 @@ def estimate_flow(a: object, b: object, method: str = "dis") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32))
 
 
-def flow_pair(a: object, b: object, method: str = "dis") -> tuple[torch.Tensor, torch.Tensor]:
-    """(forward a->b on a's grid, backward b->a on b's grid)."""
-    return estimate_flow(a, b, method), estimate_flow(b, a, method)
+def flow_pair(
+    a: object, b: object, method: str = "dis", camera: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward a->b on a's grid, backward b->a on b's grid). ``camera``: each follows the
+    camera's motion wherever that fits the frames as well (:func:`warpcore.camera.follow_camera`).
+    """
+    fwd, bwd = estimate_flow(a, b, method), estimate_flow(b, a, method)
+    if not camera:
+        return fwd, bwd
+    from warpcore.camera import follow_camera
+
+    return follow_camera(_rgb_chw(a, "a"), _rgb_chw(b, "b"), fwd, bwd)
 
 
 def plate_flow_pair(
@@ -201,6 +210,7 @@ def plate_flow_pair(
     mask_b: object,
     method: str = "dis",
     dilate: int | None = None,
+    camera: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`flow_pair` of the clean plate behind an object to remove (masks: 1 = object).
 
@@ -209,7 +219,9 @@ def plate_flow_pair(
     the flow inside the union (grown by ``dilate`` px; default 4% of the shorter side, at least
     4: the estimator's pyramid spreads motion in proportion to the frame) is then continued
     from the background (:func:`fill_masked`). On the demo clip this brings the flow error
-    inside the hole from about 1 px (object left in) to about 0.2 px.
+    inside the hole from about 1 px (object left in) to about 0.2 px. ``camera``: outside the
+    union each flow follows the camera's motion wherever that fits the frames as well
+    (:func:`warpcore.camera.follow_camera`, fitted outside the union), and so does the fill.
     """
     from warpcore.holes import push_pull_fill
 
@@ -219,12 +231,24 @@ def plate_flow_pair(
         raise InvalidInput(f"b: expected a frame of size {size} like a, got {tuple(tb.shape[-2:])}")
     union = _as_mask(mask_a, "mask_a", size) | _as_mask(mask_b, "mask_b", size)
     if not bool(union.any()):
-        return flow_pair(ta, tb, method)
+        return flow_pair(ta, tb, method, camera)
     m = union.float()[None, None]
     fa, fb = (push_pull_fill(t[None], m)[0] for t in (ta, tb))
     fwd, bwd = flow_pair(fa, fb, method)
     grow = max(4, round(0.04 * min(size))) if dilate is None else dilate
+    if camera:  # fitted, and judged, outside the grown union only (its flow is refilled)
+        from warpcore.camera import follow_camera
+
+        fwd, bwd = follow_camera(fa, fb, fwd, bwd, _grown(union, grow))
     return fill_masked(fwd, union, grow), fill_masked(bwd, union, grow)
+
+
+def _grown(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """A bool (H, W) mask grown by ``pixels`` (a square structuring element, as fill_masked's)."""
+    if pixels <= 0:
+        return mask
+    square = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return torch.from_numpy(cv2.dilate(mask.cpu().numpy().astype(np.uint8), square).astype(bool))
 
 
 def _rgb_chw(frame: object, name: str) -> torch.Tensor:
@@ -434,9 +458,7 @@ def fill_masked(flow: torch.Tensor, mask: object, dilate: int = 0) -> torch.Tens
     m = _as_mask(mask, "mask", known_shape)
     if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
         raise InvalidInput(f"dilate: expected an integer >= 0 (pixels), got {dilate!r}")
-    m_np = m.cpu().numpy().astype(np.uint8)
-    if dilate:
-        m_np = cv2.dilate(m_np, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8))
+    m_np = _grown(m, dilate).cpu().numpy().astype(np.uint8)
     if not m_np.any():
         return flow.clone()
     if m_np.all():
@@ -454,30 +476,54 @@ def fill_masked(flow: torch.Tensor, mask: object, dilate: int = 0) -> torch.Tens
     return torch.from_numpy(filled.astype(np.float32)).to(flow.device, flow.dtype)
 
 
-def _global_motion(flow: np.ndarray, known: np.ndarray, samples: int = 4000) -> np.ndarray:
-    """The flow (2, H, W) of a similarity (pan, zoom, roll) fitted by RANSAC to the known
-    pixels' flow, or 0 when too few pixels are known or nothing fits.
+def _global_motion(flow: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The flow (2, H, W) of :func:`fit_similarity` on the known pixels, or 0 when nothing fits.
 
     The camera's motion then continues into the hole exactly, and the harmonic fill only
-    carries the residual (perspective, parallax, local motion). Four degrees of freedom, not a
-    homography's eight: near a removed object the estimated flow is partly the object's, and a
-    homography bends to fit it.
+    carries the residual (perspective, parallax, local motion).
     """
-    h, w = known.shape
-    ys, xs = np.nonzero(known)
-    if len(ys) < 16:
+    matrix = fit_similarity(flow, known)
+    if matrix is None:
         return np.zeros_like(flow)
-    pick = np.random.default_rng(0).choice(len(ys), min(samples, len(ys)), replace=False)
-    ys, xs = ys[pick], xs[pick]
+    return affine_flow(matrix, known.shape)
+
+
+def fit_similarity(flow: np.ndarray, known: np.ndarray, samples: int = 4000) -> np.ndarray | None:
+    """The 2x3 matrix (a's pixel -> b's) of a similarity (pan, zoom, roll) fitted by RANSAC
+    (0.5 px) to the flow (2, H, W) of up to ``samples`` random ``known`` (H, W) pixels; None
+    when fewer than 16 are known or nothing fits. Four degrees of freedom, not a homography's
+    eight: near a removed object the estimated flow is partly the object's, and a homography
+    bends to fit it.
+    """
+    rng = np.random.default_rng(0)
+    flat = known.ravel()
+    pick = rng.integers(0, flat.size, 4 * samples)  # a cheap draw; the exact one if too few
+    pick = np.unique(pick[flat[pick]])[:samples]
+    if len(pick) < min(samples, 64):
+        pick = np.flatnonzero(flat)
+        if len(pick) > samples:
+            pick = rng.choice(pick, samples, replace=False)
+    if len(pick) < 16:
+        return None
+    ys, xs = np.divmod(pick, known.shape[1])
     src = np.stack([xs, ys], axis=1).astype(np.float32)
     dst = src + flow[:, ys, xs].T.astype(np.float32)
+    cv2.setRNGSeed(0)  # RANSAC draws from OpenCV's per-thread RNG: the same flows, the same fit
     matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=0.5)
     if matrix is None or not np.isfinite(matrix).all():
-        return np.zeros_like(flow)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
-    mapped_x = matrix[0, 0] * gx + matrix[0, 1] * gy + matrix[0, 2]
-    mapped_y = matrix[1, 0] * gx + matrix[1, 1] * gy + matrix[1, 2]
-    return np.stack([mapped_x - gx, mapped_y - gy])
+        return None
+    return matrix.astype(np.float64)
+
+
+def affine_flow(matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The flow (2, H, W) float32 of a 2x3 affine map of pixel centres (a's pixel -> b's)."""
+    h, w = size
+    gx = np.arange(w, dtype=np.float64)[None, :]
+    gy = np.arange(h, dtype=np.float64)[:, None]
+    out = np.empty((2, h, w), np.float32)
+    out[0] = (matrix[0, 0] - 1.0) * gx + (matrix[0, 1] * gy + matrix[0, 2])
+    out[1] = matrix[1, 0] * gx + ((matrix[1, 1] - 1.0) * gy + matrix[1, 2])
+    return out
 
 
 COARSE_ABOVE = 40_000  # unknowns of the exact solve; larger holes go to a coarser grid

@@ -63,6 +63,7 @@ class Propagator:
         radius: int = 8,
         flow: str = "dis",
         regional: bool = False,
+        camera: bool = False,
     ) -> None:
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
             raise InvalidInput(f"propagate: expected a frame radius >= 0, got {radius!r}")
@@ -71,7 +72,7 @@ class Propagator:
         ):
             raise InvalidInput(f"n_frames: expected an integer >= 1, got {n_frames!r}")
         self.load, self.n_frames, self.radius, self.flow = load, n_frames, radius, flow
-        self.regional = bool(regional)
+        self.regional, self.camera = bool(regional), bool(camera)
         self._frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # (i, j), |i - j| = 1: i -> j on frame i's grid of the pair's region (top-left y, x)
         self._flows: dict[tuple[int, int], tuple[tuple[int, int], torch.Tensor]] = {}
@@ -218,13 +219,18 @@ class Propagator:
         self._frames[i] = (frame, mask)
 
     def _pair_flow(self, i: int, j: int) -> tuple[tuple[int, int], torch.Tensor]:
-        """The plate flow ``i -> j`` on frame i's grid of the pair's region, and its top-left."""
+        """The plate flow ``i -> j`` on frame i's grid of the pair's region, and its top-left.
+        A pair is always estimated from its earlier frame (the camera's motion is fitted on the
+        forward flow), so its flows do not depend on which direction was asked for first."""
         if (i, j) not in self._flows:
-            (a, mask_a), (b, mask_b) = self._get(i), self._get(j)
+            lo, hi = min(i, j), max(i, j)
+            (a, mask_a), (b, mask_b) = self._get(lo), self._get(hi)
             y0, x0, y1, x1 = self._region(mask_a, mask_b)
             r = (slice(y0, y1), slice(x0, x1))
-            fwd, bwd = flowlib.plate_flow_pair(a[r], b[r], mask_a[r], mask_b[r], self.flow)
-            self._flows[(i, j)], self._flows[(j, i)] = ((y0, x0), fwd), ((y0, x0), bwd)
+            fwd, bwd = flowlib.plate_flow_pair(
+                a[r], b[r], mask_a[r], mask_b[r], self.flow, camera=self.camera
+            )
+            self._flows[(lo, hi)], self._flows[(hi, lo)] = ((y0, x0), fwd), ((y0, x0), bwd)
         return self._flows[(i, j)]
 
     def _region(self, mask_a: np.ndarray, mask_b: np.ndarray) -> Box:
@@ -291,11 +297,12 @@ class PropagatedClip:
         radius: int = 8,
         flow: str = "dis",
         regional: bool = False,
+        camera: bool = False,
     ) -> None:
         self._source = iter(pairs)
         self._ahead: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # read, not yet asked for
         self._read = 0
-        self.propagator = Propagator(self._load, None, radius, flow, regional)
+        self.propagator = Propagator(self._load, None, radius, flow, regional, camera)
         self.flows = self.propagator.flows
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -321,9 +328,10 @@ def propagate_clip(
     radius: int = 8,
     flow: str = "dis",
     regional: bool = False,
+    camera: bool = False,
 ) -> PropagatedClip:
     """Propagate a streamed clip: iterate the result for ``(filled frame, remaining mask)``."""
-    return PropagatedClip(pairs, radius, flow, regional)
+    return PropagatedClip(pairs, radius, flow, regional, camera)
 
 
 def _bbox(hole: np.ndarray) -> Box | None:

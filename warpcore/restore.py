@@ -244,7 +244,10 @@ class ClipRestorer:
             size = tuple(image.shape[-2:])
             fwd, bwd = (_pad_flow(f, size) for f in given)
         else:
-            fwd, bwd = pair_flows(prev_img, cur_img, prev_hole, cur_hole, self.request.flow)
+            fwd, bwd = pair_flows(
+                prev_img, cur_img, prev_hole, cur_hole, self.request.flow,
+                self.request.camera_motion,
+            )  # fmt: skip
         ds = self.denoiser.downscale
         fwd_m = flowlib.to_model_grid(fwd, ds).to(image.device)
         bwd_m = flowlib.to_model_grid(bwd, ds).to(image.device)
@@ -349,7 +352,9 @@ def restore_clip(
         from warpcore.propagate import propagate_clip
 
         # Crop inpainting needs flows only around the hole: propagation estimates them there.
-        propagated = propagate_clip(pairs, request.propagate, request.flow, request.crop)
+        propagated = propagate_clip(
+            pairs, request.propagate, request.flow, request.crop, request.camera_motion
+        )
         pairs = iter(propagated)
         flow_fn = flow_fn or propagated.flows  # its plate flows: not estimated twice
     restorer: ClipRestorer | None = None
@@ -394,12 +399,14 @@ def pair_flows(
     prev_hole: torch.Tensor | None,
     hole: torch.Tensor | None,
     method: str,
+    camera: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The restorer's own flows between two padded inputs (CPU): the clean plate's when there
-    is a hole (the background, not the removed object), else the frames'."""
+    is a hole (the background, not the removed object), else the frames'; ``camera``: following
+    the camera's motion where it fits (:mod:`warpcore.camera`)."""
     if hole is not None and prev_hole is not None:
-        return flowlib.plate_flow_pair(prev_img, image, prev_hole, hole, method)
-    return flowlib.flow_pair(prev_img, image, method)
+        return flowlib.plate_flow_pair(prev_img, image, prev_hole, hole, method, camera=camera)
+    return flowlib.flow_pair(prev_img, image, method, camera)
 
 
 def padded_input(

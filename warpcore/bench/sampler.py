@@ -15,7 +15,10 @@ whole latent cells (flows exact). Every guidance variant runs on the same clip a
 - ``newton_output``: the same with the identity-Jacobian gradient;
 - ``blend``: docs/guidance.md, lambda 0.5, no backward pass;
 - ``band``: upscaling's default: blend compared through the warp's blur
-  (docs/guidance.md), lambda 0.8.
+  (docs/guidance.md), lambda 0.8;
+- ``unguided_est``, ``band_est``: the same two with the restorer's own flows instead of the
+  exact ones (DIS, and the camera's motion where it fits: warpcore/camera.py), and
+  ``band_est_dis``: band with DIS's flows alone (``camera_motion`` off).
 
 Seconds per step: for each frame >= 1 (frame 0 is never guided) the mean step time (from its
 progress events, so a partly guided frame counts its cheap steps too), then the median over
@@ -61,6 +64,14 @@ VARIANTS: dict[str, dict] = {
     "newton_output": {"guidance": 0.5, "guidance_rule": "newton", "guidance_grad": "output"},
     "blend": {"guidance": 0.5, "guidance_rule": "blend"},
     "band": {"guidance": 0.8, "guidance_rule": "band"},
+    "unguided_est": {"guidance": 0.0, "own_flows": True},
+    "band_est": {"guidance": 0.8, "guidance_rule": "band", "own_flows": True},
+    "band_est_dis": {
+        "guidance": 0.8,
+        "guidance_rule": "band",
+        "own_flows": True,
+        "camera_motion": False,
+    },
 }
 CHEAP_GUIDED = "band"  # upscaling's default (docs/guidance.md): no backward pass
 
@@ -88,6 +99,8 @@ def _exact_flow(shift: int):
 
 
 def _run_variant(model, frames, masks, steps: int, shift: int, fields: dict) -> dict:
+    fields = dict(fields)
+    flow_fn = None if fields.pop("own_flows", False) else _exact_flow(shift)
     request = RestoreRequest(
         task="inpaint", model=model.name, noise="gp", steps=steps, propagate=0, **fields
     )
@@ -98,9 +111,7 @@ def _run_variant(model, frames, masks, steps: int, shift: int, fields: dict) -> 
             stamps.append((e.frame, e.step, time.perf_counter()))
 
     scorer = ClipScorer(flow="dis")
-    clip = restore_clip(
-        request, model, frames, masks, on_event=on_event, flow_fn=_exact_flow(shift)
-    )
+    clip = restore_clip(request, model, frames, masks, on_event=on_event, flow_fn=flow_fn)
     outs = []
     for (_, out), inp, m in zip(clip, frames, masks, strict=False):
         scorer.add(out, inp, mask=m)

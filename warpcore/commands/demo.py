@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(
         model=args.model, steps=steps, seed=args.seed, methods=methods, device=args.device,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
-        flow_check=args.flow_check,
+        flow_check=args.flow_check, camera_motion=args.camera_motion,
         propagate=None,  # the product's default: background seen in nearby frames is copied
         seeds=seeds,
     )  # fmt: skip

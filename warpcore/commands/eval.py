@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, steps=args.steps, seed=args.seed, methods=tuple(args.methods),
         flow=args.flow, oracle_flow=args.oracle_flow, metric_flow=args.metric_flow,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
-        flow_check=args.flow_check,
+        flow_check=args.flow_check, camera_motion=args.camera_motion,
         propagate=args.propagate, seeds=args.seeds, device=args.device,
     )  # fmt: skip
     clips = build_clips(args)

@@ -95,6 +95,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "one worse than a flow misplaced by this many pixels would (default 1; 0 = off)",
     )
     parser.add_argument(
+        "--no-camera-motion",
+        dest="camera_motion",
+        action="store_false",
+        help="the restorer's flows: the dense flow alone, without the camera's motion fitted "
+        "on the whole frame where it fits (warpcore/camera.py)",
+    )
+    parser.add_argument(
         "--guidance-grad",
         default="output",
         choices=GUIDANCE_GRADS,
@@ -218,6 +225,13 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="guidance's photometric flow check (default: the engine's; 0 = off)",
     )
+    parser.add_argument(
+        "--no-camera-motion",
+        dest="camera_motion",
+        action="store_false",
+        help="the restorer's flows: the dense flow alone, without the camera's motion fitted "
+        "on the whole frame where it fits (warpcore/camera.py)",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -243,6 +257,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         guidance_rule=args.guidance_rule,
         guidance_grad=args.guidance_grad,
         flow_check=args.flow_check,
+        camera_motion=args.camera_motion,
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
