@@ -260,6 +260,8 @@ def test_request_round_trips_and_keys_ignore_the_device() -> None:
         == r.key()
     )
     assert RestoreRequest(task="upscale", scale=8, seed=1).key() != r.key()
-    assert RestoreRequest(task="upscale", scale=8, camera_motion=False).key() != r.key()
+    assert RestoreRequest(task="upscale", scale=8, camera_motion=True).key() != r.key()
+    # the task's default, measured (docs/guidance.md): on for inpainting, off for upscaling
+    assert RestoreRequest(task="inpaint").camera_motion is True and r.camera_motion is False
     with pytest.raises(InvalidInput, match="unknown fields"):
         RestoreRequest.from_dict({"task": "inpaint", "colour": "red"})

@@ -34,6 +34,7 @@ GUIDANCE_RULES = ("dps", "newton", "blend", "band")
 # estimated flows: 7x GP warping's first-frame error; band is ahead with exact flows).
 DEFAULT_RULE = {"inpaint": "dps", "upscale": "band"}
 DEFAULT_LAMBDA = {"blend": 0.5, "band": 0.8, "dps": 1.0, "newton": 0.5}
+DEFAULT_CAMERA = {"inpaint": True, "upscale": False}  # measured per task (docs/guidance.md)
 GUIDANCE_GRADS = ("network", "output")
 
 
@@ -72,7 +73,8 @@ class RestoreRequest:
     ``camera_motion``: the restorer's flows (and propagation's) take the camera's motion, fitted
     on the whole frame, wherever it moves one frame onto the other as well as the dense flow
     does (:mod:`warpcore.camera`): exact to a few hundredths of a pixel where DIS is a few
-    tenths off; False keeps the dense flow alone.
+    tenths off; False keeps the dense flow alone; None takes the task's default
+    (``DEFAULT_CAMERA``: on for inpainting, off for upscaling, where it measured no better).
     ``tile``: output frames larger than this many pixels a side go through the model in
     overlapping tiles whose estimates are blended at every step (:mod:`warpcore.tiles`); None
     takes the model's native size (1024 px), 0 sends the whole frame at once.
@@ -96,7 +98,7 @@ class RestoreRequest:
     flow: str = "dis"
     occlusion_mask: bool = True
     flow_check: float = 1.0
-    camera_motion: bool = True
+    camera_motion: bool | None = None
     composite: bool = True
     propagate: int = 8
     crop: bool = True
@@ -111,6 +113,8 @@ class RestoreRequest:
         if self.guidance_rule is None:  # measured per task (docs/guidance.md)
             object.__setattr__(self, "guidance_rule", DEFAULT_RULE[self.task])
         _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
+        if self.camera_motion is None:
+            object.__setattr__(self, "camera_motion", DEFAULT_CAMERA.get(self.task, False))
         if self.guidance is None:
             object.__setattr__(self, "guidance", DEFAULT_LAMBDA[self.guidance_rule])
         _choice("guidance_grad", self.guidance_grad, GUIDANCE_GRADS)

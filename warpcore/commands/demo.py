@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from warpcore.commands.job import add_guidance_overrides, add_run_options
+from warpcore.commands.job import add_guidance_overrides, add_run_options, camera_choice
 from warpcore.errors import InvalidInput
 
 METHODS_BY_TASK = {
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(
         model=args.model, steps=steps, seed=args.seed, methods=methods, device=args.device,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
-        flow_check=args.flow_check, camera_motion=args.camera_motion,
+        flow_check=args.flow_check, camera_motion=camera_choice(args.camera_motion),
         propagate=None,  # the product's default: background seen in nearby frames is copied
         seeds=seeds,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from warpcore.commands.job import add_guidance_overrides, add_run_options
+from warpcore.commands.job import add_guidance_overrides, add_run_options, camera_choice
 from warpcore.request import FLOW_METHODS
 
 DEFAULT_SUITES = ("shift-inpaint", "motion-inpaint", "motion-sr", "demo")
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, steps=args.steps, seed=args.seed, methods=tuple(args.methods),
         flow=args.flow, oracle_flow=args.oracle_flow, metric_flow=args.metric_flow,
         guidance=args.guidance, guidance_rule=args.guidance_rule, strength=args.strength,
-        flow_check=args.flow_check, camera_motion=args.camera_motion,
+        flow_check=args.flow_check, camera_motion=camera_choice(args.camera_motion),
         propagate=args.propagate, seeds=args.seeds, device=args.device,
     )  # fmt: skip
     clips = build_clips(args)

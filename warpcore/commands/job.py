@@ -95,11 +95,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "one worse than a flow misplaced by this many pixels would (default 1; 0 = off)",
     )
     parser.add_argument(
-        "--no-camera-motion",
-        dest="camera_motion",
-        action="store_false",
-        help="the restorer's flows: the dense flow alone, without the camera's motion fitted "
-        "on the whole frame where it fits (warpcore/camera.py)",
+        "--camera-motion",
+        choices=("on", "off"),
+        default=None,
+        help="the restorer's flows follow the camera's motion, fitted on the whole frame, where "
+        "it fits (warpcore/camera.py; default: on for inpainting, off for upscaling)",
     )
     parser.add_argument(
         "--guidance-grad",
@@ -226,11 +226,11 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         help="guidance's photometric flow check (default: the engine's; 0 = off)",
     )
     parser.add_argument(
-        "--no-camera-motion",
-        dest="camera_motion",
-        action="store_false",
-        help="the restorer's flows: the dense flow alone, without the camera's motion fitted "
-        "on the whole frame where it fits (warpcore/camera.py)",
+        "--camera-motion",
+        choices=("on", "off"),
+        default=None,
+        help="the restorer's flows follow the camera's motion, fitted on the whole frame, where "
+        "it fits (warpcore/camera.py; default: on for inpainting, off for upscaling)",
     )
 
 
@@ -246,6 +246,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def camera_choice(value: str | None) -> bool | None:
+    """``--camera-motion`` on / off / not given -> True / False / None (the task's default)."""
+    return None if value is None else value == "on"
+
+
 def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
     return RestoreRequest(
         task=task,
@@ -257,7 +262,7 @@ def request_from_args(args: argparse.Namespace, task: str) -> RestoreRequest:
         guidance_rule=args.guidance_rule,
         guidance_grad=args.guidance_grad,
         flow_check=args.flow_check,
-        camera_motion=args.camera_motion,
+        camera_motion=camera_choice(args.camera_motion),
         steps=args.steps,
         sampler=args.sampler,
         seed=args.seed,
