@@ -39,12 +39,12 @@ lint: setup
 format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-# Mutation testing of the method's core (noise, warps, guidance, sampler, metrics, flow): mutmut
-# per module, each with only its own fast tests (tools/mutants.py), in scratch copies under
+# Mutation testing of the method's core (noise, warps, guidance, sampler, metrics, flow, camera):
+# mutmut per module, each with only its own fast tests (tools/mutants.py), in scratch copies under
 # build/mutants. Not in CI: hours on 2 cores (MODULES="noise flow" for some). Writes
 # out/mutants.md (scores) and out/mutants/<module>.md (every survivor's diff). After adding
 # pins: tools/mutant_recheck.py --mutants build/mutants/<module> SURVIVORS -- <the pins>.
-MODULES ?= noise warps guidance sampler metrics flow
+MODULES ?= noise warps guidance sampler metrics flow camera
 mutants: setup
 	$(BIN)/python tools/mutants.py $(MODULES)
 	@cat out/mutants.md

@@ -58,9 +58,11 @@ def test_the_plate_flow_follows_the_camera_exactly_where_dis_is_tenths_off(shift
     holes, judging where a flow samples b's hole, and without the camera motion."""
     a, b, ma, mb = _shifted_pair(shift)
     dis, _ = flowlib.plate_flow_pair(a, b, ma, mb)
-    camera, _ = flowlib.plate_flow_pair(a, b, ma, mb, camera=True)
+    camera, back = flowlib.plate_flow_pair(a, b, ma, mb, camera=True)
     assert float(_error(dis, shift).median()) > 0.1
     err = _error(camera, shift)
+    assert float(err.max()) < 0.01, (err.mean(), err.max())
+    err = _error(back, (-shift[0], -shift[1]))  # b -> a on b's grid: the inverse map
     assert float(err.max()) < 0.01, (err.mean(), err.max())
 
 
@@ -148,7 +150,48 @@ def test_a_frame_wider_than_eccs_working_size_keeps_the_exact_motion() -> None:
     canvas = cv2.resize(photo("astronaut"), (w + 40, w + 40), interpolation=cv2.INTER_AREA)
     a = _tensor(canvas[100 : 100 + h, 20 : 20 + w])
     b = _tensor(canvas[99 : 99 + h, 24 : 24 + w])  # a(x, y) = b(x - 4, y + 1)
-    matrix = camera_motion(a, b, flowlib.estimate_flow(a, b))
+    # Started 1 px off (a biased dense flow), so ECC's own update must come back right.
+    biased = flowlib.estimate_flow(a, b) + torch.tensor([0.8, -0.6]).view(2, 1, 1)
+    matrix = camera_motion(a, b, biased)
     assert matrix is not None
     flow = flowlib.affine_flow(matrix, (h, w))
     assert np.abs(flow[0] + 4).max() < 0.05 and np.abs(flow[1] - 1).max() < 0.05, matrix
+
+
+def test_ecc_that_wanders_off_is_not_taken(monkeypatch) -> None:
+    """ECC may wander on a frame with too little texture: a refinement more than ``INLIER_PX``
+    from the RANSAC similarity at any corner is dropped for the similarity itself."""
+    import warpcore.camera as camera
+
+    a, b, _, _ = _shifted_pair((2, 1), hole=False)
+    dis = flowlib.estimate_flow(a, b)
+    similarity = flowlib.fit_similarity(dis.numpy(), np.ones(dis.shape[1:], bool))
+    far = similarity.copy()
+    far[0, 0] += 2.5 / 95  # 2.5 px at the right-hand corners, 0 at the left ones
+    monkeypatch.setattr(camera, "_ecc", lambda *args: far)
+    np.testing.assert_allclose(camera_motion(a, b, dis), similarity)
+    near = similarity.copy()
+    near[0, 0] += 1.5 / 95
+    monkeypatch.setattr(camera, "_ecc", lambda *args: near)
+    np.testing.assert_allclose(camera_motion(a, b, dis), near)
+
+
+@pytest.mark.parametrize(
+    ("frames", "flows", "match"),
+    [
+        (((4, 32, 32), (4, 32, 32)), ((2, 32, 32), (2, 32, 32)), "a: expected an RGB frame"),
+        (((3, 32, 32), (3, 32, 30)), ((2, 32, 32), (2, 32, 32)), "b: expected a frame of a's"),
+        (((3, 32, 32), (3, 32, 32)), ((2, 32, 30), (2, 32, 32)), "forward"),
+        (((3, 32, 32), (3, 32, 32)), ((2, 32, 32), (3, 32, 32)), "backward"),
+    ],
+)
+def test_bad_frames_and_flows_are_refused_by_name(frames, flows, match) -> None:
+    from warpcore.errors import InvalidInput
+
+    a, b = (torch.rand(shape) for shape in frames)
+    forward, backward = (torch.zeros(shape) for shape in flows)
+    with pytest.raises(InvalidInput, match=match):
+        follow_camera(a, b, forward, backward)
+    if match in ("forward", "backward"):
+        with pytest.raises(InvalidInput, match="flow"):
+            camera_motion(a, b, torch.zeros(2, 31, 32))

@@ -47,6 +47,7 @@ FAST_TESTS: dict[str, list[str]] = {
     ],
     "sampler": ["tests/test_sampler.py", "tests/test_method_pins.py", "tests/test_devices.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_method_pins.py"],
+    "camera": ["tests/test_camera.py"],
     "flow": [
         "tests/test_flow.py",
         "tests/test_metrics.py",

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from warpcore.errors import InvalidInput
 from warpcore.flow import affine_flow, fit_similarity, validate_flow, warp
 
 INLIER_PX = 2.0  # pixels whose dense flow is within this of the similarity steer ECC
@@ -43,6 +44,7 @@ def camera_motion(
     ``a``, ``b``: (C, H, W) in [0, 1]; ``flow``: the dense flow a -> b (2, H, W); ``known``:
     (H, W) bool on a's grid, False where a's pixel (or where it lands in b) is a hole.
     """
+    _check_frames(a, b)
     validate_flow(flow, "flow", tuple(a.shape[-2:]))
     h, w = a.shape[-2:]
     dense = flow.detach().cpu().float()
@@ -88,6 +90,7 @@ def follow_camera(
     The motion is fitted once, on the forward flow; the backward one is its inverse. Without a
     camera motion (too little of the frame follows one) the flows come back unchanged.
     """
+    _check_frames(a, b)
     size = tuple(a.shape[-2:])
     validate_flow(forward, "forward", size)
     validate_flow(backward, "backward", size)
@@ -121,6 +124,17 @@ def _take_camera(
     return torch.where(fits[None], camera, flow)
 
 
+def _check_frames(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Both frames RGB (3, H, W) of one size."""
+    for name, frame in (("a", a), ("b", b)):
+        if frame.dim() != 3 or frame.shape[0] != 3:
+            got = tuple(frame.shape)
+            raise InvalidInput(f"{name}: expected an RGB frame (3, H, W), got {got}")
+    if a.shape != b.shape:
+        got, want = tuple(b.shape), tuple(a.shape)
+        raise InvalidInput(f"b: expected a frame of a's size {want}, got {got}")
+
+
 def _lands_in(hole: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """(H, W) bool on the flow's grid: where ``flow`` samples the (H, W) ``hole`` of its target."""
     moved, _ = warp(hole.float().cpu().view(1, *flow.shape[1:]), flow.cpu(), padding="border")
@@ -139,11 +153,9 @@ def _mismatch(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor) -> torch.Ten
 
 
 def _gray(frame: torch.Tensor) -> np.ndarray:
-    """float32 (H, W) luma of a (C, H, W) frame (ECC works on one channel)."""
+    """float32 (H, W) luma of a (3, H, W) RGB frame (ECC works on one channel)."""
     arr = frame.detach().cpu().float().permute(1, 2, 0).numpy()
-    if arr.shape[2] >= 3:
-        return cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2GRAY)
-    return np.ascontiguousarray(arr[..., 0])
+    return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
 
 
 def _ecc(ga: np.ndarray, gb: np.ndarray, start: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
