@@ -17,3 +17,30 @@ def tiny_sdxl_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
     root = tmp_path_factory.mktemp("tiny_sdxl")
     return {c: make_tiny_sdxl(root / f"sdxl_in{c}", c) for c in (9, 8, 4)}
+
+
+def _one_thread(task: str):
+    """The built-in model for ``task``, torch on one thread while the module's tests run (tiny
+    frames: extra threads only contend on a shared machine)."""
+    import torch
+
+    from warpcore.models import load_denoiser
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield load_denoiser("builtin", task)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    """The built-in inpainting model, one torch thread (a module may define its own)."""
+    yield from _one_thread("inpaint")
+
+
+@pytest.fixture(scope="module")
+def builtin_sr():
+    """The built-in upscaling model, one torch thread (a module may define its own)."""
+    yield from _one_thread("upscale")

@@ -14,7 +14,6 @@ import torch
 from warpcore import flow as flowlib
 from warpcore.bench.sampler import _clip
 from warpcore.camera import camera_motion, follow_camera
-from warpcore.models import load_denoiser
 from warpcore.request import RestoreRequest
 from warpcore.restore import restore_clip
 from warpcore.suites import photo
@@ -106,14 +105,6 @@ def test_no_camera_motion_leaves_the_flow_alone() -> None:
     assert torch.equal(forward, noise) and torch.equal(backward, -noise)
 
 
-@pytest.fixture(scope="module")
-def builtin():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_denoiser("builtin", "inpaint")
-    torch.set_num_threads(threads)
-
-
 def test_band_guidance_with_the_restorers_own_flows_on_a_whole_pixel_pan(builtin) -> None:
     """Issue 16's integer-shift target with estimated flows: a 2 px pan at 64x64, full
     strength, no flows given. With the camera's motion, band removes >= 10x of GP warping's
@@ -179,19 +170,26 @@ def test_ecc_that_wanders_off_is_not_taken(monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("frames", "flows", "match"),
     [
-        (((4, 32, 32), (4, 32, 32)), ((2, 32, 32), (2, 32, 32)), "a: expected an RGB frame"),
-        (((3, 32, 32), (3, 32, 30)), ((2, 32, 32), (2, 32, 32)), "b: expected a frame of a's"),
-        (((3, 32, 32), (3, 32, 32)), ((2, 32, 30), (2, 32, 32)), "forward"),
-        (((3, 32, 32), (3, 32, 32)), ((2, 32, 32), (3, 32, 32)), "backward"),
+        (((4, 32, 32), (3, 32, 32)), ((2, 32, 32), (2, 32, 32)), "^a: expected an RGB frame"),
+        (((3, 32, 32), (1, 32, 32)), ((2, 32, 32), (2, 32, 32)), "^b: expected an RGB frame"),
+        (((3, 32, 32), (3, 32, 30)), ((2, 32, 32), (2, 32, 32)), "^b: expected a frame of a's"),
+        (((3, 32, 32), (3, 32, 32)), ((2, 32, 30), (2, 32, 32)), "^forward: expected size"),
+        (((3, 32, 32), (3, 32, 32)), ((2, 32, 32), (2, 30, 32)), "^backward: expected size"),
     ],
 )
 def test_bad_frames_and_flows_are_refused_by_name(frames, flows, match) -> None:
+    """Each argument is checked and named in the refusal (a wrong size included)."""
     from warpcore.errors import InvalidInput
 
     a, b = (torch.rand(shape) for shape in frames)
     forward, backward = (torch.zeros(shape) for shape in flows)
     with pytest.raises(InvalidInput, match=match):
         follow_camera(a, b, forward, backward)
-    if match in ("forward", "backward"):
-        with pytest.raises(InvalidInput, match="flow"):
-            camera_motion(a, b, torch.zeros(2, 31, 32))
+
+
+def test_camera_motion_refuses_a_flow_of_another_size() -> None:
+    from warpcore.errors import InvalidInput
+
+    a = torch.rand(3, 32, 32)
+    with pytest.raises(InvalidInput, match="^flow: expected size"):
+        camera_motion(a, a, torch.zeros(2, 31, 32))

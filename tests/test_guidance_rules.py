@@ -15,7 +15,6 @@ import torch
 from warpcore.bench.sampler import _clip
 from warpcore.flow import warp
 from warpcore.guidance import EquivarianceGuidance, matched_blur, subpixel_weight
-from warpcore.models import load_denoiser
 from warpcore.request import RestoreRequest
 from warpcore.restore import restore_clip
 
@@ -27,14 +26,6 @@ def _constant_flow(dx: float, dy: float):
         return fwd, -fwd
 
     return flow_fn
-
-
-@pytest.fixture(scope="module")
-def builtin():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny frames: extra threads only contend on a shared machine
-    yield load_denoiser("builtin", "inpaint")
-    torch.set_num_threads(threads)
 
 
 def _shift_error(model, size: int, shift: int, **fields) -> float:
@@ -124,14 +115,6 @@ def _periodic_pan(n: int, size: int, v: tuple[float, float]) -> list[np.ndarray]
         frames.append(img)
     lo, hi = min(f.min() for f in frames), max(f.max() for f in frames)
     return [((f - lo) / (hi - lo)).astype(np.float32) for f in frames]
-
-
-@pytest.fixture(scope="module")
-def builtin_sr():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_denoiser("builtin", "upscale")
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("rule", ["blend", None])

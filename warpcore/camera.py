@@ -6,7 +6,7 @@ usually moves with the camera, and the camera's motion has six numbers, fitted o
 frame: to a few hundredths of a pixel. Guidance copies a frame's content along the flow, so a
 flow 0.3 px off is copied as a 0.3 px misregistration every frame (docs/guidance.md): on the
 shift-inpaint suite the restorer's own DIS flows made band guidance 3x worse than none, and
-with the camera's motion it is 1000x better.
+with the camera's motion it is 370x better (docs/guidance.md, "Session 7").
 
 :func:`camera_motion` fits an affine map a -> b in two stages: a similarity by RANSAC to the
 dense flow (as :func:`warpcore.flow.fill_masked` does for the plate), then OpenCV's ECC
@@ -41,8 +41,10 @@ def camera_motion(
     """The camera's motion from frame ``a`` to ``b``: a 2x3 affine matrix of pixel centres
     (a's pixel -> b's), or None when under ``MIN_SHARE`` of the known pixels follow one.
 
-    ``a``, ``b``: (C, H, W) in [0, 1]; ``flow``: the dense flow a -> b (2, H, W); ``known``:
-    (H, W) bool on a's grid, False where a's pixel (or where it lands in b) is a hole.
+    ``a``, ``b``: RGB (3, H, W) in [0, 1]; ``flow``: the dense flow a -> b (2, H, W);
+    ``known``: (H, W) bool on a's grid, False where a's pixel (or where it lands in b) is a
+    hole. ECC's refinement is dropped for the similarity itself when it fails or ends more than
+    ``INLIER_PX`` from it at a corner.
     """
     _check_frames(a, b)
     validate_flow(flow, "flow", tuple(a.shape[-2:]))
@@ -94,16 +96,15 @@ def follow_camera(
     size = tuple(a.shape[-2:])
     validate_flow(forward, "forward", size)
     validate_flow(backward, "backward", size)
-    known = torch.ones(size, dtype=torch.bool) if hole is None else ~hole.cpu().bool()
-    if hole is not None:
-        known = known & ~_lands_in(hole, forward)
-    matrix = camera_motion(a, b, forward, known)
+    unjudged = None if hole is None else hole.cpu().bool() | _lands_in(hole, forward)
+    matrix = camera_motion(a, b, forward, None if unjudged is None else ~unjudged)
     if matrix is None:
         return forward, backward
     inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    back_unjudged = None if hole is None else hole.cpu().bool() | _lands_in(hole, backward)
     return (
-        _take_camera(a, b, forward, matrix, hole),
-        _take_camera(b, a, backward, inverse, hole),
+        _take_camera(a, b, forward, matrix, hole, unjudged),
+        _take_camera(b, a, backward, inverse, hole, back_unjudged),
     )
 
 
@@ -113,14 +114,15 @@ def _take_camera(
     flow: torch.Tensor,
     matrix: np.ndarray,
     hole: torch.Tensor | None,
+    unjudged: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``flow`` (a -> b) with ``matrix``'s flow where it fits as well, and where either flow
-    samples ``hole`` (or starts in it): there the frames cannot judge."""
+    """``flow`` (a -> b) with ``matrix``'s flow where it fits as well, and on the pixels the
+    frames cannot judge: ``unjudged`` (in ``hole``, or where ``flow`` samples it; computed once
+    by the caller) and where the camera's flow samples ``hole``."""
     camera = torch.from_numpy(affine_flow(matrix, tuple(a.shape[-2:]))).to(flow)
     fits = _mismatch(a, b, camera) <= _mismatch(a, b, flow) + TOLERANCE
-    if hole is not None:
-        hole = hole.cpu().bool()
-        fits = fits | (hole | _lands_in(hole, flow) | _lands_in(hole, camera)).to(fits.device)
+    if hole is not None and unjudged is not None:
+        fits = fits | (unjudged | _lands_in(hole, camera)).to(fits.device)
     return torch.where(fits[None], camera, flow)
 
 

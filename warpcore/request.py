@@ -114,7 +114,7 @@ class RestoreRequest:
             object.__setattr__(self, "guidance_rule", DEFAULT_RULE[self.task])
         _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
         if self.camera_motion is None:
-            object.__setattr__(self, "camera_motion", DEFAULT_CAMERA.get(self.task, False))
+            object.__setattr__(self, "camera_motion", DEFAULT_CAMERA[self.task])
         if self.guidance is None:
             object.__setattr__(self, "guidance", DEFAULT_LAMBDA[self.guidance_rule])
         _choice("guidance_grad", self.guidance_grad, GUIDANCE_GRADS)

@@ -399,7 +399,7 @@ def pair_flows(
     prev_hole: torch.Tensor | None,
     hole: torch.Tensor | None,
     method: str,
-    camera: bool = True,
+    camera: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The restorer's own flows between two padded inputs (CPU): the clean plate's when there
     is a hole (the background, not the removed object), else the frames'; ``camera``: following

@@ -94,13 +94,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="guidance skips pixels where the flow moves the previous input frame onto this "
         "one worse than a flow misplaced by this many pixels would (default 1; 0 = off)",
     )
-    parser.add_argument(
-        "--camera-motion",
-        choices=("on", "off"),
-        default=None,
-        help="the restorer's flows follow the camera's motion, fitted on the whole frame, where "
-        "it fits (warpcore/camera.py; default: on for inpainting, off for upscaling)",
-    )
+    add_camera_motion(parser)
     parser.add_argument(
         "--guidance-grad",
         default="output",
@@ -225,13 +219,7 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="guidance's photometric flow check (default: the engine's; 0 = off)",
     )
-    parser.add_argument(
-        "--camera-motion",
-        choices=("on", "off"),
-        default=None,
-        help="the restorer's flows follow the camera's motion, fitted on the whole frame, where "
-        "it fits (warpcore/camera.py; default: on for inpainting, off for upscaling)",
-    )
+    add_camera_motion(parser)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -244,6 +232,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="CPU threads (default: all cores, or 1 when the machine is already busy)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_camera_motion(parser: argparse.ArgumentParser) -> None:
+    """--camera-motion on / off (default None: the task's, RestoreRequest.camera_motion)."""
+    parser.add_argument(
+        "--camera-motion",
+        choices=("on", "off"),
+        default=None,
+        help="the restorer's flows follow the camera's motion, fitted on the whole frame, where "
+        "it fits (warpcore/camera.py; default: on for inpainting, off for upscaling)",
+    )
 
 
 def camera_choice(value: str | None) -> bool | None:
