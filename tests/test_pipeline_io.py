@@ -270,17 +270,20 @@ def test_a_folder_with_more_old_frames_ends_with_exactly_the_new_ones(
 
 
 def test_a_bad_extension_and_an_odd_size_for_mp4_fail_before_any_compute(
-    tmp_path: Path, capsys
+    tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    import warpcore.models
+
+    def no_model(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the output was checked")
+
+    monkeypatch.setattr(warpcore.models, "load_denoiser", no_model)
     odd = png_clip(tmp_path / "odd", 3, size=33)
     mask = write_mask(tmp_path / "mask.png", 33)
     for output, words in ((tmp_path / "o.xyz", "accepted"), (tmp_path / "o.mp4", "odd")):
-        start = time.perf_counter()
         code = main(["inpaint", str(odd), "--mask", str(mask), "-o", str(output), "--steps", "2"])
-        took = time.perf_counter() - start
         err = capsys.readouterr().err
         assert code == 2 and words in err and "wrote" not in err, err
-        assert took < 1.0, f"{output.name}: refused after {took:.2f} s"
         assert not output.exists()
 
 

@@ -288,20 +288,20 @@ def test_heartbeats_answer_while_a_large_paths_folder_is_hashed(tmp_path):
         beat.heartbeat()
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(key=c.submit(shot)))
-        srv.max_stall_s = 0.0
+        srv.max_busy_s = 0.0
         thread.start()
-        times = []
+        answered = 0
         while thread.is_alive():
-            t0 = time.perf_counter()
             beat.heartbeat()
-            times.append(time.perf_counter() - t0)
+            answered += 1
             time.sleep(0.01)
         thread.join()
-        assert "key" in result and len(times) >= 3
-        # the loop never stalled on the hashing (measured on the server's side; the bound
-        # is generous for a loaded machine: hashing 512 MiB on the loop stalls it seconds)
-        assert srv.max_stall_s < 0.5, srv.max_stall_s
-        assert float(np.median(times)) < 0.05, times
+        assert "key" in result and answered >= 3
+        # the loop thread's own CPU time between two polls, not wall time: a loaded machine
+        # (CI runs the suite on parallel workers) stretches wall time, never this. Hashing the
+        # 512 MiB on the loop costs it seconds of CPU; handing it over costs microseconds (a
+        # garbage collection pass on the loop may cost tens of milliseconds)
+        assert srv.max_busy_s < 0.25, srv.max_busy_s
         c.cancel(result["key"])
 
 
