@@ -9,7 +9,7 @@ import torch
 
 from warpcore.errors import Cancelled, InvalidInput
 from warpcore.guidance import EquivarianceGuidance, active_steps
-from warpcore.sampler import sample, start_noise
+from warpcore.sampler import IDENTITY_SIGMA, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 
 
@@ -63,6 +63,29 @@ def test_history_and_callback() -> None:
     assert res.denoised.shape == (5, 1, 2, 4, 4)
     assert [i.k for i in seen] == list(range(5)) and seen[0].n_steps == 5
     assert torch.allclose(res.x, res.denoised[-1])  # the last Euler step lands on h_{K-1}
+
+
+def test_a_step_at_sigma_min_calls_no_network() -> None:
+    """The built-in model's partial runs end at the Karras schedule's sigma_min (0.002), where
+    the denoiser is the identity to a fraction of an 8-bit level: that step keeps u_k as its
+    estimate without a call (the upscale default: a whole call a frame)."""
+    calls: list[float] = []
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls.append(float(sigma[0]))
+        return 0.5 * x
+
+    sigmas = truncate(karras_sigmas(10, 0.002, 20.0), 0.3)  # 0.0551, 0.0128, 0.002, 0
+    assert float(sigmas[-2]) <= IDENTITY_SIGMA < float(sigmas[-3])
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    res = sample(denoise, x, sigmas)
+    assert calls == pytest.approx([0.0551, 0.0128], abs=1e-4)
+    u = x
+    for k in range(2):  # the two steps that call: u + (s' - s) (u - u / 2) / s
+        u = u + (sigmas[k + 1] - sigmas[k]) * 0.5 * u / sigmas[k]
+    assert torch.allclose(res.x, u) and torch.allclose(res.denoised[-1], u)
+    calls.clear()
+    assert torch.equal(sample(denoise, x, sigmas[-2:]).x, x) and calls == []
 
 
 def test_cancel_stops_before_a_step() -> None:
