@@ -88,6 +88,20 @@ def test_a_step_at_sigma_min_calls_no_network() -> None:
     assert torch.equal(sample(denoise, x, sigmas[-2:]).x, x) and calls == []
 
 
+@pytest.mark.parametrize("mode", ["network", "output"])
+def test_the_paper_step_at_sigma_min_takes_the_identity_jacobian(mode: str) -> None:
+    """Without a call at sigma_min the paper's step still runs in both gradient modes: through
+    h_k = u_k its Jacobian is the identity, so "network" takes the same step as "output"."""
+    gen = torch.Generator().manual_seed(3)
+    prev = torch.randn(1, 1, 3, 8, 8, generator=gen)
+    x = torch.randn(1, 3, 8, 8, generator=gen)
+    sigmas = torch.tensor([0.002, 0.0])
+    out = sample(lambda u, s: 0.5 * u, x, sigmas, guidance=_shift_guidance(prev, 0.1, mode))
+    reference = _shift_guidance(prev, 0.1, "output")
+    correction, _ = reference.step(x, x.clone(), 0, 0.002)
+    assert torch.allclose(out.x, x + correction, atol=1e-6)
+
+
 def test_cancel_stops_before_a_step() -> None:
     calls = iter([False, False, True])
     with pytest.raises(Cancelled):
