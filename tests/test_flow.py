@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from skimage import data
 from warpcore.errors import InvalidInput, ModelNotFound
 from warpcore.flow import (
     FLOW_METHODS,
+    coherence_mask,
     compose,
     estimate_flow,
     fill_masked,
@@ -181,6 +184,34 @@ def test_photometric_mask_keeps_a_right_flow_and_drops_a_wrong_one() -> None:
     assert holed[0, 20:60, 30:90].min() == 1
     assert torch.equal(holed[0, :20], dropped[0, :20])
     assert photometric_mask(a, b, wrong, shift_px=8.0).mean() > 0.9  # 5 px off: within 8
+
+
+def test_coherence_mask_keeps_a_coherent_flow_and_drops_a_scattered_one() -> None:
+    """A fast pan (30 px, a gentle gradient across the frame) with DIS-like jitter of 0.3 px
+    passes whatever its size; the same pan scattered by 0.6 px RMS or more does not (a bound
+    that grew with the flow, like the motion-boundary test's, would pass it); a clean motion
+    edge costs only the pixels within the box of it."""
+    gen = torch.Generator().manual_seed(0)
+    h, w = 64, 96
+    pan = torch.zeros(2, h, w)
+    pan[0] = 30.0 + torch.linspace(0, 2, w)[None, :]  # 2 px over the frame: smooth
+    pan[1] = -4.0
+
+    def jitter(rms: float) -> torch.Tensor:  # per-pixel noise with this RMS vector length
+        return torch.randn(2, h, w, generator=gen) * rms / math.sqrt(2)
+
+    assert coherence_mask(pan).min() == 1
+    assert coherence_mask(pan + jitter(0.3)).mean() > 0.98
+    assert coherence_mask(pan + jitter(0.6)).mean() < 0.2
+    assert coherence_mask(pan + jitter(3.0)).max() == 0  # running_car's car: 13 px
+    edge = pan.clone()
+    edge[:, :, 48:] = 0.0  # a still background beside the pan
+    kept = coherence_mask(edge)[0]
+    assert kept[:, :46].min() == 1 and kept[:, 50:].min() == 1  # two pixels each side of it
+    assert kept[:, 46:50].max() == 0
+    assert coherence_mask(pan + jitter(0.6), spread_px=1.0).mean() > 0.98  # the bound is its own
+    with pytest.raises(InvalidInput, match="flow"):
+        coherence_mask(torch.zeros(3, h, w))
 
 
 def test_occlusion_mask_estimated_flows() -> None:

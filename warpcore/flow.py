@@ -340,6 +340,28 @@ def motion_boundary(flow: torch.Tensor) -> torch.Tensor:
     return (grad2 > _MB_ALPHA * (flow**2).sum(0) + _MB_BETA)[None]
 
 
+FLOW_SPREAD_PX = 0.5  # the local spread of a flow that guidance still follows (5 px box)
+
+
+def coherence_mask(
+    flow: torch.Tensor, spread_px: float = FLOW_SPREAD_PX, window: int = 5
+) -> torch.Tensor:
+    """(1, H, W) float: 1 where the flow is locally coherent, the RMS distance of its vectors
+    from their ``window`` box mean being at most ``spread_px``; 0 where it scatters more.
+
+    A flow that scatters by pixels within a few pixels (DIS on motion blur: running_car's
+    22-34 px flows scatter by 13 px over the car) moves detail to places it does not belong,
+    even where it passes the forward-backward and photometric checks by chance: guidance copied
+    it and cost 0.1 dB there (docs/guidance.md, session 8). Unlike :func:`motion_boundary` the
+    bound does not grow with the flow: a fast pan is as coherent as a slow one."""
+    validate_flow(flow)
+    f = flow[None]
+    mean = F.avg_pool2d(f, window, 1, window // 2, count_include_pad=False)
+    power = F.avg_pool2d(f * f, window, 1, window // 2, count_include_pad=False)
+    spread = (power - mean * mean).clamp_min(0).sum(1)  # (1, H, W): mean squared distance
+    return (spread <= spread_px**2).to(flow.dtype)
+
+
 def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
     """(1, H, W) float on the FORWARD flow's grid: 1 = valid, 0 = occluded / boundary / leaves.
 

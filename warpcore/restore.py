@@ -263,6 +263,7 @@ class ClipRestorer:
                 valid = flowlib.occlusion_mask(a, b).to(valid)
             if self.request.flow_check > 0:  # only where the flow moves one input onto the other
                 valid = valid * _flow_check(a, *inputs, self.request.flow_check)
+                valid = valid * flowlib.coherence_mask(a)  # and does not scatter
             if cur_hole is not None and self.request.composite:
                 # Only the generated region reaches the output (the rest is composited from the
                 # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
