@@ -215,6 +215,23 @@ def test_preconditioning_is_identity_at_tiny_sigma(model: Denoiser) -> None:
     assert (model(x, torch.tensor([1e-4]), prepared) - x).abs().max() < 5e-3
 
 
+def _photo_condition(task: str, size: int) -> tuple[torch.Tensor, Condition]:
+    """A ``size``^2 crop of astronaut (held out of training) and its condition: a square hole
+    (from 5/16 to 5/8 of the side), or its 4x area downscale rounded to 8 bits."""
+    import numpy as np
+    import skimage.data
+
+    crop = skimage.data.astronaut()[100 : 100 + size, 180 : 180 + size]
+    img = torch.from_numpy(crop.astype(np.float32) / 255).permute(2, 0, 1)
+    if task == "inpaint":
+        mask = torch.zeros(1, size, size)
+        lo, hi = 5 * size // 16, 5 * size // 8
+        mask[:, lo:hi, lo:hi] = 1.0
+        return img, Condition("inpaint", img, mask=mask)
+    low = (torch.nn.functional.avg_pool2d(img[None], 4) * 255).round() / 255
+    return img, Condition("upscale", low[0], scale=4)
+
+
 @pytest.mark.parametrize("task", ["inpaint", "upscale"])
 def test_shipped_model_is_the_identity_where_the_sampler_skips_it(task: str) -> None:
     """The sampler does not call the model at sigma <= IDENTITY_SIGMA (the last step of every
@@ -222,20 +239,9 @@ def test_shipped_model_is_the_identity_where_the_sampler_skips_it(task: str) -> 
     pixel by more than 1.5 8-bit levels and the mean by under 0.2 (measured: max 1.0 / 0.35,
     mean 0.11 / 0.06 for inpaint / upscale; the real clips of the bench: mean 0.05-0.13, max
     1.4). One step up the schedule (sigma 0.0128) it moves them by 4-8 levels there."""
-    import numpy as np
-    import skimage.data
-
     from warpcore.sampler import IDENTITY_SIGMA
 
-    img = torch.from_numpy(skimage.data.astronaut()[100:228, 180:308].astype(np.float32) / 255)
-    img = img.permute(2, 0, 1)
-    if task == "inpaint":
-        mask = torch.zeros(1, 128, 128)
-        mask[:, 40:80, 40:80] = 1.0
-        cond = Condition("inpaint", img, mask=mask)
-    else:
-        low = (torch.nn.functional.avg_pool2d(img[None], 4) * 255).round() / 255
-        cond = Condition("upscale", low[0], scale=4)
+    _, cond = _photo_condition(task, 128)
     model = load_builtin(task)
     prepared = model.prepare(cond)
     x = model.start(prepared)
@@ -249,17 +255,7 @@ def test_shipped_model_is_trained(model: Denoiser, task: str) -> None:
     """A 64^2 photograph at sigma = 0.1: the denoised image's squared error is below 40% of the
     noisy input's (measured 15% inpaint, 25% upscale; an untrained net keeps 84% / 62%, since
     its D falls back to c_skip x plus the condition)."""
-    import numpy as np
-    import skimage.data
-
-    img = torch.from_numpy(skimage.data.astronaut()[100:164, 180:244].astype(np.float32) / 255)
-    img = img.permute(2, 0, 1)
-    if task == "inpaint":
-        mask = torch.zeros(1, 64, 64)
-        mask[:, 20:40, 20:40] = 1.0
-        cond = Condition("inpaint", img, mask=mask)
-    else:
-        cond = Condition("upscale", torch.nn.functional.avg_pool2d(img[None], 4)[0], scale=4)
+    img, cond = _photo_condition(task, 64)
     x0 = model.encode(img[None])
     noisy = x0 + 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     out = model(noisy, torch.tensor([0.1]), model.prepare(cond))

@@ -18,6 +18,7 @@ from warpcore.flow import (
     estimate_flow,
     fill_masked,
     flow_pair,
+    mismatch,
     motion_boundary,
     occlusion_mask,
     photometric_mask,
@@ -184,6 +185,20 @@ def test_photometric_mask_keeps_a_right_flow_and_drops_a_wrong_one() -> None:
     assert holed[0, 20:60, 30:90].min() == 1
     assert torch.equal(holed[0, :20], dropped[0, :20])
     assert photometric_mask(a, b, wrong, shift_px=8.0).mean() > 0.9  # 5 px off: within 8
+
+
+def test_mismatch_is_the_mean_over_the_samples_that_land_inside() -> None:
+    """b = a + 0.1 and a flow that sends the right half of the frame out of b: every pixel
+    whose box holds one inside sample reads exactly 0.1 (not diluted by the samples that leave,
+    nor by the frame's edge); a box with none reads 0. The photometric check and the camera's
+    per-pixel choice both compare these means."""
+    a = torch.rand(3, 24, 32, generator=torch.Generator().manual_seed(0))
+    flow = torch.zeros(2, 24, 32)
+    flow[0, :, 16:] = 40.0
+    got = mismatch(a, a + 0.1, flow)
+    assert got.shape == (24, 32)
+    torch.testing.assert_close(got[:, :18], torch.full((24, 18), 0.1), atol=1e-5, rtol=0)
+    assert got[:, 19:].abs().max() < 1e-6
 
 
 def test_coherence_mask_keeps_a_coherent_flow_and_drops_a_scattered_one() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from warpcore.errors import InvalidInput
-from warpcore.flow import affine_flow, fit_similarity, validate_flow, warp
+from warpcore.flow import affine_flow, fit_similarity, mismatch, validate_flow, warp
 
 INLIER_PX = 2.0  # pixels whose dense flow is within this of the similarity steer ECC
 MIN_SHARE = 0.2  # fewer known pixels than this share following the camera: no camera motion
@@ -120,7 +120,7 @@ def _take_camera(
     frames cannot judge: ``unjudged`` (in ``hole``, or where ``flow`` samples it; computed once
     by the caller) and where the camera's flow samples ``hole``."""
     camera = torch.from_numpy(affine_flow(matrix, tuple(a.shape[-2:]))).to(flow)
-    fits = _mismatch(a, b, camera) <= _mismatch(a, b, flow) + TOLERANCE
+    fits = mismatch(a, b, camera) <= mismatch(a, b, flow) + TOLERANCE
     if hole is not None and unjudged is not None:
         fits = fits | (unjudged | _lands_in(hole, camera)).to(fits.device)
     return torch.where(fits[None], camera, flow)
@@ -141,17 +141,6 @@ def _lands_in(hole: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """(H, W) bool on the flow's grid: where ``flow`` samples the (H, W) ``hole`` of its target."""
     moved, _ = warp(hole.float().cpu().view(1, *flow.shape[1:]), flow.cpu(), padding="border")
     return moved[0] >= 0.5
-
-
-def _mismatch(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """(H, W): 5 px box mean of the mean absolute RGB difference of ``b`` moved onto ``a``,
-    over the samples inside ``b`` (0 where none is: nothing to judge, the camera's flow stays).
-    """
-    moved, inside = warp(b.to(flow), flow, padding="border")
-    diff = ((moved - a.to(flow)).abs().mean(0) * inside[0]).cpu().numpy().astype(np.float32)
-    counts = inside[0].cpu().numpy().astype(np.float32)
-    box = [cv2.blur(x, (5, 5), borderType=cv2.BORDER_CONSTANT) for x in (diff, counts)]
-    return torch.from_numpy(box[0] / np.maximum(box[1], 1e-6)).to(flow.device)
 
 
 def _gray(frame: torch.Tensor) -> np.ndarray:

@@ -343,23 +343,44 @@ def motion_boundary(flow: torch.Tensor) -> torch.Tensor:
 FLOW_SPREAD_PX = 0.5  # the local spread of a flow that guidance still follows (5 px box)
 
 
+def box_mean(planes: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """(..., H, W) -> the same shape: each pixel's mean over its ``size`` x ``size`` box, of the
+    box's pixels inside the frame. OpenCV's box filter on the CPU (at 1080p 4 ms a plane, 20x
+    torch's ``avg_pool2d``: the flow checks run it on every frame pair)."""
+    h, w = planes.shape[-2:]
+    arr = planes.detach().cpu().float().numpy().reshape(-1, h, w)
+    count = cv2.blur(np.ones((h, w), np.float32), (size, size), borderType=cv2.BORDER_CONSTANT)
+    out = np.stack([cv2.blur(p, (size, size), borderType=cv2.BORDER_CONSTANT) / count for p in arr])
+    return torch.from_numpy(out.reshape(planes.shape)).to(planes.device, planes.dtype)
+
+
+def mismatch(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(H, W): how badly ``flow`` (a -> b) moves frame ``b`` onto ``a``: the 5 px box mean of
+    the mean absolute RGB difference, over the samples that land inside ``b`` (0 where none
+    does: nothing to judge). ``a``, ``b`` (C, H, W). What the photometric flow check bounds
+    and what :mod:`warpcore.camera` compares two flows by."""
+    moved, inside = warp(b.to(flow.dtype), flow, padding="border")
+    diff = (moved - a.to(flow.dtype)).abs().mean(0) * inside[0]
+    box = box_mean(torch.stack([diff, inside[0]]))
+    return box[0] / box[1].clamp_min(1e-6)
+
+
 def coherence_mask(
     flow: torch.Tensor, spread_px: float = FLOW_SPREAD_PX, window: int = 5
 ) -> torch.Tensor:
     """(1, H, W) float: 1 where the flow is locally coherent, the RMS distance of its vectors
     from their ``window`` box mean being at most ``spread_px``; 0 where it scatters more.
 
-    A flow that scatters by pixels within a few pixels (DIS on motion blur: running_car's
-    22-34 px flows scatter by 13 px over the car) moves detail to places it does not belong,
-    even where it passes the forward-backward and photometric checks by chance: guidance copied
-    it and cost 0.1 dB there (docs/guidance.md, session 8). Unlike :func:`motion_boundary` the
-    bound does not grow with the flow: a fast pan is as coherent as a slow one."""
+    A flow that scatters by pixels within a few pixels moves detail to places it does not
+    belong, even where it passes the forward-backward and photometric checks by chance: on
+    running_car's motion-blurred car DIS's flow over the pixels those checks passed had a
+    standard deviation of 13 px, and guidance there cost 0.1 dB (docs/guidance.md, session
+    8). Unlike :func:`motion_boundary` the bound does not grow with the flow: a fast pan is
+    as coherent as a slow one."""
     validate_flow(flow)
-    f = flow[None]
-    mean = F.avg_pool2d(f, window, 1, window // 2, count_include_pad=False)
-    power = F.avg_pool2d(f * f, window, 1, window // 2, count_include_pad=False)
-    spread = (power - mean * mean).clamp_min(0).sum(1)  # (1, H, W): mean squared distance
-    return (spread <= spread_px**2).to(flow.dtype)
+    moments = box_mean(torch.cat([flow, flow * flow]), window)
+    spread = (moments[2:] - moments[:2] ** 2).clamp_min(0).sum(0)  # mean squared distance
+    return (spread <= spread_px**2)[None].to(flow.dtype)
 
 
 def occlusion_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
@@ -409,15 +430,11 @@ def photometric_mask(
     """
     validate_flow(forward, "forward", tuple(a.shape[-2:]))
     a = a.to(forward.dtype)
-    moved, inside = warp(b.to(forward.dtype), forward, padding="border")
-    diff = (moved - a).abs().mean(0, keepdim=True) * inside
     gy, gx = torch.gradient(a, dim=(-2, -1))
-    grad = (gx**2 + gy**2).sqrt().mean(0, keepdim=True)
-    # Box means over the pixels whose sample point stays in frame (those that leave are the
-    # occlusion mask's; they must not spread into their neighbours here).
-    box = F.avg_pool2d(torch.stack([diff, inside, grad]), 5, 1, 2, count_include_pad=False)
-    bound = (PHOTOMETRIC_FLOOR + shift_px * box[2]) * box[1].clamp_min(1e-6)
-    keep = (box[0] < bound).to(forward.dtype)
+    grad = box_mean((gx**2 + gy**2).sqrt().mean(0))
+    # Over the pixels whose sample point stays in frame (those that leave are the occlusion
+    # mask's; they must not spread into their neighbours here).
+    keep = (mismatch(a, b, forward) < PHOTOMETRIC_FLOOR + shift_px * grad)[None].to(a.dtype)
     if known is not None:
         keep = torch.maximum(keep, 1.0 - (known > 0.5).to(forward.dtype))
     return keep

@@ -69,7 +69,9 @@ class RestoreRequest:
     touched. False sends the whole frame to the model. ``flow_check``: guidance skips pixels
     where the flow moves frame j-1's input onto frame j's worse than a flow misplaced by this
     many pixels would (:func:`warpcore.flow.photometric_mask`): a flow that is wrong there
-    would pull the frame toward a misplaced previous one; 0 turns the check off.
+    would pull the frame toward a misplaced previous one; nor where the flow scatters by more
+    than half a pixel within 5 px (:func:`warpcore.flow.coherence_mask`: DIS on motion blur);
+    0 turns both checks off.
     ``camera_motion``: the restorer's flows (and propagation's) take the camera's motion, fitted
     on the whole frame, wherever it moves one frame onto the other as well as the dense flow
     does (:mod:`warpcore.camera`): exact to a few hundredths of a pixel where DIS is a few

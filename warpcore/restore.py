@@ -263,7 +263,6 @@ class ClipRestorer:
                 valid = flowlib.occlusion_mask(a, b).to(valid)
             if self.request.flow_check > 0:  # only where the flow moves one input onto the other
                 valid = valid * _flow_check(a, *inputs, self.request.flow_check)
-                valid = valid * flowlib.coherence_mask(a)  # and does not scatter
             if cur_hole is not None and self.request.composite:
                 # Only the generated region reaches the output (the rest is composited from the
                 # frame): guide there, plus a rim for its seam. The DPS step has a fixed length,
@@ -378,13 +377,14 @@ def _flow_check(
     b_hole: torch.Tensor | None,
     shift_px: float,
 ) -> torch.Tensor:
-    """:func:`warpcore.flow.photometric_mask` of inputs ``a``, ``b`` under ``flow`` (a->b, on
-    a's grid); hole pixels of either frame (``b``'s moved onto a's grid) pass."""
+    """Where guidance may follow ``flow`` (a->b, on a's grid): it moves input ``b`` onto ``a``
+    (:func:`warpcore.flow.photometric_mask`; hole pixels of either frame, ``b``'s moved onto
+    a's grid, pass) and it does not scatter (:func:`warpcore.flow.coherence_mask`)."""
     known = None
     if a_hole is not None and b_hole is not None:
         moved, _ = flowlib.warp(b_hole.to(flow), flow, padding="border")
         known = (1.0 - torch.maximum(a_hole.to(flow), moved)).clamp(0, 1)
-    return flowlib.photometric_mask(a, b, flow, shift_px, known)
+    return flowlib.photometric_mask(a, b, flow, shift_px, known) * flowlib.coherence_mask(flow)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -124,11 +124,11 @@ def _run_variant(model, frames, masks, steps: int, shift: int, fields: dict) -> 
     exact = [float(((b[:, shift:] - a[:, :-shift]) ** 2).mean()) for a, b in pairs]
     last = {f: t for f, _, t in stamps}  # each frame's last progress event
     steps_run = {f: k + 1 for f, k, _ in stamps}
-    per_frame = [last[f] - last[f - 1] for f in sorted(last) if f >= 1 and f - 1 in last]
-    per_step = [(last[f] - last[f - 1]) / steps_run[f] for f in sorted(last) if f - 1 in last]
+    per_frame = {f: last[f] - last[f - 1] for f in sorted(last) if f - 1 in last}
+    per_step = [t / steps_run[f] for f, t in per_frame.items()]
     summary = scorer.summary()
     return {
-        "s_per_frame": round(statistics.median(per_frame), 6),
+        "s_per_frame": round(statistics.median(per_frame.values()), 6),
         "s_per_step": round(statistics.median(per_step), 6),
         "warp_err": summary["mean"]["warp_pixel_prev"],
         "warp_err_exact": statistics.fmean(exact) if exact else None,

@@ -92,7 +92,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="guidance skips pixels where the flow moves the previous input frame onto this "
-        "one worse than a flow misplaced by this many pixels would (default 1; 0 = off)",
+        "one worse than a flow misplaced by this many pixels would, or scatters (default 1; "
+        "0 = both checks off)",
     )
     add_camera_motion(parser)
     parser.add_argument(
@@ -217,7 +218,7 @@ def add_guidance_overrides(parser: argparse.ArgumentParser) -> None:
         "--flow-check",
         type=float,
         default=None,
-        help="guidance's photometric flow check (default: the engine's; 0 = off)",
+        help="guidance's flow checks, photometric and coherence (default: the engine's; 0 = off)",
     )
     add_camera_motion(parser)
 
