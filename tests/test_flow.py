@@ -225,6 +225,9 @@ def test_coherence_mask_keeps_a_coherent_flow_and_drops_a_scattered_one() -> Non
     assert kept[:, :46].min() == 1 and kept[:, 50:].min() == 1  # two pixels each side of it
     assert kept[:, 46:50].max() == 0
     assert coherence_mask(pan + jitter(0.6), spread_px=1.0).mean() > 0.98  # the bound is its own
+    # a 2000 px pan with the same 0.3 px jitter: the spread is not lost to rounding (float32
+    # moments read 1.5 px^2 of spread at 2000 px where there is none)
+    assert coherence_mask(pan + 1970.0 + jitter(0.3)).mean() > 0.98
     with pytest.raises(InvalidInput, match="flow"):
         coherence_mask(torch.zeros(3, h, w))
 
