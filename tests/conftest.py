@@ -44,3 +44,20 @@ def builtin():
 def builtin_sr():
     """The built-in upscaling model, one torch thread (a module may define its own)."""
     yield from _one_thread("upscale")
+
+
+@pytest.fixture(scope="session")
+def calibrated_unet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped UNet without the upscale estimator, with the self-calibrated start its
+    estimate shipped with until session 9 (``estimate_weight`` 0.75, ``calibrate``): what older
+    weights folders still run, and where the calibration is still used."""
+    from warpcore.models.builtin import load_net, save_weights
+
+    net = load_net()
+    net.estimator = None
+    net.config.pop("estimator", None)
+    net.config["estimate_weight"] = {"inpaint": 1.0, "upscale": 0.75}
+    net.config["calibrate"] = ["upscale"]
+    folder = tmp_path_factory.mktemp("calibrated_unet")
+    save_weights(net, net.unet.state_dict(), folder)
+    return folder

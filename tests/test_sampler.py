@@ -67,8 +67,8 @@ def test_history_and_callback() -> None:
 
 def test_a_step_at_sigma_min_calls_no_network() -> None:
     """The built-in model's partial runs end at the Karras schedule's sigma_min (0.002), where
-    the denoiser is the identity to a fraction of an 8-bit level: that step keeps u_k as its
-    estimate without a call (the upscale default: a whole call a frame)."""
+    the denoiser is the identity to a fraction of an 8-bit level: that step makes no call and
+    returns the estimate the ODE carries (the previous step's), not u_k with its noise."""
     calls: list[float] = []
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -82,24 +82,61 @@ def test_a_step_at_sigma_min_calls_no_network() -> None:
     assert calls == pytest.approx([0.0551, 0.0128], abs=1e-4)
     u = x
     for k in range(2):  # the two steps that call: u + (s' - s) (u - u / 2) / s
-        u = u + (sigmas[k + 1] - sigmas[k]) * 0.5 * u / sigmas[k]
-    assert torch.allclose(res.x, u) and torch.allclose(res.denoised[-1], u)
-    calls.clear()
-    assert torch.equal(sample(denoise, x, sigmas[-2:]).x, x) and calls == []
+        h = 0.5 * u
+        u = u + (sigmas[k + 1] - sigmas[k]) * (u - h) / sigmas[k]
+    assert torch.allclose(res.denoised[-1], h) and torch.allclose(res.x, h)
+    assert (u - h).abs().max() > 1e-3  # u_k itself (h + sigma_k eps) would differ
+
+
+@pytest.mark.parametrize("mode", ["output", "network"])
+def test_the_skipped_call_keeps_the_guidance_of_the_step_before(mode: str) -> None:
+    """The paper's step moves only u_{k+1}: at sigma_min, the estimate without a call is u_k
+    less the noise the ODE carries, so that push reaches the output (it was lost when the
+    skipped call returned the previous estimate itself)."""
+    gen = torch.Generator().manual_seed(6)
+    prev = torch.randn(2, 1, 3, 8, 8, generator=gen)
+    x = torch.randn(1, 3, 8, 8, generator=gen)
+    sigmas = torch.tensor([0.0128, 0.002, 0.0])
+    h, w = prev.shape[-2:]
+    fwd = torch.zeros(2, h, w)
+    fwd[0] = 1.0
+    guidance = EquivarianceGuidance(0.1, fwd, torch.ones(1, h, w), prev, frozenset({0}), mode)
+    out = sample(lambda u, s: 0.5 * u, x, sigmas, guidance=guidance)
+    reference = EquivarianceGuidance(0.1, fwd, torch.ones(1, h, w), prev, frozenset({0}), mode)
+    u = x.clone().requires_grad_(True)
+    correction, _ = reference.step(u, 0.5 * u, 0, 0.0128)
+    correction = correction.detach()
+    assert correction.abs().max() > 1e-3
+    torch.testing.assert_close(out.x, 0.5 * x + correction)
+
+
+def test_a_partial_run_at_sigma_min_returns_its_start_without_the_noise() -> None:
+    """A one-step partial run (the upscale default: u_0 = start + 0.002 noise) returns the
+    start itself: the noise is the sampler's own, not the frame's. Without the start, u_0."""
+    gen = torch.Generator().manual_seed(4)
+    clean, noise = torch.rand(1, 3, 6, 6, generator=gen), torch.randn(1, 3, 6, 6, generator=gen)
+    sigmas = torch.tensor([0.002, 0.0])
+    x = start_noise(noise, sigmas, clean)
+    never = lambda u, s: pytest.fail("no call at sigma_min")  # noqa: E731
+    torch.testing.assert_close(sample(never, x, sigmas, start=clean).x, clean)
+    torch.testing.assert_close(sample(never, x, sigmas).x, x)
 
 
 @pytest.mark.parametrize("mode", ["network", "output"])
 def test_the_paper_step_at_sigma_min_takes_the_identity_jacobian(mode: str) -> None:
-    """Without a call at sigma_min the paper's step still runs in both gradient modes: through
-    h_k = u_k its Jacobian is the identity, so "network" takes the same step as "output"."""
+    """Without a call at sigma_min the paper's step still runs in both gradient modes: the
+    skipped call's Jacobian is the identity, so "network" takes the same step as "output"
+    (from u_0 itself, or from the start a partial run carries)."""
     gen = torch.Generator().manual_seed(3)
     prev = torch.randn(1, 1, 3, 8, 8, generator=gen)
-    x = torch.randn(1, 3, 8, 8, generator=gen)
+    x, clean = torch.randn(1, 3, 8, 8, generator=gen), torch.randn(1, 3, 8, 8, generator=gen)
     sigmas = torch.tensor([0.002, 0.0])
-    out = sample(lambda u, s: 0.5 * u, x, sigmas, guidance=_shift_guidance(prev, 0.1, mode))
     reference = _shift_guidance(prev, 0.1, "output")
-    correction, _ = reference.step(x, x.clone(), 0, 0.002)
-    assert torch.allclose(out.x, x + correction, atol=1e-6)
+    for start, h in ((None, x), (clean, clean)):
+        guidance = _shift_guidance(prev, 0.1, mode)
+        out = sample(lambda u, s: 0.5 * u, x, sigmas, guidance=guidance, start=start)
+        correction, _ = reference.step(x, h.clone(), 0, 0.002)
+        assert torch.allclose(out.x, h + correction, atol=1e-6)
 
 
 def test_cancel_stops_before_a_step() -> None:

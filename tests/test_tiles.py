@@ -207,12 +207,16 @@ def test_tiny_sdxl_upscales_a_clip_in_tiles_with_guidance(tiny_sdxl_dirs):
     assert len(model.shapes) == 2 * 2 * 2  # frames x steps x tiles
 
 
-def test_the_upscale_detail_weight_is_measured_once_on_the_whole_frame(monkeypatch) -> None:
+def test_the_upscale_detail_weight_is_measured_once_on_the_whole_frame(
+    monkeypatch, calibrated_unet_dir
+) -> None:
     """The built-in upscaler's start weighs its estimate's detail by a weight measured one
     scale down. Tiled, it is measured once on the whole frame and every tile starts with it:
     measured per tile it cost a model call a tile and gave each tile its own weight, blended
     across the overlaps (this failed then: a call and a weight per tile)."""
-    model = load_denoiser("builtin", "upscale")
+    from warpcore.models.builtin import load_builtin
+
+    model = load_builtin("upscale", weights=calibrated_unet_dir)
     calls = []
     real = model._calibrate
     monkeypatch.setattr(model, "_calibrate", lambda low, s: calls.append(low.shape) or real(low, s))

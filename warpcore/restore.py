@@ -139,7 +139,8 @@ class ClipRestorer:
             cfg_scale=self.request.cfg_scale,
         )
         prepared = self.denoiser.prepare(cond)
-        x = start_noise(noise, self.sigmas, self.denoiser.start(prepared))
+        start = self.denoiser.start(prepared)
+        x = start_noise(noise, self.sigmas, start)
         result = sample(
             lambda u, s: self.denoiser(u, s, prepared),
             x,
@@ -148,6 +149,7 @@ class ClipRestorer:
             guidance=guidance,
             callback=self._progress(index, on_event),
             should_stop=should_stop,
+            start=start,
         )
         with torch.no_grad():
             out = self.denoiser.decode(result.x)[0].float().clamp(0, 1)

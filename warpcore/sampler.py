@@ -19,13 +19,17 @@ from warpcore.progress import ShouldStop, never_stop
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Method = Literal["euler", "heun"]
 
-# At or below this noise level the denoiser's call is skipped and h_k = u_k: ``D(u, sigma) - u``
-# is ``sigma`` times a unit-scale prediction (the noise, or EDM's ``c_out F`` with c_out <=
-# sigma). It is the last step (the Karras schedule's sigma_min, 0.002) of every built-in partial
-# run, where the model moved pixels by 0.05-0.13 of an 8-bit level on the mean (at most 1.4) on
-# the real clips of its bench: a whole network call a frame for that (upscaling 0.55x the time,
-# removal 0.71x; warpcore/assets/builtin/TRAINING.md, session 8). SDXL's last sigma (0.029) is
-# above it.
+# At or below this noise level the denoiser's call is skipped: ``D(u, sigma) - u`` is ``sigma``
+# times a unit-scale prediction (the noise, or EDM's ``c_out F`` with c_out <= sigma). It is the
+# last step (the Karras schedule's sigma_min, 0.002) of every built-in partial run, where the
+# model moved pixels by 0.05-0.13 of an 8-bit level on the mean (at most 1.4) on the real clips
+# of its bench: a whole network call a frame for that (upscaling 0.55x the time, removal 0.71x;
+# warpcore/assets/builtin/TRAINING.md, session 8). SDXL's last sigma (0.029) is above it.
+# The skipped call returns the estimate the ODE carries (``u_k = h_{k-1} + sigma_k eps``, the
+# Euler step's form; at the first step of a partial run ``u_0 = start + sigma_0 eps``), not
+# ``u_k`` itself: the noise added for the step (a quarter of a grey level) is the sampler's own
+# and tells nothing about the frame; left in, it was grain that cost 0.29 dB on a 48 dB clip
+# (TRAINING.md, session 9).
 IDENTITY_SIGMA = 0.0025
 
 
@@ -56,17 +60,26 @@ def sample(
     guidance: EquivarianceGuidance | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     should_stop: ShouldStop = never_stop,
+    start: torch.Tensor | None = None,
 ) -> SampleResult:
     """Integrate the PF-ODE from ``x`` at ``sigmas[0]`` down to ``sigmas[-1] == 0``.
+
+    ``start``: the clean point a partial-strength run was noised from (``x = start + sigma_0
+    noise``, :func:`start_noise`), if any.
 
     Per step k (Algorithm 1, step 2): h_k = D(u_k, sigma_k); Euler step
     u_{k+1} = u_k + (sigma_{k+1} - sigma_k) (u_k - h_k) / sigma_k (METHOD.md section 3), or
     Heun's correction; then, where guidance applies, u_{k+1} -= lambda / sqrt(e_k) grad e_k
     (or the "blend"/"band" correction, which also moves the stored estimate h_k:
-    warpcore.guidance). At sigma_k <= IDENTITY_SIGMA, h_k = u_k without a call.
+    warpcore.guidance). At sigma_k <= IDENTITY_SIGMA there is no call: h_k is u_k less the noise
+    the ODE carries, sigma_k times the previous step's direction (so the previous estimate plus
+    any guidance since), or ``start`` at the first step (``u_k`` itself without either), with
+    the identity as its Jacobian for the network-gradient guidance.
     """
     n = len(sigmas) - 1
     history, errors = [], []
+    # The ODE's direction (u_k - h_k) / sigma_k: the noise it carries (Euler form)
+    direction = None if start is None else (x - start.to(x)).detach() / sigmas[0]
     for k in range(n):
         if should_stop():
             raise Cancelled(f"stopped before step {k + 1} of {n}")
@@ -76,11 +89,14 @@ def sample(
         x_k = x.detach().requires_grad_(through_net)
         if s <= IDENTITY_SIGMA:
             h = x_k if through_net else x_k.detach()
+            if direction is not None:  # u_k less the noise the ODE carries; dh/du = I
+                h = h - s * direction
         else:
             with torch.enable_grad() if through_net else torch.no_grad():
                 h = denoise(x_k, _batch_sigma(s, x_k))
         with torch.no_grad():
             x_next = _ode_step(denoise, x_k.detach(), h.detach(), s, s_next, method)
+            direction = (x_next - x_k.detach()) / (s_next - s)  # the step's, before guidance
         e = None
         if guided:
             correction, e = guidance.step(x_k, h, k, float(s))

@@ -5,6 +5,8 @@ Examples::
     warpdiff train --run-dir runs/builtin                 # the built-in model, both tasks
     warpdiff train --run-dir runs/builtin --resume        # continue where it stopped
     warpdiff train --export runs/builtin                  # ship its best EMA weights
+    warpdiff train --run-dir runs/est --part estimator --task upscale \
+        --init warpcore/assets/builtin                    # only the upscale estimator
     warpdiff train --model /path/sdxl --task inpaint --run-dir runs/sdxl --crop 1024
 """
 
@@ -44,6 +46,9 @@ OVERRIDES = (
     "bank_size",
     "layers_per_block",
     "prompt",
+    "part",
+    "estimator_width",
+    "estimator_blocks",
 )
 
 NUMBERS = (
@@ -64,6 +69,8 @@ NUMBERS = (
     ("threads", int, "torch CPU threads (default 1)"),
     ("bank-size", int, "GP noise fields precomputed for training (default 64)"),
     ("layers-per-block", int, "built-in UNet resnets per level (default 1)"),
+    ("estimator-width", int, "built-in upscale estimator: channels (default 64)"),
+    ("estimator-blocks", int, "built-in upscale estimator: residual blocks (default 8)"),
 )
 
 
@@ -77,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", dest=name.replace("-", "_"), type=kind, help=text)
     parser.add_argument("--schedule", choices=["cosine", "constant"])
     parser.add_argument("--channels", help="built-in UNet widths, e.g. 16,32,64,128")
+    parser.add_argument(
+        "--part",
+        choices=["unet", "estimator"],
+        help="built-in: train the UNet (default) or, with --init and --task upscale, only the "
+        "upscale estimator beside it",
+    )
     parser.add_argument("--init", help="start from these built-in weights (model.safetensors)")
     parser.add_argument("--prompt", help="SDXL: the text prompt used while fine-tuning")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")

@@ -28,6 +28,11 @@ class TrainConfig:
     rest at ``ln sigma ~ N(p_mean, p_std^2)``. ``videos``: add the frames of Debian opencv-doc's
     training videos (:data:`warpcore.training.data.TRAIN_VIDEOS`) to the stills.
 
+    ``part``: which network of the built-in model trains: ``"unet"`` (the denoiser) or
+    ``"estimator"`` (the upscale one-call estimate, :class:`warpcore.models.blocknet.BlockNet`
+    of ``estimator_width`` channels and ``estimator_blocks`` residual blocks, an L1 regression
+    of the clean crop on its bicubic upsample; the UNet of ``init`` is kept as it is).
+
     ``model``: ``"builtin"`` (train the small pixel-space UNet from scratch, or from ``init``)
     or a diffusers SDXL folder (fine-tune its UNet in latent space, one task). ``lr``,
     ``weight_decay``, ``ema_decay`` and ``warmup`` left at None take the model's defaults.
@@ -54,6 +59,9 @@ class TrainConfig:
     scale_weights: tuple[float, ...] = (0.1, 0.8, 0.1)
     block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
     layers_per_block: int = 1
+    part: str = "unet"
+    estimator_width: int = 64
+    estimator_blocks: int = 8
     init: str | None = None
     bank_size: int = 64
     max_side: int = 512
@@ -86,6 +94,15 @@ class TrainConfig:
             )
         if self.model != "builtin" and len(self.tasks) != 1:
             raise InvalidInput("tasks: an SDXL fine-tune trains one task: inpaint or upscale")
+        if self.part not in ("unet", "estimator"):
+            raise InvalidInput(f"part: got {self.part!r}; accepted: unet, estimator")
+        if self.part == "estimator" and (
+            self.model != "builtin" or self.tasks != ("upscale",) or not self.init
+        ):
+            raise InvalidInput(
+                "part 'estimator': trains the built-in model's upscale estimator beside a trained "
+                "UNet: needs model 'builtin', tasks ['upscale'] and init (the UNet's weights)"
+            )
         if self.noise not in ("gp", "white"):
             raise InvalidInput(f"noise: got {self.noise!r}; accepted: gp, white")
         if self.schedule not in ("cosine", "constant"):
@@ -101,6 +118,8 @@ class TrainConfig:
             ("threads", 1),
             ("keep_checkpoints", 1),
             ("seed", 0),
+            ("estimator_width", 1),
+            ("estimator_blocks", 1),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:

@@ -284,7 +284,7 @@ def plot_logs(run: Path) -> Path | None:
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
     axes[0].plot(steps, loss, alpha=0.25, label="loss")
     axes[0].plot(steps[k - 1 :], smooth, label=f"mean of {k}")
-    axes[0].set(xlabel="step", ylabel="EDM-weighted loss", yscale="log", title=run.name)
+    axes[0].set(xlabel="step", ylabel="training loss", yscale="log", title=run.name)
     axes[0].legend()
     val_file = run / "val.jsonl"
     lines = val_file.read_text().splitlines() if val_file.is_file() else []
