@@ -59,7 +59,7 @@ class RestoreRequest:
     applies. ``strength`` < 1 starts from the noised condition instead of pure noise (a
     img2img-style partial run: less is closer to the input); None takes the model's default
     (``default_strength``: 1 for SDXL fine-tunes, 0.5 for zero-shot SDXL upscaling; the built-in
-    model: 0.5 inpainting, 0.25 upscaling, chosen on held-out crops, TRAINING.md).
+    model: its config.json, 0.3 inpainting and 0.1 upscaling, chosen on real video, TRAINING.md).
     ``steps`` None takes the model's default (``default_steps``: 25; the built-in model 10, where
     it measured better than 25 with guidance, TRAINING.md). ``propagate`` (inpaint): before
     diffusion, each hole is filled with the background that the frames up to this many frames
