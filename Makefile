@@ -46,6 +46,7 @@ format: setup
 # pins: tools/mutant_recheck.py --mutants build/mutants/<module> SURVIVORS -- <the pins>.
 MODULES ?= noise warps guidance sampler metrics flow camera
 mutants: setup
+	$(BIN)/pip install -q "mutmut>=3.8,<4"
 	$(BIN)/python tools/mutants.py $(MODULES)
 	@cat out/mutants.md
 
