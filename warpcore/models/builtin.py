@@ -84,16 +84,15 @@ UPSCALE_ESTIMATE_WEIGHT = 0.75
 # fits the truth follows it (TRAINING.md): ~1 on textured clips, ~0.3 on smooth fog/smoke
 # footage where the estimate's detail is grain and cost 2 dB at a fixed 0.75.
 CALIBRATE_MAX = 1.5
+CALIBRATE_MIN_PX = 8  # the input downscaled once more must be at least this (H and W)
 # Weights with an upscale estimator (config.json "estimator", session 9) use its detail whole and
-# uncalibrated: on the held-out clips 1.0 fixed beat 1.0 x self and 0.75 x self on every clip
-# (vtest: a tie with 1.0 x self),
-# and on a smooth synthetic fog, where the UNet's estimate lost 3.6 dB to bicubic, the
-# estimator's gains 0.5 dB (TRAINING.md, session 9).
+# uncalibrated: on the held-out clips 1.0 uncalibrated beat 1.0 and 0.75 x self-calibrated on
+# every clip (vtest: a tie), and on a smooth synthetic fog, where the UNet's estimate lost 3.6 dB
+# to bicubic, the estimator gains 0.7 dB (TRAINING.md, session 9).
 ESTIMATOR_DEFAULTS: dict[str, Any] = {
     "estimate_weight": {"inpaint": 1.0, "upscale": 1.0},
     "calibrate": [],
 }
-CALIBRATE_MIN_PX = 8  # the input downscaled once more must be at least this (H and W)
 INPAINT_STRENGTH = 0.3
 INPAINT_START, INPAINT_FILL = "base", "structure"
 # Steps of a full run: with the paper's fixed-length guidance step, 25 steps measured worse than
