@@ -299,3 +299,36 @@ def test_request_round_trips_and_keys_ignore_the_device() -> None:
     assert RestoreRequest(task="inpaint").camera_motion is True and r.camera_motion is False
     with pytest.raises(InvalidInput, match="unknown fields"):
         RestoreRequest.from_dict({"task": "inpaint", "colour": "red"})
+
+
+def test_a_shot_whose_noise_cannot_reach_the_output_never_warps_it(
+    builtin, builtin_sr, monkeypatch
+) -> None:
+    """The built-in upscale default is one step at sigma_min from its start: the sampler drops
+    the noise there, so the restorer does not warp a GP field for it (3 of a 1080p frame's 5 s)
+    and the output is the same as with the field; a removal run (steps above sigma_min) still
+    warps one every frame."""
+    from warpcore import warps
+
+    rng = np.random.default_rng(3)
+    frames = [rng.random((12, 16, 3), dtype=np.float32) for _ in range(3)]
+    request = RestoreRequest(task="upscale", scale=4, model="builtin", propagate=0)
+    with_noise = ClipRestorer(request, builtin_sr, (12, 16), 3)
+    with_noise.noise_matters = True  # as before: the field is warped (and then dropped)
+    expected = [with_noise.process(j, f) for j, f in enumerate(frames)]
+    calls = []
+    for name in ("first", "next"):
+        real = getattr(warps._Base, name)
+        monkeypatch.setattr(
+            warps._Base,
+            name,
+            lambda self, *a, _real=real, _n=name: calls.append(_n) or _real(self, *a),
+        )
+    restorer = ClipRestorer(request, builtin_sr, (12, 16), 3)
+    assert not restorer.noise_matters
+    outs = [restorer.process(j, f) for j, f in enumerate(frames)]
+    assert calls == []
+    for out, ref in zip(outs, expected, strict=True):
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+    removal = RestoreRequest(task="inpaint", model="builtin", propagate=0, crop=False)
+    assert ClipRestorer(removal, builtin, (12, 16), 3).noise_matters
