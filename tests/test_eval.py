@@ -20,7 +20,7 @@ from warpcore.evaluate import (
 )
 from warpcore.metrics import WARP_KEYS
 from warpcore.models.gaussian import GaussianDenoiser
-from warpcore.report import markdown_table, ordering_checks, write_report
+from warpcore.report import diagnose, markdown_table, ordering_checks, write_report
 from warpcore.suites import SuiteConfig, suite_clips
 
 TINY = SuiteConfig(clips=1, frames=3, size=(32, 32))
@@ -142,6 +142,23 @@ def test_ordering_checks_follow_the_numbers() -> None:
     assert "0.015" in bad[0]["detail"] and "0.01" in bad[2]["detail"]
     table = markdown_table({**group({"warped": 0.001}), "truth": None})
     assert "0.001" in table
+
+
+def test_a_run_whose_noise_cannot_matter_says_so() -> None:
+    """When GP, fixed and resampled noise give the same frames (every step at sigma_min, where
+    the sampler drops the noise) the failed noise ordering is explained, and only then."""
+
+    def group(values: dict[str, float]) -> dict:
+        methods = {
+            n: {"mean": {"warp_pixel_first": v}, "per_frame": {}, "seconds_per_frame": 1.0}
+            for n, v in values.items()
+        }
+        return {"methods": methods}
+
+    same = diagnose(group({"fixed": 5e-4, "resample": 5e-4, "gp": 5e-4, "warped": 4e-4}))
+    assert any("cannot be ordered" in n for n in same)
+    apart = diagnose(group({"fixed": 5e-4, "resample": 6e-4, "gp": 5e-4, "warped": 4e-4}))
+    assert not any("cannot be ordered" in n for n in apart)
 
 
 def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -128,6 +128,18 @@ def diagnose(group: dict[str, Any]) -> list[str]:
                 f"{fmt(c)} to {fmt(d)}: the guided frames are pulled toward earlier guided "
                 "estimates and the error accumulates along the clip instead of being removed."
             )
+    unguided = [
+        methods[n]["mean"].get("warp_pixel_first")
+        for n in ("gp", "fixed", "resample")
+        if n in methods
+    ]
+    if len(unguided) > 1 and None not in unguided and len(set(unguided)) == 1:
+        notes.append(
+            "GP warping, fixed and resampled noise give the same frames: at this strength every "
+            "step is at sigma <= 0.0025, where the sampler drops its own noise (the built-in "
+            "upscale default: the one-call estimate plus guidance), so the noise schemes cannot "
+            "be ordered here; raise --strength to compare them."
+        )
     classic = next((methods[n] for n in ("telea", "bicubic") if n in methods), None)
     best = max(
         (s["mean"].get("psnr") for n, s in methods.items()
