@@ -248,9 +248,16 @@ class ClipRestorer:
         return (self.warper.first() if fwd is None else self.warper.next(fwd, bwd))[None]
 
     def _noise_and_guidance(
-        self, index: int, image: torch.Tensor, hole: torch.Tensor | None, noise_needed: bool
+        self,
+        index: int,
+        image: torch.Tensor,
+        hole: torch.Tensor | None,
+        noise_needed: bool | None = None,
     ) -> tuple[torch.Tensor, EquivarianceGuidance | None]:
-        """Algorithm 1 step 1 (warped noise) and the guidance for this frame."""
+        """Algorithm 1 step 1 (warped noise) and the guidance for this frame (``noise_needed``
+        None: the shot's ``noise_matters``)."""
+        if noise_needed is None:
+            noise_needed = self.noise_matters
         if self._prev is None:
             return self._noise(None, None, noise_needed), None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.
