@@ -308,27 +308,37 @@ def test_a_shot_whose_noise_cannot_reach_the_output_never_warps_it(
     the noise there, so the restorer does not warp a GP field for it (3 of a 1080p frame's 5 s)
     and the output is the same as with the field; a removal run (steps above sigma_min) still
     warps one every frame."""
-    from warpcore import warps
+    from warpcore import restore, warps
 
     rng = np.random.default_rng(3)
     frames = [rng.random((12, 16, 3), dtype=np.float32) for _ in range(3)]
     request = RestoreRequest(task="upscale", scale=4, model="builtin", propagate=0)
-    with_noise = ClipRestorer(request, builtin_sr, (12, 16), 3)
-    with_noise.noise_matters = True  # as before: the field is warped (and then dropped)
-    expected = [with_noise.process(j, f) for j, f in enumerate(frames)]
-    calls = []
-    for name in ("first", "next"):
-        real = getattr(warps._Base, name)
-        monkeypatch.setattr(
-            warps._Base,
-            name,
-            lambda self, *a, _real=real, _n=name: calls.append(_n) or _real(self, *a),
-        )
-    restorer = ClipRestorer(request, builtin_sr, (12, 16), 3)
-    assert not restorer.noise_matters
-    outs = [restorer.process(j, f) for j, f in enumerate(frames)]
+
+    hole = np.zeros((12, 16), np.float32)
+    hole[3:8, 4:10] = 1.0
+
+    def run(model, req: RestoreRequest) -> tuple[list[np.ndarray], list[str]]:
+        calls: list[str] = []
+        with monkeypatch.context() as m:
+            for name in ("first", "next"):
+                real = getattr(warps._Base, name)
+                m.setattr(
+                    warps._Base,
+                    name,
+                    lambda self, *a, _real=real, _n=name: calls.append(_n) or _real(self, *a),
+                )
+            restorer = ClipRestorer(req, model, (12, 16), 3)
+            mask = hole if req.task == "inpaint" else None
+            return [restorer.process(j, f, mask) for j, f in enumerate(frames)], calls
+
+    with monkeypatch.context() as m:  # as before: the field warped every frame, then dropped
+        m.setattr(restore, "noise_reaches_output", lambda sigmas, start: True)
+        expected, calls = run(builtin_sr, request)
+    assert calls == ["first", "next", "next"]
+    outs, calls = run(builtin_sr, request)
     assert calls == []
     for out, ref in zip(outs, expected, strict=True):
         np.testing.assert_allclose(out, ref, atol=1e-6)
     removal = RestoreRequest(task="inpaint", model="builtin", propagate=0, crop=False)
-    assert ClipRestorer(removal, builtin, (12, 16), 3).noise_matters
+    _, calls = run(builtin, removal)
+    assert calls == ["first", "next", "next"]

@@ -9,7 +9,7 @@ import torch
 
 from warpcore.errors import Cancelled, InvalidInput
 from warpcore.guidance import EquivarianceGuidance, active_steps
-from warpcore.sampler import IDENTITY_SIGMA, sample, start_noise
+from warpcore.sampler import IDENTITY_SIGMA, noise_reaches_output, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 
 
@@ -188,3 +188,23 @@ def test_guidance_step_is_normalised_and_descends(mode: str) -> None:
     # because the warp by a whole pixel is a selection of pixels.
     assert float(correction.norm()) == pytest.approx(0.1 * 2 * jac, rel=1e-4)
     assert float(g.error(0.5 * (x + correction), 0)) < e
+
+
+def test_the_noise_reaches_the_output_unless_a_start_is_refined_at_sigma_min_only() -> None:
+    """The rule the restorer follows to skip warping a noise field: the sampler's output
+    ignores the noise exactly when it has a start and every step is at sigma <= IDENTITY_SIGMA
+    (shown on the sampler itself: two noises, one output; a step above, or no start, differ)."""
+    gen = torch.Generator().manual_seed(7)
+    clean = torch.rand(1, 3, 6, 6, generator=gen)
+    noises = [torch.randn(1, 3, 6, 6, generator=gen) for _ in range(2)]
+    for sigmas, start in (
+        (torch.tensor([0.002, 0.0]), clean),
+        (torch.tensor([0.0128, 0.002, 0.0]), clean),
+        (torch.tensor([0.002, 0.0]), None),
+    ):
+        outs = [
+            sample(lambda u, s: 0.5 * u, start_noise(e, sigmas, start), sigmas, start=start).x
+            for e in noises
+        ]
+        ignores = torch.equal(outs[0], outs[1])
+        assert noise_reaches_output(sigmas, start) is not ignores, (sigmas, start is None)

@@ -24,7 +24,7 @@ from warpcore.models.base import Condition, Denoiser
 from warpcore.models.zeroshot import ZeroShotSR
 from warpcore.progress import Event, EventSink, ShouldStop, never_stop, no_events
 from warpcore.request import RestoreRequest
-from warpcore.sampler import IDENTITY_SIGMA, StepInfo, sample, start_noise
+from warpcore.sampler import StepInfo, noise_reaches_output, sample, start_noise
 from warpcore.schedule import karras_sigmas, truncate
 from warpcore.tiles import TiledDenoiser, resolve_tile
 from warpcore.warps import make_warper
@@ -101,11 +101,6 @@ class ClipRestorer:
             if self._crop is None
             else make_warper(request.noise, denoiser.channels, 1, 1, request.seed)
         )
-        # A partial run whose every step is at sigma <= IDENTITY_SIGMA (the built-in model's
-        # upscale default) returns its start plus the guidance: its noise never reaches the
-        # output (sampler), and warping the GP field cost 3 of a 1080p frame's 5 s. Such a
-        # shot never steps its warper (no frame of it reads the chain).
-        self.noise_matters = self.strength >= 1.0 or bool((self.sigmas[:-1] > IDENTITY_SIGMA).any())
         self.next_index = 0
         self._prev: dict[str, torch.Tensor] | None = None
         self._step_times: deque[float] = deque(maxlen=50)  # recent steps, for the ETA
@@ -144,7 +139,9 @@ class ClipRestorer:
         )
         prepared = self.denoiser.prepare(cond)
         start = self.denoiser.start(prepared)
-        needed = self.noise_matters or start is None
+        # Where the noise cannot reach the output (the built-in upscale default), no GP field
+        # is warped for it: 3 of a 1080p frame's 5.2 s (TRAINING.md, session 9).
+        needed = noise_reaches_output(self.sigmas, start)
         noise, guidance = self._noise_and_guidance(index, image, hole, needed)
         x = start_noise(noise, self.sigmas, start)
         result = sample(
@@ -241,23 +238,17 @@ class ClipRestorer:
         self, fwd: torch.Tensor | None, bwd: torch.Tensor | None, needed: bool
     ) -> torch.Tensor:
         """The frame's warped noise (the first field without flows), or zeros where it cannot
-        reach the output (``noise_matters``)."""
+        reach the output (:func:`warpcore.sampler.noise_reaches_output`)."""
         if not needed:
             size = (1, self.denoiser.channels, *self.grid)
             return torch.zeros(size, device=self.denoiser.device)
         return (self.warper.first() if fwd is None else self.warper.next(fwd, bwd))[None]
 
     def _noise_and_guidance(
-        self,
-        index: int,
-        image: torch.Tensor,
-        hole: torch.Tensor | None,
-        noise_needed: bool | None = None,
+        self, index: int, image: torch.Tensor, hole: torch.Tensor | None, noise_needed: bool
     ) -> tuple[torch.Tensor, EquivarianceGuidance | None]:
-        """Algorithm 1 step 1 (warped noise) and the guidance for this frame (``noise_needed``
-        None: the shot's ``noise_matters``)."""
-        if noise_needed is None:
-            noise_needed = self.noise_matters
+        """Algorithm 1 step 1 (warped noise, or zeros where it cannot reach the output) and
+        the guidance for this frame."""
         if self._prev is None:
             return self._noise(None, None, noise_needed), None
         # Flow is estimated on the CPU (OpenCV) on the input at output resolution.

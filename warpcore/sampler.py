@@ -132,6 +132,13 @@ def _batch_sigma(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
 
 
+def noise_reaches_output(sigmas: torch.Tensor, start: torch.Tensor | None) -> bool:
+    """Whether the noise a run starts from can change its output: not when it has a clean
+    ``start`` and every step is at sigma <= IDENTITY_SIGMA, where :func:`sample` removes the
+    noise it carries (the built-in model's upscale default: its estimate plus the guidance)."""
+    return start is None or bool((sigmas[:-1] > IDENTITY_SIGMA).any())
+
+
 def start_noise(
     noise: torch.Tensor, sigmas: torch.Tensor, start: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -141,4 +148,11 @@ def start_noise(
     return x if start is None else start.to(noise) + x
 
 
-__all__ = ["IDENTITY_SIGMA", "SampleResult", "StepInfo", "sample", "start_noise"]
+__all__ = [
+    "IDENTITY_SIGMA",
+    "SampleResult",
+    "StepInfo",
+    "noise_reaches_output",
+    "sample",
+    "start_noise",
+]
