@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from warpcore.evaluate import HEADLINE_KEY, METHODS, WARPED
+from warpcore.sampler import IDENTITY_SIGMA
 
 COLUMNS = (
     ("warp_pixel_first", "Warp. err. pixel, first ↓"),
@@ -136,9 +137,9 @@ def diagnose(group: dict[str, Any]) -> list[str]:
     if len(unguided) > 1 and None not in unguided and len(set(unguided)) == 1:
         notes.append(
             "GP warping, fixed and resampled noise give the same frames: at this strength every "
-            "step is at sigma <= 0.0025, where the sampler drops its own noise (the built-in "
-            "upscale default: the one-call estimate plus guidance), so the noise schemes cannot "
-            "be ordered here; raise --strength to compare them."
+            f"step is at sigma <= {IDENTITY_SIGMA:g}, where the sampler drops its own noise (the "
+            "built-in upscale default: the one-call estimate plus guidance), so the noise "
+            "schemes cannot be ordered here; raise --strength to compare them."
         )
     classic = next((methods[n] for n in ("telea", "bicubic") if n in methods), None)
     best = max(

@@ -37,8 +37,8 @@ class _Residual(nn.Module):
 
 
 class BlockNet(nn.Module):
-    """``b`` (N, 3, H, W) in [-1, 1] -> the estimate, same shape; any H, W (reflect-padded to
-    a multiple of ``block`` and cropped back)."""
+    """``b`` (N, 3, H, W) in [-1, 1] -> the estimate, same shape; any H, W (edge-replicated at
+    the bottom and right to a multiple of ``block``, cropped back)."""
 
     def __init__(self, width: int = 64, blocks: int = 8, block: int = 4) -> None:
         super().__init__()

@@ -90,9 +90,9 @@ class BuiltinBackend:
 
     def loss(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
-        if cfg.part == "estimator":
-            x0 = 2.0 * batch.clean - 1.0
-            return (self.net.estimate(_cond(batch), batch.task) - x0).abs().mean()
+        if cfg.part == "estimator":  # every sample is upscale: b is the upsampled input
+            b = 2.0 * batch.image - 1.0
+            return (self.net.estimator(b) - (2.0 * batch.clean - 1.0)).abs().mean()
         sd = self.net.sigma_data[batch.task].reshape(-1, 1, 1, 1)
         n = batch.clean.shape[0]
         x0 = 2.0 * batch.clean - 1.0
