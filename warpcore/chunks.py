@@ -9,6 +9,7 @@ the guidance needs the previous frame's estimates: a chunk first runs the O fram
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,22 @@ def as_flow_fn(flows: dict[int, tuple[np.ndarray, np.ndarray]]):  # noqa: ANN201
     return flow_fn
 
 
+class FlowPairs(Sequence):
+    """``flows[j]`` for j in ``frames`` as torch (forward, backward), converted when read: a
+    chunk at frame 1000 of a 1080p shot holds no 1000 copies (33 GB) of flows it may never
+    compose (:meth:`ClipRestorer.start_at`)."""
+
+    def __init__(self, flows: Mapping[int, tuple[np.ndarray, np.ndarray]], frames: range) -> None:
+        self.flows, self.frames = flows, frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        fwd, bwd = self.flows[self.frames[i]]  # (an index past the end raises IndexError)
+        return torch.from_numpy(np.array(fwd)), torch.from_numpy(np.array(bwd))
+
+
 def run_chunk(
     restorer: object,
     chunk: Chunk,
@@ -163,11 +180,10 @@ def run_chunk(
     ``(index, frame)`` from ``chunk.warm`` on; the caller keeps those >= ``chunk.start``.
     ``source(i)`` -> (frame, mask); ``flows[j]`` = (forward, backward) of frame j."""
     if chunk.warm > 0:
-        need = [flows[j] for j in range(1, chunk.warm)]
         restorer.start_at(  # type: ignore[attr-defined]
             chunk.warm,
             source(chunk.warm - 1),  # type: ignore[operator]
-            [(torch.from_numpy(np.array(f)), torch.from_numpy(np.array(b))) for f, b in need],
+            FlowPairs(flows, range(1, chunk.warm)),
         )
     for index in range(chunk.warm, chunk.stop):
         frame, mask = source(index)  # type: ignore[operator]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -103,6 +103,8 @@ class ClipRestorer:
         )
         self.next_index = 0
         self._prev: dict[str, torch.Tensor] | None = None
+        # Flow pairs start_at was given, composed only once a frame needs the noise (_catch_up).
+        self._pending: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._step_times: deque[float] = deque(maxlen=50)  # recent steps, for the ETA
 
     # -- public -------------------------------------------------------------------------------
@@ -178,14 +180,18 @@ class ClipRestorer:
         self,
         index: int,
         previous: tuple[np.ndarray, np.ndarray | None],
-        backward: list[tuple[torch.Tensor, torch.Tensor]],
+        backward: Sequence[tuple[torch.Tensor, torch.Tensor]],
     ) -> None:
         """Make frame ``index`` the next one, as a chunk of a long shot starts (warpcore/chunks):
-        the noise warper is advanced through the flows (forward, backward) of frames
+        the noise warper is to be advanced through the flows (forward, backward) of frames
         1 .. index-1 (at output resolution, as ``flow_fn`` gives them), so frame ``index`` gets
         exactly the noise of the sequential run; ``previous`` = (frame, mask) of frame
         ``index - 1`` for the next flow. Frame ``index`` has no guidance (there are no
-        estimates of frame index-1): a chunk's first frames re-establish it and are dropped."""
+        estimates of frame index-1): a chunk's first frames re-establish it and are dropped.
+
+        The flows are composed when a frame first needs the noise, not here: where the noise
+        cannot reach the output (:func:`warpcore.sampler.noise_reaches_output`: the built-in
+        upscale default) they never are, and ``backward`` may be a lazy sequence."""
         if self._crop is not None:
             raise InvalidInput("start_at: crop inpainting runs a shot in order from frame 0")
         if index < 1 or len(backward) != index - 1:
@@ -193,22 +199,32 @@ class ClipRestorer:
                 f"start_at: frame {index} needs index >= 1 and the {index - 1} flow pairs of "
                 f"frames 1..{index - 1}; got {len(backward)}"
             )
+        self._pending = backward
+        image, hole = self._inputs(*previous)
+        self._prev = {"image": image, "mask": hole, "denoised": None}
+        self.next_index = index
+
+    def _catch_up(self) -> None:
+        """Advance the noise warper through the flows :meth:`start_at` was given (a GP
+        warper composes them: 0.11 s a pair at 1080p, so about 110 s for a chunk at frame
+        1000), and forget them."""
+        if self._pending is None:
+            return
         from warpcore.warps import fast_forward
 
+        pending, self._pending = self._pending, None
         ds = self.denoiser.downscale
 
         def model_grid(flow: torch.Tensor) -> torch.Tensor:
             return flowlib.to_model_grid(_pad_flow(flow, self.pad_out), ds).to(self.denoiser.device)
 
         self.warper.first()
-        fast_forward(self.warper, ((model_grid(f), model_grid(b)) for f, b in backward))
-        image, hole = self._inputs(*previous)
-        self._prev = {"image": image, "mask": hole, "denoised": None}
-        self.next_index = index
+        fast_forward(self.warper, ((model_grid(f), model_grid(b)) for f, b in pending))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         dev = self.denoiser.device
         self.next_index = int(state["next_index"])
+        self._pending = None
         if self._crop is not None:
             if "crop.mode" not in state:
                 raise InvalidInput("state: saved without crop; resume with the same request")
@@ -242,6 +258,7 @@ class ClipRestorer:
         if not needed:
             size = (1, self.denoiser.channels, *self.grid)
             return torch.zeros(size, device=self.denoiser.device)
+        self._catch_up()
         return (self.warper.first() if fwd is None else self.warper.next(fwd, bwd))[None]
 
     def _noise_and_guidance(
