@@ -164,7 +164,9 @@ class PhaseClock:
     """Seconds by phase of one chunk on an actor: wall time and the calling thread's CPU time
     (CPU < wall: the phase waited, for the object store or for a core). ``model`` includes
     ``flow_wait`` (flows are fetched as the restorer asks for them); ``summary`` reports it
-    apart. ``total``: from the chunk's start to now."""
+    apart. The composition of the flows before a chunk (when its noise needs them) happens in
+    the chunk's first ``model`` call, not in ``fast_forward``. ``total``: from the chunk's
+    start to now."""
 
     def __init__(self) -> None:
         self.wall: dict[str, float] = {}
@@ -212,22 +214,22 @@ class _RefInputs:
 
 
 class _LazyFlows(Mapping):
-    """The shot's flows by frame (object refs), fetched on first use; ``first`` at once."""
+    """The shot's flows by frame (object refs), fetched when read and not kept: each is read
+    once (the chunk's own frames by the restorer's ``flow_fn``; those before it only if the
+    noise needs them composed, :meth:`ClipRestorer.start_at`), so an actor never holds a long
+    shot's flows (33 MB a pair at 1080p)."""
 
-    def __init__(self, refs: dict[int, Any], first: range, clock: PhaseClock | None = None) -> None:
-        import ray
-
+    def __init__(self, refs: dict[int, Any], clock: PhaseClock | None = None) -> None:
         self.refs, self.clock = refs, clock or PhaseClock()
-        with self.clock("flows_first"):
-            self.values = dict(zip(first, ray.get([refs[j] for j in first]), strict=True))
 
     def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        if j not in self.values:
-            import ray
+        import ray
 
-            with self.clock("flow_wait"):
-                self.values[j] = ray.get(self.refs[j])
-        return self.values[j]
+        with self.clock("flow_wait"):
+            return ray.get(self.refs[j])
+
+    def __contains__(self, j: object) -> bool:  # without a fetch (Mapping's would get it)
+        return j in self.refs
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.refs)
@@ -319,8 +321,8 @@ class ChunkActor:
             request = RestoreRequest.from_dict({**job["request"], "device": self.engine.device})
             inputs = _RefInputs(job["frames"], clock)
         flows = None
-        if job["flows"] is not None:  # those before the chunk now, the chunk's as it needs them
-            flows = _LazyFlows(job["flows"], range(1, max(c.warm, 1)), clock)
+        if job["flows"] is not None:  # fetched as the restorer reads them
+            flows = _LazyFlows(job["flows"], clock)
             source, flow_fn = inputs.frame_and_mask, as_flow_fn(flows)  # type: ignore[arg-type]
         else:
             source, flow_fn = _frame_source(inputs, request, job["n_frames"])  # type: ignore[arg-type]

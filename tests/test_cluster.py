@@ -228,3 +228,17 @@ def test_kill_9_of_the_server_then_resume(cluster, tmp_path):
     reference = _sequential(request, frames)
     for i in range(N):
         np.testing.assert_array_equal(got[i], reference[i], err_msg=f"frame {i}")
+
+
+def test_lazy_flows_fetch_when_read_and_keep_nothing(monkeypatch):
+    """A chunk's actor fetches a flow only when the restorer reads it (the flows before a
+    chunk never, at the built-in upscale default) and keeps none of them."""
+    from server.cluster import _LazyFlows
+
+    fetched = []
+    monkeypatch.setattr(ray, "get", lambda ref: (fetched.append(ref), (ref, ref))[1])
+    flows = _LazyFlows({1: "a", 2: "b", 3: "c"})
+    assert 2 in flows and 7 not in flows and fetched == []
+    assert flows[2] == ("b", "b") and flows[2] == ("b", "b")
+    assert fetched == ["b", "b"]  # read twice, fetched twice: nothing cached
+    assert not any(isinstance(v, tuple) for v in vars(flows).values())
