@@ -64,14 +64,15 @@ def test_same_lambda_same_gain_on_integer_shift_at_two_resolutions(builtin) -> N
 
 
 def test_paper_dps_step_kept_as_an_option(builtin) -> None:
-    """Upscaling defaults to the band step (lambda 0.8); inpainting keeps the paper's step
-    (band copies the estimated plate flow's error inside holes: docs/guidance.md); every rule
-    runs by name with its own default lambda."""
+    """Both tasks default to the band step: lambda 0.8 upscaling, 0.5 inpainting (with the
+    fill's mean colour kept: docs/guidance.md, session 10); the paper's step and every other
+    rule run by name with their own default lambda."""
     assert RestoreRequest(task="upscale").guidance_rule == "band"
     assert RestoreRequest(task="upscale").guidance == 0.8
-    assert RestoreRequest(task="inpaint").guidance_rule == "dps"
-    assert RestoreRequest(task="inpaint").guidance == 1.0
-    assert RestoreRequest(task="inpaint", guidance_rule="band").guidance == 0.8
+    assert RestoreRequest(task="inpaint").guidance_rule == "band"
+    assert RestoreRequest(task="inpaint").guidance == 0.5
+    assert RestoreRequest(task="inpaint", guidance_rule="dps").guidance == 1.0
+    assert RestoreRequest(task="upscale", guidance_rule="dps").guidance == 1.0
     assert RestoreRequest(task="inpaint", guidance_rule="blend").guidance == 0.5
     dps = _shift_error(builtin, 32, 2, guidance=1.0, guidance_rule="dps")
     assert np.isfinite(dps) and dps > 0
@@ -191,6 +192,69 @@ def test_matched_blur_is_bilinears_blur_without_its_shift(f: float) -> None:
     bilinear = abs((1 - f) + f * np.exp(1j * w))  # its amplitude: 6 whole periods inside
     assert float((2 * (warped[inner] ** 2).mean()).sqrt()) == pytest.approx(bilinear, abs=1e-9)
     assert gain >= bilinear
+
+
+@pytest.mark.parametrize("rule", ["band", "blend"])
+def test_inpainting_guidance_keeps_the_fills_mean_colour(rule: str) -> None:
+    """With ``keep_mean_in`` (the restorer's inpainting: the hole) the correction has zero mean
+    per channel over the hole's pixels it moves, so a previous fill that is brighter overall
+    does not brighten this one; the structure (a zero-mean pattern) is still copied; pixels
+    outside the hole (the rim, composited away) and pixels not moved are left as they were.
+    Without it the offset is pulled along."""
+    torch.manual_seed(2)
+    h, w = 16, 16
+    pattern = torch.randn(3, h, w)
+    cur = torch.rand(3, h, w)
+    prev = cur + pattern + torch.tensor([0.3, -0.2, 0.1])[:, None, None]
+    zero = torch.zeros(2, h, w)
+    moved = torch.ones(1, h, w)
+    moved[..., :3, :] = 0.0  # rows the flow check rejects
+    hole = torch.zeros(1, h, w)
+    hole[..., : w // 2] = 1.0
+
+    def step(region: torch.Tensor | None) -> torch.Tensor:
+        guide = EquivarianceGuidance(
+            0.5, zero, moved, prev[None], frozenset({0}), rule=rule, backward=zero,
+            backward_mask=moved, keep_mean_in=region,
+        )  # fmt: skip
+        return guide.step(cur, cur, 0, 0.5)[0]
+
+    kept, free = step(hole), step(None)
+    inside = (hole[0] > 0) & (moved[0] > 0)
+    means = kept[:, inside].mean(dim=1)
+    assert means.abs().max() < 1e-6, means
+    assert free[:, inside].mean(dim=1).abs().min() > 0.02  # the offset pulled along
+    assert torch.equal(kept[:, hole[0] == 0], free[:, hole[0] == 0])  # the rim: as it was
+    assert kept[:, moved[0] == 0].abs().max() == 0  # nothing moves where the check said no
+    centred = pattern[:, inside] - pattern[:, inside].mean(dim=1, keepdim=True)
+    corr = torch.nn.functional.cosine_similarity(kept[:, inside].flatten(), centred.flatten(), 0)
+    assert corr > 0.99
+
+
+def test_restorer_keeps_the_mean_colour_in_the_hole_for_inpainting_only(
+    builtin, builtin_sr, monkeypatch
+):
+    """The restorer gives the guidance the frame's hole on inpainting (the ring fixes the
+    fill's colour) and nothing on upscaling (the low-resolution frame fixes its block means:
+    the null space)."""
+    import warpcore.restore as restore_module
+
+    made: list[EquivarianceGuidance] = []
+    real = restore_module.EquivarianceGuidance
+    monkeypatch.setattr(
+        restore_module,
+        "EquivarianceGuidance",
+        lambda *a, **k: made.append(real(*a, **k)) or made[-1],
+    )
+    frames, masks = _clip(2, 32, 2)
+    request = RestoreRequest(task="inpaint", propagate=0, crop=False)
+    for _ in restore_clip(request, builtin, frames, masks):
+        pass
+    lows = [np.ascontiguousarray(f[::4, ::4]) for f in frames]
+    for _ in restore_clip(RestoreRequest(task="upscale"), builtin_sr, lows):
+        pass
+    assert len(made) == 2 and made[1].keep_mean_in is None
+    np.testing.assert_array_equal(made[0].keep_mean_in[0].numpy() > 0.5, masks[1] > 0.5)
 
 
 def test_band_leaves_what_the_low_resolution_input_fixes() -> None:

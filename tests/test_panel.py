@@ -241,7 +241,10 @@ def test_cancel_mid_run_keeps_finished_frames(qtbot, panel, clip_dir):
 
 def test_ab_heatmap_wipe_and_plot(qtbot, panel, clip_dir):
     _open(qtbot, panel, clip_dir)
-    a = _run(qtbot, panel, {**FAST, "seed": 3, "noise": "gp", "guidance": 1.0})
+    # (The paper's step on A: far from B in the hole, so the wipe shows which run is drawn.)
+    a = _run(
+        qtbot, panel, {**FAST, "seed": 3, "noise": "gp", "guidance": 1.0, "guidance_rule": "dps"}
+    )
     b = _run(qtbot, panel, {**FAST, "seed": 3, "noise": "fixed", "guidance": 0.0})
     assert a.key != b.key and a.errors[0] is None and all(e is not None for e in b.errors[1:])
     assert a.errors != b.errors
@@ -625,6 +628,6 @@ def test_default_form_leaves_guidance_to_the_task(qtbot):
         assert "guidance_rule" not in req and "guidance" not in req
         made = RestoreRequest(**req)
         assert made.guidance_rule == DEFAULT_RULE[task]
-        assert made.guidance == DEFAULT_LAMBDA[made.guidance_rule]
+        assert made.guidance == DEFAULT_LAMBDA[task][made.guidance_rule]
     form.set_request({"guidance_rule": "newton", "guidance": 0.0})
     assert form.request()["guidance_rule"] == "newton" and form.request()["guidance"] == 0.0

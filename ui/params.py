@@ -36,8 +36,8 @@ TIPS = {
     "seed": "Random seed: the same seed and inputs give the same frames, bit for bit.",
     "guidance": "Equivariance self-guidance strength (lambda): pulls each frame towards the "
     "previous one warped by the flow. 0 turns guidance off (more flicker); 'rule default' "
-    "takes the rule's own (band 0.8, blend 0.5, dps 1, newton 0.5).",
-    "guidance_rule": "task default: band for upscale, dps for inpaint (measured, "
+    "takes the rule's own (band 0.8 upscale and 0.5 inpaint, blend 0.5, dps 1, newton 0.5).",
+    "guidance_rule": "task default: band for both, keeping the fill's mean colour (measured, "
     "docs/guidance.md). band: removes a fraction lambda (0-1) of the gap to the previous "
     "frame's warped estimate per step, compared through the warp's own blur (the same at any "
     "resolution). dps: the paper's step lambda/sqrt(e) grad e. blend: moves each step's "

@@ -100,6 +100,11 @@ class EquivarianceGuidance:
     # projected onto the null space of the area downsample (its block means removed), so the
     # guidance never moves what the low-resolution input already fixes (docs/guidance.md).
     measurement_scale: int = 1
+    # blend/band for inpainting: (1, h, w), 1 on the region the output takes from the model (the
+    # hole): the correction's mean there is removed, per channel, so the guidance never shifts
+    # the fill's mean colour, which the hole's surroundings fix, not the previous frame
+    # (docs/guidance.md, session 10).
+    keep_mean_in: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.on_current_grid and (self.backward is None or self.backward_mask is None):
@@ -128,7 +133,7 @@ class EquivarianceGuidance:
         weight = self.backward_mask.to(h) * inside * subpixel_weight(self.backward).to(h)
         residual = target - h
         value = float((weight * residual.double() ** 2).sum())
-        return min(self.strength, 1.0) * weight * residual, value
+        return self._mean_kept(min(self.strength, 1.0) * weight * residual, weight), value
 
     def band(self, denoised: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
         """The "band" correction ``lambda * M * (p - B~_f h_k)``, ``p`` the previous estimate
@@ -141,7 +146,21 @@ class EquivarianceGuidance:
         m = self.backward_mask.to(h) * inside
         residual = target - matched_blur(h, backward)
         value = float((m * residual.double() ** 2).sum())
-        return self._null_space(min(self.strength, 1.0) * m * residual), value
+        correction = self._mean_kept(min(self.strength, 1.0) * m * residual, m)
+        return self._null_space(correction), value
+
+    def _mean_kept(self, correction: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """With ``keep_mean_in``: ``correction`` less its per-channel mean over the pixels of
+        that region it moves (``weight`` > 0), taken from those pixels only; else
+        ``correction`` itself."""
+        if self.keep_mean_in is None:
+            return correction
+        moved = ((weight > 0) & (self.keep_mean_in.to(weight) > 0.5)).to(correction)
+        count = moved.sum(dim=(-2, -1), keepdim=True)
+        if float(count.min()) <= 0:
+            return correction
+        mean = (correction * moved).sum(dim=(-2, -1), keepdim=True) / count
+        return correction - moved * mean
 
     def _null_space(self, correction: torch.Tensor) -> torch.Tensor:
         """``correction`` minus its block means (``measurement_scale`` px blocks): what the

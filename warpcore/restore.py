@@ -323,6 +323,7 @@ class ClipRestorer:
                 else None
             ),
             measurement_scale=self.scale if ds == 1 else 1,
+            keep_mean_in=None if cur_hole is None else _on_grid(cur_hole, ds).to(image.device),
         )
         return noise, guidance
 
@@ -421,6 +422,11 @@ def _flow_check(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _on_grid(hole: torch.Tensor, downscale: int) -> torch.Tensor:
+    """A (1, H, W) hole on the model grid: a cell is in it if any of its pixels is."""
+    return (F.max_pool2d(hole[None], downscale)[0] > 0).float() if downscale > 1 else hole
+
+
 def padded_size(size: tuple[int, int], downscale: int) -> tuple[int, int]:
     """The input grid a model of ``downscale`` works on: ``size`` padded to its multiple."""
     multiple = downscale if downscale == 1 else downscale * 8
