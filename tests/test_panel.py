@@ -631,3 +631,15 @@ def test_default_form_leaves_guidance_to_the_task(qtbot):
         assert made.guidance == DEFAULT_LAMBDA[task][made.guidance_rule]
     form.set_request({"guidance_rule": "newton", "guidance": 0.0})
     assert form.request()["guidance_rule"] == "newton" and form.request()["guidance"] == 0.0
+
+
+def test_run_label_names_the_guidance_the_run_got():
+    """A run that sends no lambda or rule gets the task's defaults, and its label says which
+    (it said "guidance 1" whatever the task, the paper's step's lambda)."""
+    from ui.runs import Run
+
+    assert Run(1, {"task": "inpaint"}).label == "run 1: gp, guidance 0.5 band"
+    assert Run(2, {"task": "upscale", "noise": "fixed"}).label == "run 2: fixed, guidance 0.8 band"
+    off = Run(3, {"task": "inpaint", "guidance": 0.0, "strength": 1.0})
+    assert off.label == "run 3: gp, guidance 0 band, strength 1"
+    assert Run(4, {"task": "inpaint", "guidance_rule": "dps"}).label == "run 4: gp, guidance 1 dps"

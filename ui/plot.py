@@ -85,7 +85,10 @@ class ErrorPlot(QWidget):
             p.setBrush(Qt.NoBrush)
             p.setPen(QPen(color, 2))
             p.drawPath(path)
-            p.drawText(QPointF(r.right() - 220, r.top() + 14 + 14 * i), name)
+            # Right-aligned inside the plot, whatever the label's length.
+            p.drawText(
+                QRectF(r.left(), r.top() + 2 + 14 * i, r.width() - 6, 16), Qt.AlignRight, name
+            )
         p.setPen(QPen(QColor(255, 255, 255, 200), 1, Qt.DashLine))
         x = self.x_of(self.current)
         p.drawLine(QPointF(x, r.top()), QPointF(x, r.bottom()))

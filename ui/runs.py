@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from warpcore.request import DEFAULT_LAMBDA, DEFAULT_RULE
+
 
 @dataclass
 class Clip:
@@ -64,7 +66,7 @@ class Run:
     @property
     def label(self) -> str:
         r = self.request
-        bits = [r.get("noise", "gp"), f"guidance {r.get('guidance', 1.0):g}"]
+        bits = [r.get("noise", "gp"), f"guidance {_guidance(r)}"]
         if "strength" in r:
             bits.append(f"strength {r['strength']:g}")
         return f"run {self.number}: {', '.join(bits)}"
@@ -77,3 +79,16 @@ class Run:
     def mean_error(self) -> float | None:
         values = [v for v in self.errors if v is not None]
         return float(np.mean(values)) if values else None
+
+
+def _guidance(request: dict[str, Any]) -> str:
+    """The lambda and rule a run's request gets (a request without them takes the task's
+    defaults: :data:`warpcore.request.DEFAULT_RULE` and ``DEFAULT_LAMBDA``)."""
+    task = request.get("task", "inpaint")
+    if task not in DEFAULT_RULE:
+        return str(request.get("guidance", "?"))
+    rule = request.get("guidance_rule") or DEFAULT_RULE[task]
+    value = request.get("guidance")
+    if value is None:
+        value = DEFAULT_LAMBDA[task].get(rule, "?")
+    return f"{value:g} {rule}" if isinstance(value, int | float) else f"{value} {rule}"
