@@ -445,7 +445,7 @@ def test_removal_starts_from_the_structure_fill_which_carries_the_rim_across() -
     mask = torch.zeros(1, 64, 64)
     mask[:, 20:46, 20:44] = 1.0
     model = load_builtin("inpaint")
-    assert model.net.config["fill"] == "structure" and model.default_strength == 0.3
+    assert model.net.config["fill"] == "structure" and model.default_strength == 0.2
     prepared = model.prepare(Condition("inpaint", img, mask=mask))
     start = model.decode(model.start(prepared))[0]
     hole = mask.bool().expand(3, -1, -1)

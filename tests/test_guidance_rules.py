@@ -64,13 +64,13 @@ def test_same_lambda_same_gain_on_integer_shift_at_two_resolutions(builtin) -> N
 
 
 def test_paper_dps_step_kept_as_an_option(builtin) -> None:
-    """Both tasks default to the band step: lambda 0.8 upscaling, 0.5 inpainting (with the
+    """Both tasks default to the band step: lambda 0.8 upscaling, 0.65 inpainting (with the
     fill's mean colour kept: docs/guidance.md, session 10); the paper's step and every other
     rule run by name with their own default lambda."""
     assert RestoreRequest(task="upscale").guidance_rule == "band"
     assert RestoreRequest(task="upscale").guidance == 0.8
     assert RestoreRequest(task="inpaint").guidance_rule == "band"
-    assert RestoreRequest(task="inpaint").guidance == 0.5
+    assert RestoreRequest(task="inpaint").guidance == 0.65
     assert RestoreRequest(task="inpaint", guidance_rule="dps").guidance == 1.0
     assert RestoreRequest(task="upscale", guidance_rule="dps").guidance == 1.0
     assert RestoreRequest(task="inpaint", guidance_rule="blend").guidance == 0.5

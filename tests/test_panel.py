@@ -638,7 +638,7 @@ def test_run_label_names_the_guidance_the_run_got():
     (it said "guidance 1" whatever the task, the paper's step's lambda)."""
     from ui.runs import Run
 
-    assert Run(1, {"task": "inpaint"}).label == "run 1: gp, guidance 0.5 band"
+    assert Run(1, {"task": "inpaint"}).label == "run 1: gp, guidance 0.65 band"
     assert Run(2, {"task": "upscale", "noise": "fixed"}).label == "run 2: fixed, guidance 0.8 band"
     off = Run(3, {"task": "inpaint", "guidance": 0.0, "strength": 1.0})
     assert off.label == "run 3: gp, guidance 0 band, strength 1"

@@ -30,13 +30,13 @@ TIPS = {
     "model": "The denoiser: 'builtin' (small, fast, bundled), 'gaussian' (analytic test model), "
     "or an SDXL folder / hub id the server has. Empty: the server's default.",
     "strength": "How much of the diffusion to run: 1 = from pure noise, lower keeps more of the "
-    "classical result. 0 = the model's own default (0.3 inpaint, 0.1 upscale for builtin).",
+    "classical result. 0 = the model's own default (0.2 inpaint, 0.1 upscale for builtin).",
     "steps": "Sampler steps of a full run (a partial-strength run takes fewer). 0 = the model's "
     "default (10 for builtin). More steps: slower, usually cleaner.",
     "seed": "Random seed: the same seed and inputs give the same frames, bit for bit.",
     "guidance": "Equivariance self-guidance strength (lambda): pulls each frame towards the "
     "previous one warped by the flow. 0 turns guidance off (more flicker); 'rule default' "
-    "takes the rule's own (band 0.8 upscale and 0.5 inpaint, blend 0.5, dps 1, newton 0.5).",
+    "takes the rule's own (band 0.8 upscale and 0.65 inpaint, blend 0.5, dps 1, newton 0.5).",
     "guidance_rule": "task default: band for both, keeping the fill's mean colour (measured, "
     "docs/guidance.md). band: removes a fraction lambda (0-1) of the gap to the previous "
     "frame's warped estimate per step, compared through the warp's own blur (the same at any "

@@ -29,12 +29,12 @@ SCALES = (2, 4, 8)
 GUIDANCE_RULES = ("dps", "newton", "blend", "band")
 # The rule and lambda a request gets when it names none (docs/guidance.md has the tables).
 # Upscaling: the band step at 0.8, far ahead of the paper's step on the shift, motion and
-# real-video suites with the built-in model. Inpainting: band at 0.5 with the fill's mean colour
-# kept (EquivarianceGuidance.keep_mean): 17x below GP noise alone on shift-inpaint where the
+# real-video suites with the built-in model. Inpainting: band at 0.65 with the fill's mean colour
+# kept (EquivarianceGuidance.keep_mean_in): 16x below GP noise alone on shift-inpaint where the
 # paper's step reached 4.4x, and on real removal less hole flicker, no colour cast (session 10).
 DEFAULT_RULE = {"inpaint": "band", "upscale": "band"}
 _LAMBDA = {"blend": 0.5, "band": 0.8, "dps": 1.0, "newton": 0.5}
-DEFAULT_LAMBDA = {"inpaint": {**_LAMBDA, "band": 0.5}, "upscale": _LAMBDA}  # task -> rule -> lambda
+DEFAULT_LAMBDA = {"inpaint": {**_LAMBDA, "band": 0.65}, "upscale": _LAMBDA}  # task, rule
 DEFAULT_CAMERA = {"inpaint": True, "upscale": False}  # measured per task (docs/guidance.md)
 GUIDANCE_GRADS = ("network", "output")
 
@@ -48,7 +48,7 @@ class RestoreRequest:
     (docs/guidance.md) pulls each step's estimate toward the previous frame's estimate warped
     onto this frame, weighted per pixel by how faithfully the warp reproduces it; its lambda
     (at most 1) is the fraction of that residual removed per step, the same at every resolution
-    and on every model. "band" (the default: lambda 0.8 upscaling, 0.5 inpainting) is blend
+    and on every model. "band" (the default: lambda 0.8 upscaling, 0.65 inpainting) is blend
     with both sides low-passed alike: the current estimate is compared through the blur the
     warp gave the previous one, so sub-pixel motion is followed without importing that blur;
     for inpainting neither rule moves the fill's mean colour. "dps" is the paper's normalised
@@ -61,7 +61,7 @@ class RestoreRequest:
     applies. ``strength`` < 1 starts from the noised condition instead of pure noise (a
     img2img-style partial run: less is closer to the input); None takes the model's default
     (``default_strength``: 1 for SDXL fine-tunes, 0.5 for zero-shot SDXL upscaling; the built-in
-    model: its config.json, 0.3 inpainting and 0.1 upscaling, chosen on real video, TRAINING.md).
+    model: its config.json, 0.2 inpainting and 0.1 upscaling, chosen on real video, TRAINING.md).
     ``steps`` None takes the model's default (``default_steps``: 25; the built-in model 10, where
     it measured better than 25 with guidance, TRAINING.md). ``propagate`` (inpaint): before
     diffusion, each hole is filled with the background that the frames up to this many frames

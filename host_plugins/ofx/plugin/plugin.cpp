@@ -629,7 +629,7 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   define_int(s, P::seed, "Seed", "The same seed gives the same frames", 0, 0, 2147483647);
   define_double(s, P::guidance, "Guidance",
                 "Equivariance self-guidance strength: -1 = the task's default (the band "
-                "rule at 0.8 for upscale, 0.5 for inpaint), 0 = off; at most 1 (the "
+                "rule at 0.8 for upscale, 0.65 for inpaint), 0 = off; at most 1 (the "
                 "fraction of the gap to the previous frame removed per step)",
                 -1.0, -1.0, 1.0);
   define_choice(s, P::noise, "Noise warp", "How the noise follows the motion",
