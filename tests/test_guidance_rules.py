@@ -385,3 +385,33 @@ def test_the_flow_check_leaves_holes_to_the_plate_flow(builtin) -> None:
     unchecked = shift_error(guidance_rule="band", flow_check=0.0)
     assert unchecked < unguided / 10, (unchecked, unguided)
     assert checked < 2 * unchecked, (checked, unchecked)
+
+
+def test_mean_kept_on_a_hole_the_step_does_not_reach_or_reaches_at_one_pixel() -> None:
+    """A hole none of whose pixels the step moves leaves the correction as it was (finite: no
+    mean over zero pixels); a hole of one moved pixel gets no correction there (its mean is
+    itself), the rest unchanged."""
+    torch.manual_seed(3)
+    h, w = 8, 8
+    cur, prev = torch.rand(3, h, w), torch.rand(3, h, w)
+    zero = torch.zeros(2, h, w)
+    moved = torch.zeros(1, h, w)
+    moved[..., :, :4] = 1.0
+
+    def step(region: torch.Tensor | None) -> torch.Tensor:
+        guide = EquivarianceGuidance(
+            0.5, zero, moved, prev[None], frozenset({0}), rule="band", backward=zero,
+            backward_mask=moved, keep_mean_in=region,
+        )  # fmt: skip
+        return guide.step(cur, cur, 0, 0.5)[0]
+
+    free = step(None)
+    outside = torch.zeros(1, h, w)
+    outside[..., :, 6:] = 1.0  # no moved pixel in the hole
+    assert torch.equal(step(outside), free)
+    one = torch.zeros(1, h, w)
+    one[..., 2, 1] = 1.0
+    single = step(one)
+    assert single[:, 2, 1].abs().max() < 1e-7 and free[:, 2, 1].abs().max() > 1e-3
+    single[:, 2, 1] = free[:, 2, 1]
+    assert torch.equal(single, free)
