@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from warpcore.request import DEFAULT_LAMBDA, DEFAULT_RULE
+from warpcore.errors import InvalidInput
+from warpcore.request import RestoreRequest
 
 
 @dataclass
@@ -82,13 +83,9 @@ class Run:
 
 
 def _guidance(request: dict[str, Any]) -> str:
-    """The lambda and rule a run's request gets (a request without them takes the task's
-    defaults: :data:`warpcore.request.DEFAULT_RULE` and ``DEFAULT_LAMBDA``)."""
-    task = request.get("task", "inpaint")
-    if task not in DEFAULT_RULE:
+    """The lambda and rule the run got: the request's, or the task's defaults it resolved to."""
+    try:
+        made = RestoreRequest.from_dict(request)
+    except InvalidInput:
         return str(request.get("guidance", "?"))
-    rule = request.get("guidance_rule") or DEFAULT_RULE[task]
-    value = request.get("guidance")
-    if value is None:
-        value = DEFAULT_LAMBDA[task].get(rule, "?")
-    return f"{value:g} {rule}" if isinstance(value, int | float) else f"{value} {rule}"
+    return f"{made.guidance:g} {made.guidance_rule}"

@@ -263,7 +263,7 @@ def _header(result: dict[str, Any], title: str) -> str:
     guided = [
         r.get("request", {}) for r in result.get("runs", []) if r.get("request", {}).get("guidance")
     ]
-    # One entry per task: the default lambda differs by task (band 0.8 upscale, 0.5 inpaint).
+    # One entry per task: the default lambda differs by task (band 0.8 upscale, 0.65 inpaint).
     rules = {
         f"{r['guidance']:g} ({r.get('guidance_rule', 'dps')} rule"
         + (f", {r['task']})" if r.get("task") else ")")
